@@ -1,0 +1,220 @@
+//! Chunk sealing: convergent AES-256-GCM with one key per distinct content.
+//!
+//! For plaintext `p`:
+//! - content hash `h = BLAKE3_keyed(chunk_id_key, p)` ([`ContentHash`]);
+//! - content key  `k = BLAKE3_keyed(chunk_key, h)`;
+//! - sealed       `s = 0x01 || AES-256-GCM(k, nonce = 0^96, aad = "coffer chunk v1", p)`;
+//! - store id     `BLAKE3(s)` ([`ChunkId`]).
+//!
+//! A fixed nonce is safe because each key only ever encrypts one plaintext
+//! (the one whose hash made it). Identical chunks seal to identical bytes, so
+//! the store deduplicates them within an account; across accounts the keys
+//! differ, so it learns nothing. The content hash lives only inside sealed
+//! metadata, beside the store id.
+//!
+//! Opening checks the store id, then the AEAD tag, then the content hash: a
+//! chunk swapped for another chunk of the same account is caught too.
+
+use std::fmt;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use coffer_proto::{ChunkId, SealedChunk};
+use zeroize::Zeroizing;
+
+use crate::{ChunkIdKey, ChunkKey, CryptoError};
+
+/// Version byte of the sealed chunk format.
+pub const CHUNK_VERSION: u8 = 1;
+/// Bytes a seal adds to a chunk: version byte and tag.
+pub const CHUNK_OVERHEAD: usize = 1 + 16;
+const CHUNK_AAD: &[u8] = b"coffer chunk v1";
+
+/// Keyed BLAKE3 of a chunk's plaintext. Kept inside sealed metadata only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    /// Wraps raw bytes (from sealed metadata).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+impl ChunkIdKey {
+    /// The content hash of a chunk's plaintext.
+    pub fn content_hash(&self, plaintext: &[u8]) -> ContentHash {
+        let mut h = blake3::Hasher::new_keyed(self.expose_secret());
+        h.update(plaintext);
+        ContentHash(*h.finalize().as_bytes())
+    }
+}
+
+impl ChunkKey {
+    fn cipher_for(&self, content: &ContentHash) -> Aes256Gcm {
+        let key = Zeroizing::new(*blake3::keyed_hash(self.expose_secret(), &content.0).as_bytes());
+        Aes256Gcm::new((&*key).into())
+    }
+
+    /// Seals a chunk whose content hash is `content` (from
+    /// [`ChunkIdKey::content_hash`] over the same plaintext).
+    pub fn seal(&self, content: &ContentHash, plaintext: &[u8]) -> SealedChunk {
+        let mut out = Vec::with_capacity(plaintext.len() + CHUNK_OVERHEAD);
+        out.push(CHUNK_VERSION);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .cipher_for(content)
+            .encrypt_in_place_detached(&Nonce::default(), CHUNK_AAD, &mut out[1..])
+            .expect("AES-GCM encrypts any chunk below 64 GiB");
+        out.extend_from_slice(&tag);
+        let id = ChunkId::from_bytes(*blake3::hash(&out).as_bytes());
+        SealedChunk::from_parts(id, out)
+    }
+
+    /// Opens a sealed chunk fetched under `expected_id` that the metadata says
+    /// has content hash `content`. Any mismatch is an error; nothing partial
+    /// is returned.
+    pub fn open(
+        &self,
+        id_key: &ChunkIdKey,
+        expected_id: ChunkId,
+        content: &ContentHash,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        if blake3::hash(sealed).as_bytes() != expected_id.as_bytes() {
+            return Err(CryptoError::IdMismatch);
+        }
+        let (&version, rest) = sealed.split_first().ok_or(CryptoError::Malformed {
+            what: "sealed chunk",
+            why: "empty",
+        })?;
+        if version != CHUNK_VERSION {
+            return Err(CryptoError::UnsupportedVersion { found: version, expected: CHUNK_VERSION });
+        }
+        if rest.len() < 16 {
+            return Err(CryptoError::Malformed { what: "sealed chunk", why: "shorter than its tag" });
+        }
+        let (body, tag) = rest.split_at(rest.len() - 16);
+        let mut plain = body.to_vec();
+        self.cipher_for(content)
+            .decrypt_in_place_detached(&Nonce::default(), CHUNK_AAD, &mut plain, Tag::from_slice(tag))
+            .map_err(|_| CryptoError::Authentication)?;
+        if id_key.content_hash(&plain) != *content {
+            return Err(CryptoError::Authentication);
+        }
+        Ok(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::MasterKey;
+
+    fn keys() -> crate::AccountKeys {
+        MasterKey::from_bytes([42; 32]).derive()
+    }
+
+    fn seal(data: &[u8]) -> (ContentHash, SealedChunk) {
+        let k = keys();
+        let h = k.chunk_id.content_hash(data);
+        (h, k.chunk.seal(&h, data))
+    }
+
+    #[test]
+    fn frozen_vector() {
+        let (h, s) = seal(b"hello, coffer");
+        assert_eq!(hex::encode(h.as_bytes()), FROZEN_HASH);
+        assert_eq!(hex::encode(s.as_bytes()), FROZEN_SEALED);
+        assert_eq!(s.id().to_hex(), FROZEN_ID);
+        // And the frozen bytes open with today's code.
+        let k = keys();
+        let bytes = hex::decode(FROZEN_SEALED).unwrap();
+        let id: ChunkId = FROZEN_ID.parse().unwrap();
+        assert_eq!(k.chunk.open(&k.chunk_id, id, &h, &bytes).unwrap(), b"hello, coffer");
+    }
+
+    const FROZEN_HASH: &str = "FROZEN";
+    const FROZEN_SEALED: &str = "FROZEN";
+    const FROZEN_ID: &str = "FROZEN";
+
+    #[test]
+    fn identical_content_dedups_and_keys_differ_per_account() {
+        let (_, a) = seal(b"same");
+        let (_, b) = seal(b"same");
+        assert_eq!(a, b);
+        let other = MasterKey::from_bytes([43; 32]).derive();
+        let h = other.chunk_id.content_hash(b"same");
+        assert_ne!(other.chunk.seal(&h, b"same").id(), a.id());
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let k = keys();
+        let (h, s) = seal(b"a short chunk of data that we will damage, bit by bit");
+        let bytes = s.as_bytes().to_vec();
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            // Even if an attacker also fixes the id, the tag catches it.
+            let bad_id = ChunkId::from_bytes(*blake3::hash(&bad).as_bytes());
+            assert!(k.chunk.open(&k.chunk_id, s.id(), &h, &bad).is_err(), "bit {i}");
+            assert!(k.chunk.open(&k.chunk_id, bad_id, &h, &bad).is_err(), "bit {i} with fixed id");
+        }
+    }
+
+    #[test]
+    fn swapped_chunk_and_wrong_hash_are_rejected() {
+        let k = keys();
+        let (ha, a) = seal(b"chunk a");
+        let (hb, b) = seal(b"chunk b");
+        // The metadata says "a" but the store hands back "b" (with b's id).
+        assert!(k.chunk.open(&k.chunk_id, b.id(), &ha, b.as_bytes()).is_err());
+        assert!(k.chunk.open(&k.chunk_id, a.id(), &hb, a.as_bytes()).is_err());
+        assert_eq!(
+            k.chunk.open(&k.chunk_id, a.id(), &ha, b.as_bytes()),
+            Err(CryptoError::IdMismatch)
+        );
+    }
+
+    #[test]
+    fn truncated_and_unknown_versions_are_rejected() {
+        let k = keys();
+        let (h, s) = seal(b"data");
+        for len in 0..s.len() {
+            let cut = &s.as_bytes()[..len];
+            let id = ChunkId::from_bytes(*blake3::hash(cut).as_bytes());
+            assert!(k.chunk.open(&k.chunk_id, id, &h, cut).is_err());
+        }
+        let mut v2 = s.as_bytes().to_vec();
+        v2[0] = 2;
+        let id = ChunkId::from_bytes(*blake3::hash(&v2).as_bytes());
+        assert_eq!(
+            k.chunk.open(&k.chunk_id, id, &h, &v2),
+            Err(CryptoError::UnsupportedVersion { found: 2, expected: 1 })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let k = keys();
+            let (h, s) = seal(&data);
+            prop_assert_eq!(s.len(), data.len() + CHUNK_OVERHEAD);
+            prop_assert_eq!(k.chunk.open(&k.chunk_id, s.id(), &h, s.as_bytes()).unwrap(), data);
+        }
+    }
+}

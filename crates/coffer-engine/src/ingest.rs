@@ -1,0 +1,212 @@
+//! The ingest pipeline: reader → chunks → (content hash, seal, store id),
+//! using every core, delivering results in file order with bounded memory.
+//!
+//! One thread reads and chunks (FastCDC is sequential by nature); `workers`
+//! threads each take whole chunks and hash, seal and id them; the calling
+//! thread puts results back in order and hands them to a sink (the uploader,
+//! or the benchmark). Channels are bounded, so at most about
+//! `2 × workers + 2` chunks are in flight whatever the file size.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use coffer_crypto::{AccountKeys, ContentHash};
+use coffer_proto::SealedChunk;
+use crossbeam_channel::bounded;
+
+use crate::chunker::{ChunkerParams, RawChunk, StreamChunker};
+
+/// One chunk after ingest.
+#[derive(Debug, Clone)]
+pub struct IngestedChunk {
+    /// Offset of the chunk in the file.
+    pub offset: u64,
+    /// Plaintext length.
+    pub len: u32,
+    /// Keyed hash of the plaintext (goes into sealed metadata).
+    pub content: ContentHash,
+    /// The sealed bytes and their store id.
+    pub sealed: SealedChunk,
+}
+
+/// What went wrong while ingesting.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Reading the source failed.
+    #[error("reading the file failed: {0}")]
+    Read(#[from] std::io::Error),
+    /// The sink refused a chunk (its message says why).
+    #[error("{0}")]
+    Sink(String),
+}
+
+/// Totals of one ingest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Plaintext bytes read.
+    pub bytes: u64,
+    /// Chunks produced.
+    pub chunks: u64,
+}
+
+/// Hashes and seals one chunk. The single place that defines what a chunk's
+/// identity is, shared by the pipeline and by callers with one chunk at hand.
+pub fn seal_chunk(keys: &AccountKeys, chunk: &RawChunk) -> IngestedChunk {
+    let content = keys.chunk_id.content_hash(&chunk.data);
+    let sealed = keys.chunk.seal(&content, &chunk.data);
+    IngestedChunk {
+        offset: chunk.offset,
+        len: u32::try_from(chunk.data.len()).expect("chunks are at most 16 MiB"),
+        content,
+        sealed,
+    }
+}
+
+/// Ingests `reader` on `workers` threads (at least one), calling `sink` with
+/// each chunk in file order. Stops at the first read or sink error; no more
+/// chunks reach the sink after an error.
+pub fn ingest<R, F>(
+    reader: R,
+    keys: &AccountKeys,
+    params: ChunkerParams,
+    workers: usize,
+    mut sink: F,
+) -> Result<IngestSummary, IngestError>
+where
+    R: Read + Send,
+    F: FnMut(IngestedChunk) -> Result<(), String>,
+{
+    let workers = workers.max(1);
+    let (raw_tx, raw_rx) = bounded::<(u64, RawChunk)>(workers + 1);
+    let (out_tx, out_rx) = bounded::<(u64, IngestedChunk)>(workers + 1);
+    std::thread::scope(|s| {
+        let reader_thread = s.spawn(move || -> Result<(), std::io::Error> {
+            for (i, chunk) in StreamChunker::new(reader, params, &keys.chunker_seed).enumerate() {
+                if raw_tx.send((i as u64, chunk?)).is_err() {
+                    break; // the consumer stopped: an error downstream
+                }
+            }
+            Ok(())
+        });
+        for _ in 0..workers {
+            let (rx, tx) = (raw_rx.clone(), out_tx.clone());
+            s.spawn(move || {
+                for (i, chunk) in rx {
+                    if tx.send((i, seal_chunk(keys, &chunk))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((raw_rx, out_tx));
+
+        let mut summary = IngestSummary::default();
+        let mut pending = BTreeMap::new();
+        let mut sink_error = None;
+        for (i, done) in &out_rx {
+            pending.insert(i, done);
+            while let Some(done) = pending.remove(&summary.chunks) {
+                summary.chunks += 1;
+                summary.bytes += u64::from(done.len);
+                if let Err(e) = sink(done) {
+                    sink_error = Some(e);
+                    break;
+                }
+            }
+            if sink_error.is_some() {
+                break;
+            }
+        }
+        drop(out_rx); // unblocks the workers, then the reader, on error
+        let read_result = reader_thread.join().expect("the chunker thread does not panic");
+        if let Some(e) = sink_error {
+            return Err(IngestError::Sink(e));
+        }
+        read_result?;
+        Ok(summary)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use coffer_crypto::MasterKey;
+    use rand::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn data(len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        ChaCha8Rng::seed_from_u64(5).fill_bytes(&mut v);
+        v
+    }
+
+    const SMALL: ChunkerParams = ChunkerParams { min: 4096, avg: 16384, max: 65536 };
+
+    #[test]
+    fn in_order_and_identical_to_serial() {
+        let keys = MasterKey::from_bytes([1; 32]).derive();
+        let input = data(4 << 20);
+        let serial: Vec<_> = StreamChunker::new(&input[..], SMALL, &keys.chunker_seed)
+            .map(|c| seal_chunk(&keys, &c.unwrap()))
+            .collect();
+        for workers in [1, 2, 4] {
+            let mut got = Vec::new();
+            let summary = ingest(&input[..], &keys, SMALL, workers, |c| {
+                got.push(c);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(summary.bytes, input.len() as u64);
+            assert_eq!(summary.chunks as usize, serial.len());
+            let ids: Vec<_> = got.iter().map(|c| (c.offset, c.sealed.id())).collect();
+            let want: Vec<_> = serial.iter().map(|c| (c.offset, c.sealed.id())).collect();
+            assert_eq!(ids, want, "{workers} workers");
+        }
+        // And every sealed chunk opens back to its plaintext.
+        let mut rebuilt = Vec::new();
+        for c in &serial {
+            rebuilt.extend(keys.chunk.open(&keys.chunk_id, c.sealed.id(), &c.content, c.sealed.as_bytes()).unwrap());
+        }
+        assert_eq!(rebuilt, input);
+    }
+
+    #[test]
+    fn sink_error_stops_the_pipeline() {
+        let keys = MasterKey::from_bytes([1; 32]).derive();
+        let input = data(4 << 20);
+        let mut seen = 0;
+        let err = ingest(&input[..], &keys, SMALL, 2, |_| {
+            seen += 1;
+            if seen == 3 {
+                Err("store full".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(seen, 3);
+        assert!(matches!(err, IngestError::Sink(m) if m == "store full"));
+    }
+
+    #[test]
+    fn read_error_is_reported() {
+        struct FailAfter(usize);
+        impl Read for FailAfter {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("I/O error on the device"));
+                }
+                let n = out.len().min(self.0);
+                out[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let keys = MasterKey::from_bytes([1; 32]).derive();
+        let err = ingest(FailAfter(1 << 20), &keys, SMALL, 2, |_| Ok(())).unwrap_err();
+        assert!(matches!(err, IngestError::Read(_)), "{err}");
+    }
+}

@@ -1,0 +1,142 @@
+//! Sealed (encrypted and authenticated) payloads as they travel and rest on the
+//! store. Only `coffer-crypto` makes or opens them; the store handles them as
+//! opaque bytes. Keeping them as distinct types means a function that talks to
+//! the store cannot be handed plaintext by mistake.
+//!
+//! Every sealed format starts with a version byte (see `coffer-crypto`).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ChunkId;
+
+macro_rules! define_sealed {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name(Vec<u8>);
+
+        impl $name {
+            /// Wraps bytes that are already sealed (read from the wire or disk).
+            pub fn from_sealed_bytes(bytes: Vec<u8>) -> Self {
+                Self(bytes)
+            }
+
+            /// The sealed bytes.
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// The sealed bytes, owned.
+            pub fn into_bytes(self) -> Vec<u8> {
+                self.0
+            }
+
+            /// Length in bytes.
+            pub fn len(&self) -> usize {
+                self.0.len()
+            }
+
+            /// True when empty (never the case for a well-formed seal).
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({} bytes)"), self.0.len())
+            }
+        }
+
+        /// Base64 (standard alphabet, padded) in JSON.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&data_encoding::BASE64.encode(&self.0))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                data_encoding::BASE64
+                    .decode(s.as_bytes())
+                    .map(Self)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+define_sealed!(
+    /// An entry's metadata (path, size, times, chunk list), sealed with the
+    /// account's metadata key and bound to one entry id and revision.
+    SealedMeta
+);
+define_sealed!(
+    /// The account's master key wrapped under a key the client derives from
+    /// the login (the OPAQUE export key). The store keeps it for new devices.
+    WrappedKey
+);
+
+/// A sealed chunk together with its store id (BLAKE3 of `bytes`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedChunk {
+    id: ChunkId,
+    bytes: Vec<u8>,
+}
+
+impl SealedChunk {
+    /// Pairs sealed bytes with their id. The caller vouches that `id` is the
+    /// BLAKE3 hash of `bytes`; the store and the opener both check it.
+    pub fn from_parts(id: ChunkId, bytes: Vec<u8>) -> Self {
+        Self { id, bytes }
+    }
+
+    /// The store id.
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+
+    /// The sealed bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The sealed bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Length of the sealed bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// True when empty (never the case for a well-formed seal).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl fmt::Debug for SealedChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedChunk({:?}, {} bytes)", self.id, self.bytes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trip() {
+        let m = SealedMeta::from_sealed_bytes(vec![1, 2, 3, 255]);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, "\"AQID/w==\"");
+        assert_eq!(serde_json::from_str::<SealedMeta>(&json).unwrap(), m);
+        assert!(serde_json::from_str::<SealedMeta>("\"not base64!\"").is_err());
+        assert_eq!(format!("{m:?}"), "SealedMeta(4 bytes)");
+    }
+}
