@@ -31,7 +31,11 @@ pub struct Args {
 }
 
 fn parse_sizes(s: &str) -> Result<ChunkerParams, String> {
-    let v: Vec<usize> = s.split(',').map(|x| x.trim().parse::<usize>().map(|k| k << 10)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|x| x.trim().parse::<usize>().map(|k| k << 10))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     let [min, avg, max] = v[..] else { return Err("expected min,avg,max".into()) };
     let p = ChunkerParams { min, avg, max };
     p.validate().map(|()| p).map_err(str::to_string)
@@ -65,7 +69,12 @@ fn stream(path: &Path, mut f: impl FnMut(&[u8])) -> anyhow::Result<()> {
     }
 }
 
-fn chunks(path: &Path, keys: &AccountKeys, p: ChunkerParams, mut f: impl FnMut(&[u8])) -> anyhow::Result<u64> {
+fn chunks(
+    path: &Path,
+    keys: &AccountKeys,
+    p: ChunkerParams,
+    mut f: impl FnMut(&[u8]),
+) -> anyhow::Result<u64> {
     let mut n = 0;
     for c in StreamChunker::new(File::open(path)?, p, &keys.chunker_seed) {
         f(&c?.data);
@@ -93,32 +102,77 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     type Job<'a> = Box<dyn Fn() -> anyhow::Result<()> + 'a>;
     let jobs: Vec<(&str, String, Job)> = vec![
-        ("read (page cache)", "1".into(), Box::new(|| stream(&path, |b| { std::hint::black_box(b); }))),
-        ("baseline: blake3::hash", "1".into(), Box::new(|| {
-            let mut h = blake3::Hasher::new();
-            stream(&path, |b| { h.update(b); })?;
-            std::hint::black_box(h.finalize());
-            Ok(())
-        })),
-        ("chunking (FastCDC)", "1".into(), Box::new(|| chunks(&path, &keys, p, |c| { std::hint::black_box(c); }).map(drop))),
-        ("chunk + keyed hash", "1".into(), Box::new(|| chunks(&path, &keys, p, |c| { std::hint::black_box(keys.chunk_id.content_hash(c)); }).map(drop))),
-        ("chunk + hash + seal + id", "1".into(), Box::new(|| {
-            let mut offset = 0;
-            chunks(&path, &keys, p, |c| {
-                let raw = coffer_engine::chunker::RawChunk { offset, data: c.to_vec() };
-                offset += c.len() as u64;
-                std::hint::black_box(seal_chunk(&keys, &raw));
-            }).map(drop)
-        })),
-        ("whole pipeline", format!("1+{workers}"), Box::new(|| {
-            let mut sealed = 0u64;
-            let s = ingest(File::open(&path)?, &keys, p, workers, |c| { sealed += c.sealed.len() as u64; Ok(()) })?;
-            anyhow::ensure!(s.bytes == bytes, "pipeline read {} of {bytes} bytes", s.bytes);
-            std::hint::black_box(sealed);
-            Ok(())
-        })),
+        (
+            "read (page cache)",
+            "1".into(),
+            Box::new(|| {
+                stream(&path, |b| {
+                    std::hint::black_box(b);
+                })
+            }),
+        ),
+        (
+            "baseline: blake3::hash",
+            "1".into(),
+            Box::new(|| {
+                let mut h = blake3::Hasher::new();
+                stream(&path, |b| {
+                    h.update(b);
+                })?;
+                std::hint::black_box(h.finalize());
+                Ok(())
+            }),
+        ),
+        (
+            "chunking (FastCDC)",
+            "1".into(),
+            Box::new(|| {
+                chunks(&path, &keys, p, |c| {
+                    std::hint::black_box(c);
+                })
+                .map(drop)
+            }),
+        ),
+        (
+            "chunk + keyed hash",
+            "1".into(),
+            Box::new(|| {
+                chunks(&path, &keys, p, |c| {
+                    std::hint::black_box(keys.chunk_id.content_hash(c));
+                })
+                .map(drop)
+            }),
+        ),
+        (
+            "chunk + hash + seal + id",
+            "1".into(),
+            Box::new(|| {
+                let mut offset = 0;
+                chunks(&path, &keys, p, |c| {
+                    let raw = coffer_engine::chunker::RawChunk { offset, data: c.to_vec() };
+                    offset += c.len() as u64;
+                    std::hint::black_box(seal_chunk(&keys, &raw));
+                })
+                .map(drop)
+            }),
+        ),
+        (
+            "whole pipeline",
+            format!("1+{workers}"),
+            Box::new(|| {
+                let mut sealed = 0u64;
+                let s = ingest(File::open(&path)?, &keys, p, workers, |c| {
+                    sealed += c.sealed.len() as u64;
+                    Ok(())
+                })?;
+                anyhow::ensure!(s.bytes == bytes, "pipeline read {} of {bytes} bytes", s.bytes);
+                std::hint::black_box(sealed);
+                Ok(())
+            }),
+        ),
     ];
-    let mut stages: Vec<Stage> = jobs.iter().map(|(n, t, _)| Stage { name: n, threads: t.clone(), best: Duration::MAX }).collect();
+    let mut stages: Vec<Stage> =
+        jobs.iter().map(|(n, t, _)| Stage { name: n, threads: t.clone(), best: Duration::MAX }).collect();
     for run in 1..=args.runs {
         for (stage, (_, _, job)) in stages.iter_mut().zip(&jobs) {
             let t = Instant::now();
@@ -138,7 +192,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("| stage | threads | best time | throughput | vs blake3 1-thread |");
     println!("|---|---|---|---|---|");
     for s in &stages {
-        println!("| {} | {} | {:.3} s | {:.2} GB/s | {:.2}x |", s.name, s.threads, s.best.as_secs_f64(), gbps(s.best), gbps(s.best) / baseline);
+        println!(
+            "| {} | {} | {:.3} s | {:.2} GB/s | {:.2}x |",
+            s.name,
+            s.threads,
+            s.best.as_secs_f64(),
+            gbps(s.best),
+            gbps(s.best) / baseline
+        );
     }
     Ok(())
 }

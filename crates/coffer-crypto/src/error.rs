@@ -6,7 +6,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
     /// The first byte names a format version this build does not know.
-    #[error("unsupported sealed-format version {found} (this build reads version {expected}); update Coffer")]
+    #[error(
+        "unsupported sealed-format version {found} (this build reads version {expected}); update Coffer"
+    )]
     UnsupportedVersion {
         /// The version byte found.
         found: u8,

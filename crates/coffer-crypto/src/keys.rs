@@ -161,13 +161,10 @@ mod tests {
             hex::encode(keys.meta.expose_secret()),
             hex::encode(blake3::derive_key(CTX_META, &[7; 32]))
         );
-        assert_eq!(
-            hex::encode(keys.path.entry_id("docs/report.txt").as_bytes()),
-            FROZEN_ENTRY_ID
-        );
+        assert_eq!(hex::encode(keys.path.entry_id("docs/report.txt").as_bytes()), FROZEN_ENTRY_ID);
     }
 
-    const FROZEN_ENTRY_ID: &str = "FROZEN_ENTRY_ID_PLACEHOLDER";
+    const FROZEN_ENTRY_ID: &str = "76f1bfe711ee288828183902c0c2091f8c4a9f7433f9434586b979784dbf8ee4";
 
     #[test]
     fn entry_id_is_normalisation_insensitive() {

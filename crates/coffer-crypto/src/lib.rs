@@ -26,6 +26,7 @@
 //! Key types are not `Copy`, not `Serialize`, print as `****` in `Debug`, and
 //! are zeroized on drop.
 
+mod aead;
 pub mod chunk;
 mod error;
 pub mod keys;

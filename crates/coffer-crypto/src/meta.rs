@@ -9,11 +9,10 @@
 //! Random nonces under one key are safe up to about 2^32 seals; an account
 //! that commits a million changes a day would need ten thousand years.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use coffer_proto::{EntryId, Revision, SealedMeta};
 use rand_core::CryptoRngCore;
 
+use crate::aead::{open_in_place, seal_in_place, TAG_LEN};
 use crate::{CryptoError, MetaKey};
 
 /// Version byte of the sealed metadata format.
@@ -30,10 +29,6 @@ fn aad(entry: &EntryId, revision: Revision) -> [u8; 14 + 32 + 8] {
 }
 
 impl MetaKey {
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.expose_secret().into())
-    }
-
     /// Seals `plaintext` as the metadata of `entry` at `revision`.
     pub fn seal(
         &self,
@@ -48,30 +43,33 @@ impl MetaKey {
         out.push(META_VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let tag = self
-            .cipher()
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad(entry, revision), &mut out[HEADER..])
-            .expect("AES-GCM encrypts any metadata below 64 GiB");
+        let tag = seal_in_place(self.expose_secret(), nonce, &aad(entry, revision), &mut out[HEADER..]);
         out.extend_from_slice(&tag);
         SealedMeta::from_sealed_bytes(out)
     }
 
     /// Opens metadata that the store says belongs to `entry` at `revision`.
-    pub fn open(&self, entry: &EntryId, revision: Revision, sealed: &SealedMeta) -> Result<Vec<u8>, CryptoError> {
+    pub fn open(
+        &self,
+        entry: &EntryId,
+        revision: Revision,
+        sealed: &SealedMeta,
+    ) -> Result<Vec<u8>, CryptoError> {
         let bytes = sealed.as_bytes();
-        let &version = bytes.first().ok_or(CryptoError::Malformed { what: "sealed metadata", why: "empty" })?;
+        let &version =
+            bytes.first().ok_or(CryptoError::Malformed { what: "sealed metadata", why: "empty" })?;
         if version != META_VERSION {
             return Err(CryptoError::UnsupportedVersion { found: version, expected: META_VERSION });
         }
-        if bytes.len() < HEADER + 16 {
+        if bytes.len() < HEADER + TAG_LEN {
             return Err(CryptoError::Malformed { what: "sealed metadata", why: "too short" });
         }
-        let nonce = Nonce::from_slice(&bytes[1..HEADER]);
-        let (body, tag) = bytes[HEADER..].split_at(bytes.len() - HEADER - 16);
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&bytes[1..HEADER]);
+        let (body, tag) = bytes[HEADER..].split_at(bytes.len() - HEADER - TAG_LEN);
         let mut plain = body.to_vec();
-        self.cipher()
-            .decrypt_in_place_detached(nonce, &aad(entry, revision), &mut plain, Tag::from_slice(tag))
-            .map_err(|_| CryptoError::Authentication)?;
+        open_in_place(self.expose_secret(), nonce, &aad(entry, revision), &mut plain, tag)
+            .map_err(|()| CryptoError::Authentication)?;
         Ok(plain)
     }
 }
@@ -102,7 +100,8 @@ mod tests {
         assert_eq!(key().open(&entry(1), Revision(3), &frozen).unwrap(), b"{\"path\":\"a.txt\"}");
     }
 
-    const FROZEN_SEALED: &str = "FROZEN";
+    const FROZEN_SEALED: &str =
+        "019a3744504560639ec670b7a19631349b8d4c6a28c6093833b17d6c8c6b10e3e105a80c8090f87f09432d5172";
 
     #[test]
     fn bound_to_entry_and_revision() {

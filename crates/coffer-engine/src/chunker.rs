@@ -240,10 +240,16 @@ mod tests {
     fn same_cuts_as_fastcdc_in_memory_whatever_the_read_size() {
         let p = ChunkerParams { min: 4096, avg: 16384, max: 65536 };
         let data = random(3 << 20, 2);
-        let reference: Vec<usize> =
-            fastcdc::v2020::FastCDC::with_level_and_seed(&data, 4096, 16384, 65536, Normalization::Level1, 99)
-                .map(|c| c.length)
-                .collect();
+        let reference: Vec<usize> = fastcdc::v2020::FastCDC::with_level_and_seed(
+            &data,
+            4096,
+            16384,
+            65536,
+            Normalization::Level1,
+            99,
+        )
+        .map(|c| c.length)
+        .collect();
         for step in [1 << 20, 65536, 4097, 1000] {
             let got: Vec<usize> = StreamChunker::new(Dribble(&data, step), p, &ChunkerSeed::from_u64(99))
                 .map(|c| c.unwrap().data.len())

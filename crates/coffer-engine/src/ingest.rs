@@ -168,7 +168,9 @@ mod tests {
         // And every sealed chunk opens back to its plaintext.
         let mut rebuilt = Vec::new();
         for c in &serial {
-            rebuilt.extend(keys.chunk.open(&keys.chunk_id, c.sealed.id(), &c.content, c.sealed.as_bytes()).unwrap());
+            rebuilt.extend(
+                keys.chunk.open(&keys.chunk_id, c.sealed.id(), &c.content, c.sealed.as_bytes()).unwrap(),
+            );
         }
         assert_eq!(rebuilt, input);
     }

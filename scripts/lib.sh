@@ -1,0 +1,63 @@
+# Shared by scripts/run and scripts/test: install what Coffer needs, only when
+# missing, so both commands are safe to run again and again.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MIN_RUST="1.85"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# need_apt PKG...: installs the Debian packages that are not installed yet.
+APT_UPDATED=""
+need_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  if [ -z "$APT_UPDATED" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
+
+# need_rust: a Rust toolchain at least MIN_RUST, from rustup if there is none.
+need_rust() {
+  need_apt ca-certificates curl build-essential pkg-config
+  if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  if command -v cargo >/dev/null 2>&1; then
+    local v
+    v="$(cargo --version | awk '{print $2}')"
+    version_ge "$v" "$MIN_RUST" && return 0
+    if command -v rustup >/dev/null 2>&1; then
+      log "Rust $v is older than $MIN_RUST: updating with rustup"
+      rustup update stable
+      return 0
+    fi
+  fi
+  log "installing Rust with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+}
+
+# need_rust_components: rustfmt and clippy, for the test command.
+need_rust_components() {
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    log "adding rustfmt and clippy"
+    rustup component add rustfmt clippy
+  fi
+}
