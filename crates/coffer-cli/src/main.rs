@@ -1,17 +1,28 @@
 //! `coffer`: the command line face of Coffer. Every command a script would
 //! use has a non-interactive form and an exit code that tells success from
-//! failure. Commands land with the issues that build their engines (server:
-//! issue 3; signup, login, sync, status, up: issue 4).
+//! failure. One file per command under `cmd/`; each command has an `Args`
+//! (clap) and a `run`.
 
-use clap::Parser;
+mod cmd;
+
+use clap::{Parser, Subcommand};
 
 /// Coffer: end-to-end encrypted file sync.
 #[derive(Debug, Parser)]
 #[command(name = "coffer", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the cloud store that devices sync against.
+    Server(Box<cmd::server::Args>),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    println!("Coffer {}: end-to-end encrypted file sync. See `coffer --help`.", env!("CARGO_PKG_VERSION"));
-    Ok(())
+    match Cli::parse().command {
+        Command::Server(args) => cmd::server::run(*args),
+    }
 }

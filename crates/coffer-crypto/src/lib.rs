@@ -30,6 +30,7 @@ mod aead;
 pub mod chunk;
 mod error;
 pub mod keys;
+pub mod login;
 pub mod meta;
 pub mod recovery;
 pub mod wrap;

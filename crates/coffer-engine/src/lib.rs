@@ -10,3 +10,4 @@
 
 pub mod chunker;
 pub mod ingest;
+pub mod remote;

@@ -13,6 +13,7 @@
 //! Everything here is plain data: no I/O, no secrets. Sealed payloads travel as
 //! opaque bytes; only `coffer-crypto` can make or open them.
 
+pub mod api;
 pub mod ids;
 pub mod sealed;
 

@@ -1,0 +1,3 @@
+//! One module per `coffer` subcommand.
+
+pub mod server;

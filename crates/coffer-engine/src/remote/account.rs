@@ -1,0 +1,123 @@
+//! Signup and login against the store, before any session exists: OPAQUE in
+//! two round trips each (see `coffer_crypto::login`). Signup wraps the
+//! master key under the key from the OPAQUE export key and stores only that;
+//! login gets it back and unwraps it. The password never leaves the device.
+
+use coffer_crypto::login::{self, KsfParams};
+use coffer_crypto::MasterKey;
+use coffer_proto::api::{
+    Base64Bytes, LoginFinishRequest, LoginFinishResponse, LoginStartRequest, LoginStartResponse,
+    RegisterFinishRequest, RegisterFinishResponse, RegisterStartRequest, RegisterStartResponse, SessionInfo,
+    API_PREFIX,
+};
+use coffer_proto::DeviceId;
+use rand_core::CryptoRngCore;
+use reqwest::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::http::{decode, default_client};
+use super::{HttpRemote, RemoteError};
+
+/// Unauthenticated calls to one store: signup and login.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    client: Client,
+    base: String,
+}
+
+/// A successful login.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The new session's client.
+    pub remote: HttpRemote,
+    /// The session.
+    pub session: SessionInfo,
+    /// The account's master key, unwrapped.
+    pub master: MasterKey,
+}
+
+impl Accounts {
+    /// Talks to the store at `base_url`.
+    pub fn new(base_url: &str) -> Result<Self, RemoteError> {
+        Ok(Self::with_client(default_client()?, base_url))
+    }
+
+    /// Same, sharing an existing client.
+    pub fn with_client(client: Client, base_url: &str) -> Self {
+        Self { client, base: base_url.trim_end_matches('/').to_owned() }
+    }
+
+    /// POSTs one JSON message to an account endpoint (`path` after `/v1`).
+    /// Exposed for tests that need to send raw protocol messages.
+    pub async fn post<Req: Serialize + Sync, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, RemoteError> {
+        let url = format!("{}{API_PREFIX}{path}", self.base);
+        decode(self.client.post(url).json(req).send().await?).await
+    }
+
+    /// Creates an account whose master key is `master`.
+    pub async fn signup<R: CryptoRngCore + Send>(
+        &self,
+        rng: &mut R,
+        username: &str,
+        password: &str,
+        master: &MasterKey,
+        ksf: &KsfParams,
+    ) -> Result<RegisterFinishResponse, RemoteError> {
+        let (state, request) = login::register_start(rng, password.as_bytes())?;
+        let start: RegisterStartResponse = self
+            .post(
+                "/accounts/register/start",
+                &RegisterStartRequest { username: username.into(), request: Base64Bytes(request) },
+            )
+            .await?;
+        let (upload, wrap) = login::register_finish(state, rng, password.as_bytes(), &start.response.0, ksf)?;
+        let wrapped_key = wrap.wrap(rng, master);
+        self.post(
+            "/accounts/register/finish",
+            &RegisterFinishRequest { username: username.into(), upload: Base64Bytes(upload), wrapped_key },
+        )
+        .await
+    }
+
+    /// Logs a device in: a new session and the unwrapped master key.
+    pub async fn login<R: CryptoRngCore + Send>(
+        &self,
+        rng: &mut R,
+        username: &str,
+        password: &str,
+        device_id: DeviceId,
+        ksf: &KsfParams,
+    ) -> Result<LoggedIn, RemoteError> {
+        let (state, request) = login::login_start(rng, password.as_bytes())?;
+        let start: LoginStartResponse = self
+            .post(
+                "/accounts/login/start",
+                &LoginStartRequest { username: username.into(), request: Base64Bytes(request) },
+            )
+            .await?;
+        let (finalization, wrap) = login::login_finish(state, password.as_bytes(), &start.response.0, ksf)?;
+        let done: LoginFinishResponse = self
+            .post(
+                "/accounts/login/finish",
+                &LoginFinishRequest {
+                    login_id: start.login_id,
+                    finalization: Base64Bytes(finalization),
+                    device_id,
+                },
+            )
+            .await?;
+        let master = wrap.unwrap_key(&done.wrapped_key).map_err(|_| {
+            RemoteError::Protocol("the wrapped master key does not open with this login".into())
+        })?;
+        Ok(LoggedIn {
+            remote: HttpRemote::with_client(self.client.clone(), &self.base, done.token),
+            session: done.session,
+            master,
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! [`Remote`] over HTTP(S) with `reqwest` (rustls). One [`HttpRemote`] is one
+//! device session: it sends `Authorization: Bearer <token>` on every call.
+//! Clone it freely (the connection pool is shared).
+
+use std::fmt;
+use std::time::Duration;
+
+use coffer_proto::api::{
+    chunk_batch, Change, CommitRequest, CommitResponse, EntryVersion, ErrorBody, ErrorCode, JournalPage,
+    MissingChunksRequest, MissingChunksResponse, SessionId, SessionInfo, SessionToken, SessionsResponse,
+    SnapshotPage, UploadChunksResponse, Usage, VersionsResponse, API_PREFIX,
+};
+use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
+use reqwest::{Client, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+
+use super::{Remote, RemoteError};
+
+/// Slack added to a long-poll's own timeout before the client gives up.
+const WAIT_SLACK: Duration = Duration::from_secs(15);
+
+/// A logged-in device session against a store.
+#[derive(Clone)]
+pub struct HttpRemote {
+    client: Client,
+    base: String,
+    token: SessionToken,
+}
+
+impl fmt::Debug for HttpRemote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRemote").field("base", &self.base).field("token", &self.token).finish()
+    }
+}
+
+/// A `reqwest` client with Coffer's defaults (rustls, timeouts).
+pub fn default_client() -> Result<Client, RemoteError> {
+    Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(RemoteError::from)
+}
+
+pub(super) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, RemoteError> {
+    let resp = check(resp).await?;
+    resp.json::<T>().await.map_err(|e| RemoteError::Protocol(e.to_string()))
+}
+
+pub(super) async fn check(resp: Response) -> Result<Response, RemoteError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let bytes = resp.bytes().await?;
+    let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+        code: if status.is_server_error() { ErrorCode::Internal } else { ErrorCode::Unknown },
+        message: format!("HTTP {status} without an error body"),
+        missing_chunks: vec![],
+        retry_after_ms: None,
+    });
+    Err(RemoteError::Api { status: status.as_u16(), body })
+}
+
+impl HttpRemote {
+    /// A session at `base_url` (`https://host:port`) with its token.
+    pub fn new(base_url: &str, token: SessionToken) -> Result<Self, RemoteError> {
+        Ok(Self::with_client(default_client()?, base_url, token))
+    }
+
+    /// Same, sharing an existing client (and its connection pool).
+    pub fn with_client(client: Client, base_url: &str, token: SessionToken) -> Self {
+        Self { client, base: base_url.trim_end_matches('/').to_owned(), token }
+    }
+
+    /// The session's bearer token (to hand to another process; never log it).
+    pub fn token(&self) -> &SessionToken {
+        &self.token
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{API_PREFIX}{path}", self.base)
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(self.token.expose_secret())
+    }
+
+    fn post(&self, path: &str) -> RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(self.token.expose_secret())
+    }
+}
+
+impl Remote for HttpRemote {
+    async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RemoteError> {
+        let req = MissingChunksRequest { ids: ids.to_vec() };
+        let resp: MissingChunksResponse =
+            decode(self.post("/chunks/missing").json(&req).send().await?).await?;
+        Ok(resp.missing)
+    }
+
+    async fn upload_chunks(&self, chunks: &[SealedChunk]) -> Result<UploadChunksResponse, RemoteError> {
+        let body = chunk_batch::encode(chunks);
+        let req =
+            self.post("/chunks").header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(body);
+        decode(req.send().await?).await
+    }
+
+    async fn download_chunk(&self, id: ChunkId) -> Result<SealedChunk, RemoteError> {
+        let resp = check(self.get(&format!("/chunks/{id}")).send().await?).await?;
+        let bytes = resp.bytes().await?;
+        if blake3::hash(&bytes).as_bytes() != id.as_bytes() {
+            return Err(RemoteError::CorruptChunk(id));
+        }
+        Ok(SealedChunk::from_parts(id, bytes.to_vec()))
+    }
+
+    async fn commit(&self, changes: &[Change]) -> Result<CommitResponse, RemoteError> {
+        let req = CommitRequest { changes: changes.to_vec() };
+        decode(self.post("/commit").json(&req).send().await?).await
+    }
+
+    async fn journal(&self, after: Cursor, limit: Option<u32>) -> Result<JournalPage, RemoteError> {
+        let mut q = vec![("after", after.0.to_string())];
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        decode(self.get("/journal").query(&q).send().await?).await
+    }
+
+    async fn wait_journal(&self, after: Cursor, timeout: Duration) -> Result<JournalPage, RemoteError> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let q = [("after", after.0.to_string()), ("timeout_ms", ms.to_string())];
+        let req = self.get("/journal/wait").query(&q).timeout(timeout + WAIT_SLACK);
+        decode(req.send().await?).await
+    }
+
+    async fn snapshot(
+        &self,
+        after: Option<EntryId>,
+        limit: Option<u32>,
+    ) -> Result<SnapshotPage, RemoteError> {
+        let mut q = Vec::new();
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        decode(self.get("/snapshot").query(&q).send().await?).await
+    }
+
+    async fn versions(&self, entry: EntryId) -> Result<Vec<EntryVersion>, RemoteError> {
+        let resp: VersionsResponse =
+            decode(self.get(&format!("/entries/{entry}/versions")).send().await?).await?;
+        Ok(resp.versions)
+    }
+
+    async fn version(&self, entry: EntryId, revision: Revision) -> Result<EntryVersion, RemoteError> {
+        decode(self.get(&format!("/entries/{entry}/versions/{}", revision.0)).send().await?).await
+    }
+
+    async fn usage(&self) -> Result<Usage, RemoteError> {
+        decode(self.get("/usage").send().await?).await
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionInfo>, RemoteError> {
+        let resp: SessionsResponse = decode(self.get("/sessions").send().await?).await?;
+        Ok(resp.sessions)
+    }
+
+    async fn revoke_session(&self, id: SessionId) -> Result<(), RemoteError> {
+        let req =
+            self.client.delete(self.url(&format!("/sessions/{id}"))).bearer_auth(self.token.expose_secret());
+        check(req.send().await?).await.map(drop)
+    }
+}

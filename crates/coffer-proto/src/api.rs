@@ -1,0 +1,614 @@
+//! Every request, response and error type of the cloud store's HTTP API
+//! (`docs/api.md` is the table of endpoints). The client (`coffer-engine`'s
+//! `remote`) and the server (`coffer-server`'s `http`) both use these, so the
+//! two cannot drift apart.
+//!
+//! Conventions:
+//! - JSON bodies, except chunk bytes: an upload is a [`chunk_batch`] frame
+//!   sequence and a download is the raw sealed bytes.
+//! - Times are [`UnixMillis`]. Binary values (OPAQUE messages, sealed data)
+//!   are base64 in JSON; ids are lowercase hex.
+//! - Every error is an [`ErrorBody`] with a stable [`ErrorCode`]; the HTTP
+//!   status of each code is fixed by [`ErrorCode::http_status`], in this one
+//!   place.
+//! - A commit names, beside its sealed metadata, the chunk ids that metadata
+//!   references. Chunk ids reveal nothing about content; the store needs them
+//!   to refuse commits naming chunks it lacks, for quota and for garbage
+//!   collection.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedChunk, SealedMeta, WrappedKey};
+
+/// Why a textual session or login id did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind}: expected {len} hex characters")]
+pub struct TokenParseError {
+    kind: &'static str,
+    len: usize,
+}
+
+/// Path prefix of every endpoint.
+pub const API_PREFIX: &str = "/v1";
+
+/// Milliseconds since the Unix epoch (UTC).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    /// `self + ms`, saturating.
+    #[must_use]
+    pub const fn plus_millis(self, ms: u64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// `self - ms`, saturating at the epoch.
+    #[must_use]
+    pub const fn minus_millis(self, ms: u64) -> Self {
+        Self(self.0.saturating_sub(ms))
+    }
+}
+
+/// Base64 bytes in JSON: OPAQUE protocol messages and other opaque blobs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Base64Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Base64Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Base64Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Base64Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&data_encoding::BASE64.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        data_encoding::BASE64.decode(s.as_bytes()).map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! define_hex_token {
+    ($(#[$meta:meta])* $name:ident, $len:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; $len]);
+
+        impl $name {
+            /// Wraps raw bytes.
+            pub const fn from_bytes(bytes: [u8; $len]) -> Self {
+                Self(bytes)
+            }
+
+            /// The raw bytes.
+            pub const fn as_bytes(&self) -> &[u8; $len] {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), hex::encode(self.0))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = TokenParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let mut out = [0u8; $len];
+                if s.len() != $len * 2 || hex::decode_to_slice(s, &mut out).is_err() {
+                    return Err(TokenParseError { kind: stringify!($name), len: $len * 2 });
+                }
+                Ok(Self(out))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+define_hex_token!(
+    /// A device session (one login of one device). Not a secret: it names
+    /// the session for listing and revocation; the [`SessionToken`] is the
+    /// credential.
+    SessionId,
+    16
+);
+define_hex_token!(
+    /// Names a login in progress between its two round trips. Used once.
+    LoginId,
+    16
+);
+
+/// The bearer credential of a session: 256 random bits, hex. The store keeps
+/// only its BLAKE3 hash. It must travel once (in the login answer) and then
+/// in every `Authorization: Bearer` header, so it serialises, but it prints as
+/// `****` and is zeroized on drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    /// Wraps a token string.
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// The token, for the `Authorization` header.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken(****)")
+    }
+}
+
+// ---------------------------------------------------------------- errors
+
+/// Stable error codes. Clients match on these, never on messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Missing, unknown, expired or revoked session token; or a failed login.
+    Unauthorized,
+    /// The thing asked for does not exist (for this account).
+    NotFound,
+    /// Optimistic concurrency failed (see [`ChangeResult::Conflict`]).
+    Conflict,
+    /// The account name is taken.
+    AlreadyExists,
+    /// The commit would take the account over its quota. Nothing was applied.
+    QuotaExceeded,
+    /// The commit names chunks the store lacks ([`ErrorBody::missing_chunks`]).
+    /// Nothing was applied; upload them and commit again.
+    ChunkMissing,
+    /// An uploaded chunk does not hash to its id. Nothing was stored.
+    ChunkHashMismatch,
+    /// The request body is over the size limit.
+    PayloadTooLarge,
+    /// Malformed request: bad JSON, bad framing, bad parameter.
+    BadRequest,
+    /// Too many login attempts; wait [`ErrorBody::retry_after_ms`].
+    RateLimited,
+    /// The journal before this cursor was pruned (old deletions expire): take
+    /// a fresh snapshot.
+    CursorExpired,
+    /// The store is busy with this object (a chunk being garbage collected):
+    /// retry shortly.
+    RetryLater,
+    /// The client was too slow sending its request.
+    Timeout,
+    /// A fault in the store. Retry later.
+    Internal,
+    /// A code this build does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this code. The one mapping.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            Self::NotFound => 404,
+            Self::Conflict | Self::AlreadyExists | Self::ChunkMissing => 409,
+            Self::CursorExpired => 410,
+            Self::QuotaExceeded => 507,
+            Self::ChunkHashMismatch | Self::BadRequest => 400,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::RetryLater => 503,
+            Self::Timeout => 408,
+            Self::Internal | Self::Unknown => 500,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub const fn is_retryable(self) -> bool {
+        matches!(self, Self::RateLimited | Self::RetryLater | Self::Timeout | Self::Internal)
+    }
+
+    /// The wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::AlreadyExists => "already_exists",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::ChunkMissing => "chunk_missing",
+            Self::ChunkHashMismatch => "chunk_hash_mismatch",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::BadRequest => "bad_request",
+            Self::RateLimited => "rate_limited",
+            Self::CursorExpired => "cursor_expired",
+            Self::RetryLater => "retry_later",
+            Self::Timeout => "timeout",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// A sentence a person can read; not for matching.
+    pub message: String,
+    /// With [`ErrorCode::ChunkMissing`]: the chunks to upload first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_chunks: Vec<ChunkId>,
+    /// With [`ErrorCode::RateLimited`]: how long to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+// ---------------------------------------------------------------- accounts
+
+/// `POST /v1/accounts/register/start`: OPAQUE registration, first message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterStartRequest {
+    /// Account name (e.g. an e-mail address). The store sees it.
+    pub username: String,
+    /// OPAQUE `RegistrationRequest`.
+    pub request: Base64Bytes,
+}
+
+/// Answer to [`RegisterStartRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterStartResponse {
+    /// OPAQUE `RegistrationResponse`.
+    pub response: Base64Bytes,
+}
+
+/// `POST /v1/accounts/register/finish`: stores the OPAQUE record and the
+/// wrapped master key. Fails with `already_exists` if the name is taken.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterFinishRequest {
+    /// Same name as in the start message.
+    pub username: String,
+    /// OPAQUE `RegistrationUpload` (the record the store keeps).
+    pub upload: Base64Bytes,
+    /// The master key wrapped under the key from the OPAQUE export key.
+    pub wrapped_key: WrappedKey,
+}
+
+/// Answer to [`RegisterFinishRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterFinishResponse {
+    /// The account's quota in bytes.
+    pub quota_bytes: u64,
+}
+
+/// `POST /v1/accounts/login/start`: OPAQUE login, first message (KE1). The
+/// answer looks the same whether or not the account exists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginStartRequest {
+    /// Account name.
+    pub username: String,
+    /// OPAQUE `CredentialRequest`.
+    pub request: Base64Bytes,
+}
+
+/// Answer to [`LoginStartRequest`] (KE2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginStartResponse {
+    /// Names this login for the finish message; valid once, for a minute.
+    pub login_id: LoginId,
+    /// OPAQUE `CredentialResponse`.
+    pub response: Base64Bytes,
+}
+
+/// `POST /v1/accounts/login/finish` (KE3): on success, a new device session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginFinishRequest {
+    /// From [`LoginStartResponse`].
+    pub login_id: LoginId,
+    /// OPAQUE `CredentialFinalization`.
+    pub finalization: Base64Bytes,
+    /// The device logging in.
+    pub device_id: DeviceId,
+}
+
+/// Answer to [`LoginFinishRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginFinishResponse {
+    /// The bearer credential of the new session.
+    pub token: SessionToken,
+    /// The new session.
+    pub session: SessionInfo,
+    /// The master key, wrapped; the client unwraps it with its export key.
+    pub wrapped_key: WrappedKey,
+}
+
+/// One device session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id (not a credential).
+    pub id: SessionId,
+    /// The device it belongs to.
+    pub device_id: DeviceId,
+    /// When it was made.
+    pub created_at: UnixMillis,
+    /// When it stops working.
+    pub expires_at: UnixMillis,
+    /// True for the session making the request.
+    pub current: bool,
+}
+
+/// `GET /v1/sessions`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionsResponse {
+    /// Live sessions of the account, oldest first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// `GET /v1/usage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Unique chunk bytes referenced by live files.
+    pub used_bytes: u64,
+    /// The account's limit.
+    pub quota_bytes: u64,
+}
+
+// ---------------------------------------------------------------- chunks
+
+/// `POST /v1/chunks/missing`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MissingChunksRequest {
+    /// Ids to ask about (at most [`MAX_IDS_PER_REQUEST`]).
+    pub ids: Vec<ChunkId>,
+}
+
+/// Answer to [`MissingChunksRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MissingChunksResponse {
+    /// The subset the store lacks, in request order.
+    pub missing: Vec<ChunkId>,
+}
+
+/// Most ids or changes in one request.
+pub const MAX_IDS_PER_REQUEST: usize = 10_000;
+
+/// Answer to `POST /v1/chunks` (a [`chunk_batch`] body).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadChunksResponse {
+    /// Chunks written by this request.
+    pub stored: u32,
+    /// Chunks the store already had (uploads are idempotent).
+    pub already_present: u32,
+}
+
+/// The binary body of a chunk upload: frames of
+/// `id (32 bytes) || length (u32, big endian) || sealed bytes`, back to back,
+/// with nothing before, between or after. Content type
+/// `application/octet-stream`.
+pub mod chunk_batch {
+    use super::{ChunkId, SealedChunk};
+
+    /// Why a body is not a valid frame sequence.
+    #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+    #[error("malformed chunk batch at byte {offset}: {why}")]
+    pub struct FramingError {
+        /// Where parsing stopped.
+        pub offset: usize,
+        /// What was wrong.
+        pub why: &'static str,
+    }
+
+    /// Encodes chunks into one body.
+    pub fn encode<'a>(chunks: impl IntoIterator<Item = &'a SealedChunk>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(c.id().as_bytes());
+            out.extend_from_slice(&u32::try_from(c.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(c.as_bytes());
+        }
+        out
+    }
+
+    /// Decodes a body. Does not check hashes (the store does).
+    pub fn decode(body: &[u8]) -> Result<Vec<SealedChunk>, FramingError> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < body.len() {
+            let header = body.get(at..at + 36).ok_or(FramingError { offset: at, why: "truncated header" })?;
+            let id = ChunkId::from_slice(&header[..32]).expect("32 bytes");
+            let len = u32::from_be_bytes(header[32..36].try_into().expect("4 bytes")) as usize;
+            let start = at + 36;
+            let bytes = body
+                .get(start..start.saturating_add(len))
+                .ok_or(FramingError { offset: at, why: "truncated chunk" })?;
+            if bytes.is_empty() {
+                return Err(FramingError { offset: at, why: "empty chunk" });
+            }
+            out.push(SealedChunk::from_parts(id, bytes.to_vec()));
+            at = start + len;
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------- entries
+
+/// One entry change in a commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The entry.
+    pub entry_id: EntryId,
+    /// The revision the client based this change on (0: the entry is new).
+    /// The new revision is always `base_revision + 1`.
+    pub base_revision: Revision,
+    /// The new sealed metadata (bound to `entry_id` and `base_revision + 1`),
+    /// or `None` to delete the entry.
+    pub meta: Option<SealedMeta>,
+    /// Every chunk id the metadata references (data chunks and chunk-list
+    /// chunks). Empty for a deletion.
+    #[serde(default)]
+    pub chunks: Vec<ChunkId>,
+}
+
+/// `POST /v1/commit`: a batch of changes. Each is applied or answered
+/// `conflict` on its own; the batch is refused as a whole (nothing applied)
+/// only for `chunk_missing` and `quota_exceeded`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// The changes, applied in order.
+    pub changes: Vec<Change>,
+}
+
+/// The fate of one [`Change`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ChangeResult {
+    /// Accepted: the entry is now at `revision`, journal position `seq`.
+    Applied {
+        /// The entry.
+        entry_id: EntryId,
+        /// Its new revision.
+        revision: Revision,
+        /// The change's journal position.
+        seq: Cursor,
+    },
+    /// Refused: the entry is not at the base revision any more.
+    Conflict {
+        /// The entry.
+        entry_id: EntryId,
+        /// Where it is now (0: it does not exist).
+        current_revision: Revision,
+    },
+}
+
+/// Answer to [`CommitRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommitResponse {
+    /// One result per change, in order.
+    pub results: Vec<ChangeResult>,
+    /// The journal head after this commit.
+    pub cursor: Cursor,
+}
+
+/// One accepted change as the journal, the snapshot and the versions list
+/// report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryVersion {
+    /// Journal position of this change.
+    pub seq: Cursor,
+    /// The entry.
+    pub entry_id: EntryId,
+    /// The revision this change made.
+    pub revision: Revision,
+    /// Sealed metadata, or `None` for a deletion.
+    pub meta: Option<SealedMeta>,
+    /// Chunk ids the metadata references.
+    pub chunks: Vec<ChunkId>,
+    /// The device that made it.
+    pub device_id: DeviceId,
+    /// When the store accepted it.
+    pub time: UnixMillis,
+}
+
+impl EntryVersion {
+    /// True for a deletion.
+    pub fn is_deleted(&self) -> bool {
+        self.meta.is_none()
+    }
+}
+
+/// Query of `GET /v1/journal` and `GET /v1/journal/wait`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct JournalQuery {
+    /// The last position the client has seen.
+    pub after: Cursor,
+    /// Most changes to return (server caps it).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Long-poll only: how long to hold the request when nothing is new
+    /// (server caps it).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A page of the journal, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JournalPage {
+    /// Changes with `seq > after`, in order.
+    pub changes: Vec<EntryVersion>,
+    /// The position to ask from next (the last `seq` returned, or `after`).
+    pub cursor: Cursor,
+    /// True when more changes wait beyond this page.
+    pub more: bool,
+}
+
+/// Query of `GET /v1/snapshot`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct SnapshotQuery {
+    /// Continue after this entry id (from [`SnapshotPage::next`]).
+    #[serde(default)]
+    pub after: Option<EntryId>,
+    /// Most entries to return (server caps it).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A page of the current state: the latest revision of every live entry,
+/// ordered by entry id. A new device keeps the `cursor` of its **first**
+/// page, reads every page, then follows the journal from that cursor. Pages
+/// read later may already show newer revisions; the journal replays those
+/// changes too, and the client ignores any revision not above what it holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotPage {
+    /// Live entries.
+    pub entries: Vec<EntryVersion>,
+    /// The journal head when this page was read.
+    pub cursor: Cursor,
+    /// Where the next page starts, if there is one.
+    pub next: Option<EntryId>,
+}
+
+/// `GET /v1/entries/{entry_id}/versions`: every kept revision, newest first.
+/// A restore is an ordinary commit of the old metadata resealed by the client
+/// for the next revision.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionsResponse {
+    /// Kept revisions (deletions included), newest first.
+    pub versions: Vec<EntryVersion>,
+}

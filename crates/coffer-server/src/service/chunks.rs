@@ -1,0 +1,82 @@
+//! Chunks: which are missing, batch upload, download.
+//!
+//! An upload is checked whole before anything is written: every chunk must
+//! hash (BLAKE3) to its id, or the batch is refused with
+//! `chunk_hash_mismatch` and nothing is stored. Uploads are idempotent:
+//! chunks the account already has are not written again, but their upload
+//! time is refreshed, which restarts their garbage-collection grace period
+//! (see [`super::gc`]).
+
+use coffer_proto::api::{chunk_batch, UploadChunksResponse, MAX_IDS_PER_REQUEST};
+use coffer_proto::{ChunkId, SealedChunk};
+
+use super::{Caller, Service};
+use crate::ServiceError;
+
+fn check_count(n: usize) -> Result<(), ServiceError> {
+    if n > MAX_IDS_PER_REQUEST {
+        return Err(ServiceError::BadRequest(format!("at most {MAX_IDS_PER_REQUEST} ids per request")));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// The subset of `ids` the account lacks, in request order.
+    pub async fn missing_chunks(
+        &self,
+        caller: Caller,
+        ids: Vec<ChunkId>,
+    ) -> Result<Vec<ChunkId>, ServiceError> {
+        check_count(ids.len())?;
+        self.meta(move |m| m.missing_chunks(caller.account, &ids)).await
+    }
+
+    /// Stores a batch of chunks from a [`chunk_batch`] body.
+    pub async fn upload_chunks(
+        &self,
+        caller: Caller,
+        body: &[u8],
+    ) -> Result<UploadChunksResponse, ServiceError> {
+        let chunks = chunk_batch::decode(body).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        check_count(chunks.len())?;
+        self.upload_sealed(caller, chunks).await
+    }
+
+    /// Stores already decoded chunks (the in-process path).
+    pub async fn upload_sealed(
+        &self,
+        caller: Caller,
+        chunks: Vec<SealedChunk>,
+    ) -> Result<UploadChunksResponse, ServiceError> {
+        for c in &chunks {
+            if *blake3::hash(c.as_bytes()).as_bytes() != *c.id().as_bytes() {
+                return Err(ServiceError::ChunkHashMismatch(c.id()));
+            }
+        }
+        let ids: Vec<ChunkId> = chunks.iter().map(SealedChunk::id).collect();
+        let missing = self.meta(move |m| m.missing_chunks(caller.account, &ids)).await?;
+        let sizes: Vec<(ChunkId, u64)> = chunks.iter().map(|c| (c.id(), c.len() as u64)).collect();
+        let to_write: Vec<SealedChunk> = chunks.into_iter().filter(|c| missing.contains(&c.id())).collect();
+        let stored = u32::try_from(to_write.len()).unwrap_or(u32::MAX);
+        let already_present = u32::try_from(sizes.len()).unwrap_or(u32::MAX).saturating_sub(stored);
+        if !to_write.is_empty() {
+            self.blobs(move |b| {
+                for c in &to_write {
+                    b.put(caller.account, c.id(), c.as_bytes())?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let now = self.now();
+        self.meta(move |m| m.record_chunks(caller.account, &sizes, now)).await?;
+        Ok(UploadChunksResponse { stored, already_present })
+    }
+
+    /// One chunk's sealed bytes.
+    pub async fn download_chunk(&self, caller: Caller, id: ChunkId) -> Result<SealedChunk, ServiceError> {
+        let bytes =
+            self.blobs(move |b| b.get(caller.account, id)).await?.ok_or(ServiceError::NotFound("chunk"))?;
+        Ok(SealedChunk::from_parts(id, bytes))
+    }
+}

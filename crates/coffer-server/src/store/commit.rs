@@ -1,0 +1,165 @@
+//! The commit rules, written once over a small transaction interface
+//! ([`CommitTx`]) that every [`MetaStore`](super::MetaStore) provides, so that
+//! SQLite, memory and any later store agree on them exactly.
+//!
+//! Rules for a batch:
+//! 1. Every chunk named by a non-deleting change must be recorded for the
+//!    account and not marked for collection; otherwise the whole batch is
+//!    refused with `ChunkMissing` (nothing applied).
+//! 2. Changes apply in order. A change whose `base_revision` is not the
+//!    entry's current revision (0 when it does not exist) is answered
+//!    `Conflict` with the current revision; so is deleting an entry that does
+//!    not exist or is already deleted. The rest of the batch still applies.
+//! 3. An accepted change makes revision `base + 1` and takes the account's
+//!    next journal sequence number.
+//! 4. Usage counts each chunk once while any latest, non-deleted revision
+//!    names it (`live_refs > 0`). If the batch raises usage above the quota,
+//!    the whole batch is refused with `QuotaExceeded`. A batch that lowers or
+//!    keeps usage is always accepted.
+//!
+//! The caller runs [`apply`] inside one transaction and rolls back on error.
+
+use coffer_proto::api::{Change, ChangeResult, EntryVersion, UnixMillis};
+use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision};
+
+use super::{StoreError, StoreResult};
+
+/// One chunk's bookkeeping row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRow {
+    /// Sealed size in bytes.
+    pub size: u64,
+    /// Kept revisions naming it.
+    pub refs: u64,
+    /// Latest live revisions naming it.
+    pub live_refs: u64,
+    /// Marked for collection.
+    pub deleting: bool,
+}
+
+/// One entry's current state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRow {
+    /// Current revision.
+    pub revision: Revision,
+    /// Whether that revision is a deletion.
+    pub deleted: bool,
+}
+
+/// Account counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountCounters {
+    /// Quota in bytes.
+    pub quota: u64,
+    /// Usage in bytes.
+    pub used: u64,
+    /// Journal head.
+    pub head: u64,
+}
+
+/// The reads and writes a commit needs, inside one transaction. Reads see
+/// the transaction's own earlier writes.
+pub trait CommitTx {
+    /// The account's counters (`NoSuchAccount` if absent).
+    fn counters(&mut self) -> StoreResult<AccountCounters>;
+    /// A chunk's row.
+    fn chunk(&mut self, id: &ChunkId) -> StoreResult<Option<ChunkRow>>;
+    /// Writes a chunk's reference counts.
+    fn set_chunk_refs(&mut self, id: &ChunkId, refs: u64, live_refs: u64) -> StoreResult<()>;
+    /// An entry's current state.
+    fn entry(&mut self, id: &EntryId) -> StoreResult<Option<EntryRow>>;
+    /// The chunk ids of one kept revision.
+    fn revision_chunks(&mut self, id: &EntryId, revision: Revision) -> StoreResult<Vec<ChunkId>>;
+    /// Stores a new revision (its `seq` is new) and makes it current.
+    fn insert_revision(&mut self, version: &EntryVersion) -> StoreResult<()>;
+    /// Writes the account's usage and head.
+    fn set_counters(&mut self, used: u64, head: u64) -> StoreResult<()>;
+}
+
+/// Sorted, deduplicated chunk list of a change.
+pub fn unique_chunks(chunks: &[ChunkId]) -> Vec<ChunkId> {
+    let mut v = chunks.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Applies a batch under the rules of the module doc.
+pub fn apply(
+    tx: &mut impl CommitTx,
+    device: DeviceId,
+    now: UnixMillis,
+    changes: &[Change],
+) -> StoreResult<(Vec<ChangeResult>, Cursor)> {
+    let counters = tx.counters()?;
+
+    // Rule 1: every named chunk must be present.
+    let mut missing = Vec::new();
+    for change in changes.iter().filter(|c| c.meta.is_some()) {
+        for id in &change.chunks {
+            let present = matches!(tx.chunk(id)?, Some(row) if !row.deleting);
+            if !present && !missing.contains(id) {
+                missing.push(*id);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(StoreError::ChunkMissing(missing));
+    }
+
+    let mut used = counters.used;
+    let mut head = counters.head;
+    let mut results = Vec::with_capacity(changes.len());
+    for change in changes {
+        let current = tx.entry(&change.entry_id)?;
+        let current_rev = current.map_or(Revision::ZERO, |e| e.revision);
+        let live = matches!(current, Some(e) if !e.deleted);
+        if change.base_revision != current_rev || (change.meta.is_none() && !live) {
+            results.push(ChangeResult::Conflict { entry_id: change.entry_id, current_revision: current_rev });
+            continue;
+        }
+        let revision = current_rev.next();
+        head += 1;
+
+        if live {
+            for id in tx.revision_chunks(&change.entry_id, current_rev)? {
+                let row = tx.chunk(&id)?.ok_or_else(|| dangling(&id))?;
+                let live_refs = row.live_refs.saturating_sub(1);
+                if live_refs == 0 && row.live_refs > 0 {
+                    used = used.saturating_sub(row.size);
+                }
+                tx.set_chunk_refs(&id, row.refs, live_refs)?;
+            }
+        }
+        let chunks = if change.meta.is_some() { unique_chunks(&change.chunks) } else { Vec::new() };
+        for id in &chunks {
+            let row = tx.chunk(id)?.ok_or_else(|| dangling(id))?;
+            if row.live_refs == 0 {
+                used += row.size;
+            }
+            tx.set_chunk_refs(id, row.refs + 1, row.live_refs + 1)?;
+        }
+        let seq = Cursor(head);
+        tx.insert_revision(&EntryVersion {
+            seq,
+            entry_id: change.entry_id,
+            revision,
+            meta: change.meta.clone(),
+            chunks,
+            device_id: device,
+            time: now,
+        })?;
+        results.push(ChangeResult::Applied { entry_id: change.entry_id, revision, seq });
+    }
+
+    // Rule 4: quota, on the batch as a whole.
+    if used > counters.quota && used > counters.used {
+        return Err(StoreError::QuotaExceeded { needed: used, quota: counters.quota });
+    }
+    tx.set_counters(used, head)?;
+    Ok((results, Cursor(head)))
+}
+
+fn dangling(id: &ChunkId) -> StoreError {
+    StoreError::Backend(format!("revision names unrecorded chunk {id:?}"))
+}

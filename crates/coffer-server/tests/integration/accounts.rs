@@ -1,0 +1,130 @@
+//! Signup, login, sessions, rate limits, replay.
+
+use coffer_crypto::login::{self, LoginError};
+use coffer_crypto::MasterKey;
+use coffer_engine::remote::{Remote, RemoteError};
+use coffer_proto::api::{
+    Base64Bytes, ErrorCode, LoginFinishRequest, LoginFinishResponse, LoginStartRequest, LoginStartResponse,
+};
+use coffer_proto::DeviceId;
+use coffer_server::http::HttpConfig;
+use coffer_server::ratelimit::RateLimit;
+use coffer_server::ServiceConfig;
+
+use super::support::{TestServer, KSF, PASSWORD};
+
+#[tokio::test]
+async fn full_account_flow() {
+    let mut t = TestServer::start().await;
+    let master = MasterKey::generate(&mut t.rng);
+    let reg = t.accounts.signup(&mut t.rng, "alice@example.com", PASSWORD, &master, &KSF).await.unwrap();
+    assert_eq!(reg.quota_bytes, 50_000_000_000);
+
+    let d1 = t.login("alice@example.com", 1).await;
+    assert_eq!(d1.master.expose_secret(), master.expose_secret(), "the master key comes back unwrapped");
+    let d2 = t.login("alice@example.com", 2).await;
+    assert_ne!(d1.session.id, d2.session.id);
+
+    let sessions = d1.remote.sessions().await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.iter().any(|s| s.id == d1.session.id && s.current));
+    assert!(sessions
+        .iter()
+        .any(|s| s.id == d2.session.id && !s.current && s.device_id == DeviceId::from_bytes([2; 16])));
+
+    // Device 1 revokes device 2: device 2 is out at once, device 1 is not.
+    d1.remote.revoke_session(d2.session.id).await.unwrap();
+    let err = d2.remote.usage().await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
+    assert_eq!(d1.remote.sessions().await.unwrap().len(), 1);
+    let err = d1.remote.revoke_session(d2.session.id).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    assert_eq!(d1.remote.usage().await.unwrap().used_bytes, 0);
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_account_fail_alike() {
+    let mut t = TestServer::start().await;
+    t.user("bob").await;
+    let dev = DeviceId::from_bytes([1; 16]);
+    let err = t.accounts.login(&mut t.rng, "bob", "wrong", dev, &KSF).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Login(LoginError::WrongPassword)), "{err:?}");
+    let err = t.accounts.login(&mut t.rng, "nobody", PASSWORD, dev, &KSF).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Login(LoginError::WrongPassword)), "{err:?}");
+}
+
+#[tokio::test]
+async fn duplicate_signup_is_refused() {
+    let mut t = TestServer::start().await;
+    t.user("carol").await;
+    let master = MasterKey::generate(&mut t.rng);
+    let err = t.accounts.signup(&mut t.rng, "carol", "other", &master, &KSF).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::AlreadyExists));
+    // The original password still works.
+    t.login("carol", 3).await;
+}
+
+#[tokio::test]
+async fn sessions_expire() {
+    let mut t = TestServer::start().await;
+    let d = t.user("dave").await;
+    d.remote.usage().await.unwrap();
+    let ttl = t.service().config().session_ttl;
+    t.clock.advance_millis(ttl.as_millis() as u64 + 1);
+    assert_eq!(d.remote.usage().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+}
+
+#[tokio::test]
+async fn replayed_login_message_is_refused() {
+    let mut t = TestServer::start().await;
+    t.user("erin").await;
+    let (state, request) = login::login_start(&mut t.rng, PASSWORD.as_bytes()).unwrap();
+    let start: LoginStartResponse = t
+        .accounts
+        .post(
+            "/accounts/login/start",
+            &LoginStartRequest { username: "erin".into(), request: Base64Bytes(request) },
+        )
+        .await
+        .unwrap();
+    let (fin, _) = login::login_finish(state, PASSWORD.as_bytes(), &start.response.0, &KSF).unwrap();
+    let msg = LoginFinishRequest {
+        login_id: start.login_id,
+        finalization: Base64Bytes(fin),
+        device_id: DeviceId::from_bytes([5; 16]),
+    };
+    let ok: LoginFinishResponse = t.accounts.post("/accounts/login/finish", &msg).await.unwrap();
+    assert!(!ok.token.expose_secret().is_empty());
+    let err = t.accounts.post::<_, LoginFinishResponse>("/accounts/login/finish", &msg).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
+    // The replay made no session: signup's login, the first finish, and this one.
+    let d = t.login("erin", 6).await;
+    assert_eq!(d.remote.sessions().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn login_attempts_are_rate_limited() {
+    let config = ServiceConfig {
+        login_limit_per_account: RateLimit { burst: 2, per_minute: 1 },
+        ..ServiceConfig::default()
+    };
+    let mut t = TestServer::start_with(config, HttpConfig::default()).await;
+    t.user("frank").await; // one attempt used
+    let dev = DeviceId::from_bytes([1; 16]);
+    t.accounts.login(&mut t.rng, "frank", PASSWORD, dev, &KSF).await.unwrap();
+    let err = t.accounts.login(&mut t.rng, "frank", PASSWORD, dev, &KSF).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited));
+    assert!(err.is_retryable());
+    match err {
+        RemoteError::Api { status, body } => {
+            assert_eq!(status, 429);
+            assert!(body.retry_after_ms.unwrap() > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another account is not affected.
+    t.user("grace").await;
+    // Time refills the bucket.
+    t.clock.advance_millis(60_000);
+    t.accounts.login(&mut t.rng, "frank", PASSWORD, dev, &KSF).await.unwrap();
+}
