@@ -1,0 +1,1022 @@
+//! The filesystem seam: exactly the operations the scanner and the apply
+//! step need, behind one narrow, object-safe trait, so that the engine can
+//! run on the real disk ([`RealFs`]) or on a deterministic in-memory tree
+//! ([`MemFs`], for tests and the simulation of issue 5).
+//!
+//! Invariants every implementation keeps (and the shared suite in this
+//! module's tests checks):
+//!
+//! - Paths are absolute. Nothing here follows a symlink in the *last*
+//!   component except [`Fs::open_read`] and [`Fs::read_dir`] (as `open(2)` and
+//!   `opendir(3)` do); [`Fs::symlink_metadata`], [`Fs::read_link`],
+//!   [`Fs::set_mtime`], [`Fs::set_executable`], [`Fs::remove_file`] and
+//!   [`Fs::exists`] look at the link itself.
+//! - [`Fs::read_dir`] lists a directory completely or fails: a listing is
+//!   never silently partial, because a missing name would look like a
+//!   deletion. Names are sorted; a name that is not UTF-8 is an error *item*
+//!   ([`NonUtf8Name`]), not a failure of the listing.
+//! - [`Fs::rename`] atomically replaces a file at the destination (same
+//!   filesystem); the inode travels with the renamed node.
+//! - A [`Stat`] is the identity the scanner trusts: (kind, size, mtime,
+//!   inode). `size` is the byte length for files and the target length for
+//!   symlinks, and 0 for directories and other kinds, whatever the platform
+//!   reports.
+//!
+//! Time: mtimes are nanoseconds since the Unix epoch (`i64`, so dates before
+//! 1970 are representable). A [`Clock`] gives "now" on the same scale;
+//! [`MemFs`] is its own clock, so tests move time explicitly.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::NodeKind;
+
+/// What kind of thing a [`Stat`] describes. `Other` covers sockets, FIFOs
+/// and devices, which are never synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (not followed).
+    Symlink,
+    /// A socket, FIFO, or device.
+    Other,
+}
+
+impl StatKind {
+    /// The node kind this is synced as, or `None` for [`StatKind::Other`].
+    pub fn node_kind(self) -> Option<NodeKind> {
+        match self {
+            StatKind::File => Some(NodeKind::File),
+            StatKind::Dir => Some(NodeKind::Dir),
+            StatKind::Symlink => Some(NodeKind::Symlink),
+            StatKind::Other => None,
+        }
+    }
+}
+
+impl From<NodeKind> for StatKind {
+    fn from(k: NodeKind) -> Self {
+        match k {
+            NodeKind::File => StatKind::File,
+            NodeKind::Dir => StatKind::Dir,
+            NodeKind::Symlink => StatKind::Symlink,
+        }
+    }
+}
+
+/// What `lstat(2)` says about a path (see the module doc for `size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    /// File, directory, symlink, or something else.
+    pub kind: StatKind,
+    /// Bytes (files), target length (symlinks), 0 otherwise.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Inode number (changes when a file is replaced by a rename).
+    pub inode: u64,
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+}
+
+impl Stat {
+    /// True when `self` and `other` describe the same unchanged node, as far
+    /// as the scanner can tell without reading it: same kind, size, mtime and
+    /// inode. Permission bits are not part of it (they are cheap to re-read).
+    pub fn same_identity(&self, other: &Stat) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.inode == other.inode
+    }
+
+    /// The owner-executable bit.
+    pub fn is_executable(&self) -> bool {
+        self.mode & 0o100 != 0
+    }
+}
+
+/// A directory entry whose name is not valid UTF-8 (Coffer syncs only UTF-8
+/// names). `lossy` replaces the bad bytes with U+FFFD, for reporting.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the name {lossy:?} is not valid UTF-8; rename it to sync it")]
+pub struct NonUtf8Name {
+    /// The name with invalid bytes replaced, for display.
+    pub lossy: String,
+}
+
+/// A file being written by [`Fs::create_new`].
+pub trait WriteFile: Write + Send {
+    /// Flushes data and metadata to stable storage (`fsync`).
+    fn sync_all(&mut self) -> io::Result<()>;
+}
+
+impl WriteFile for std::fs::File {
+    fn sync_all(&mut self) -> io::Result<()> {
+        std::fs::File::sync_all(self)
+    }
+}
+
+/// The filesystem operations the engine uses (see the module doc).
+pub trait Fs: Send + Sync + fmt::Debug {
+    /// Stats `path` without following a final symlink.
+    fn symlink_metadata(&self, path: &Path) -> io::Result<Stat>;
+    /// Lists a directory, sorted by name (see the module doc).
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<Result<String, NonUtf8Name>>>;
+    /// Opens a file for reading.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
+    /// A symlink's target, as stored in the link. Not UTF-8 → `InvalidData`.
+    fn read_link(&self, path: &Path) -> io::Result<String>;
+    /// Creates a new, empty file for writing; fails if anything exists there.
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
+    /// Renames `from` to `to`, atomically replacing a file at `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file or symlink (never a directory).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory; its parent must exist.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Creates a symlink at `at` pointing to `target`.
+    fn symlink(&self, target: &str, at: &Path) -> io::Result<()>;
+    /// Sets the modification time of `path` itself (a symlink is not followed).
+    fn set_mtime(&self, path: &Path, mtime_ns: i64) -> io::Result<()>;
+    /// Sets or clears the executable bits of a regular file (`x` wherever
+    /// `r` is set, like `chmod +x` under a 022 umask). Anything else than a
+    /// regular file → `InvalidInput`.
+    fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()>;
+    /// Makes the entries of a directory durable (fsync on the directory), so
+    /// that a rename into it survives a crash.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Whether anything (even a dangling symlink) is at `path`. Errors other
+    /// than "not found" are errors, not `false`: an unreadable path is not an
+    /// absent one.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+}
+
+/// The current time on the scale of mtimes.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Nanoseconds since the Unix epoch.
+    fn now_ns(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> i64 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_nanos()).map(|n| -n).unwrap_or(i64::MIN),
+        }
+    }
+}
+
+fn split_ns(ns: i64) -> (i64, u32) {
+    // rem_euclid of a positive divisor is in 0..1e9, which fits a u32.
+    (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+}
+
+/// The real disk, through `std::fs`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+impl RealFs {
+    fn stat_of(meta: &std::fs::Metadata) -> Stat {
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            StatKind::File
+        } else if ft.is_dir() {
+            StatKind::Dir
+        } else if ft.is_symlink() {
+            StatKind::Symlink
+        } else {
+            StatKind::Other
+        };
+        let size = match kind {
+            StatKind::File | StatKind::Symlink => meta.len(),
+            StatKind::Dir | StatKind::Other => 0,
+        };
+        let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
+        Stat { kind, size, mtime_ns, inode: meta.ino(), mode: meta.mode() & 0o7777 }
+    }
+}
+
+impl Fs for RealFs {
+    fn symlink_metadata(&self, path: &Path) -> io::Result<Stat> {
+        std::fs::symlink_metadata(path).map(|m| Self::stat_of(&m))
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<Result<String, NonUtf8Name>>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            names.push(entry?.file_name());
+        }
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|n: OsString| {
+                n.into_string().map_err(|n| NonUtf8Name { lossy: n.to_string_lossy().into_owned() })
+            })
+            .collect())
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        let f = std::fs::File::open(path)?;
+        if f.metadata()?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+        }
+        Ok(Box::new(f))
+    }
+
+    fn read_link(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_link(path)?
+            .into_os_string()
+            .into_string()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "symlink target is not valid UTF-8"))
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+        Ok(Box::new(f))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn symlink(&self, target: &str, at: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, at)
+    }
+
+    fn set_mtime(&self, path: &Path, mtime_ns: i64) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        let atime = filetime::FileTime::from_last_access_time(&meta);
+        let (s, n) = split_ns(mtime_ns);
+        filetime::set_symlink_file_times(path, atime, filetime::FileTime::from_unix_time(s, n))
+    }
+
+    fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
+        // chmod follows symlinks: check first that this is a regular file.
+        let meta = std::fs::symlink_metadata(path)?;
+        if !meta.file_type().is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        let mode = exec_mode(meta.mode() & 0o7777, executable);
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `mode` with the executable bits set (where read is set) or cleared.
+fn exec_mode(mode: u32, executable: bool) -> u32 {
+    if executable {
+        mode | 0o100 | ((mode & 0o044) >> 2)
+    } else {
+        mode & !0o111
+    }
+}
+
+/// A deterministic in-memory filesystem.
+///
+/// - Inodes come from a counter; mtimes from the filesystem's own clock
+///   ([`MemFs::set_now`], [`MemFs::advance`]; it implements [`Clock`]), set
+///   on every write, create, remove and rename (also on the parent dir).
+/// - Intermediate symlinks are resolved (at most 40 hops), like the kernel.
+/// - Faults can be injected: [`MemFs::deny`] makes reads of a path fail
+///   with `PermissionDenied` (tests run as root, where real permission bits
+///   do not stop reads).
+/// - Readers see the content as it was when opened.
+#[derive(Debug, Clone)]
+pub struct MemFs {
+    state: Arc<Mutex<MemState>>,
+    clock: Arc<AtomicI64>,
+}
+
+#[derive(Debug)]
+struct MemState {
+    nodes: BTreeMap<PathBuf, MemNode>,
+    next_inode: u64,
+    denied: HashSet<PathBuf>,
+}
+
+#[derive(Debug)]
+struct MemNode {
+    inode: u64,
+    mode: u32,
+    mtime_ns: i64,
+    kind: MemKind,
+}
+
+#[derive(Debug)]
+enum MemKind {
+    /// Shared with open writers, which update bytes and mtime.
+    File(Arc<Mutex<FileBody>>),
+    Dir,
+    Symlink(String),
+    Other,
+}
+
+#[derive(Debug)]
+struct FileBody {
+    data: Vec<u8>,
+    mtime_ns: i64,
+}
+
+fn err(kind: io::ErrorKind, msg: &str) -> io::Error {
+    io::Error::new(kind, msg.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the maps half-updated in a
+    // way later calls would misread, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Default for MemFs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemFs {
+    /// An empty filesystem holding only `/`, with the clock at
+    /// 2026-11-26T00:00:00Z.
+    pub fn new() -> Self {
+        let now = 1_795_651_200_000_000_000;
+        let mut nodes = BTreeMap::new();
+        nodes
+            .insert(PathBuf::from("/"), MemNode { inode: 1, mode: 0o755, mtime_ns: now, kind: MemKind::Dir });
+        Self {
+            state: Arc::new(Mutex::new(MemState { nodes, next_inode: 2, denied: HashSet::new() })),
+            clock: Arc::new(AtomicI64::new(now)),
+        }
+    }
+
+    /// Sets the clock.
+    pub fn set_now(&self, ns: i64) {
+        self.clock.store(ns, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `ns`.
+    pub fn advance(&self, ns: i64) {
+        self.clock.fetch_add(ns, Ordering::SeqCst);
+    }
+
+    /// Makes reads (`open_read`, `read_dir`, `read_link`) of exactly `path`
+    /// fail with `PermissionDenied`, or lifts that.
+    pub fn deny(&self, path: &Path, denied: bool) {
+        let mut st = lock(&self.state);
+        if denied {
+            st.denied.insert(path.to_path_buf());
+        } else {
+            st.denied.remove(path);
+        }
+    }
+
+    /// Creates `path` and missing parents as directories.
+    pub fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut cur = PathBuf::from("/");
+        for c in normalize(path)?.components().skip(1) {
+            cur.push(c);
+            match self.symlink_metadata(&cur) {
+                Ok(s) if s.kind == StatKind::Dir => {}
+                Ok(_) => return Err(err(io::ErrorKind::NotADirectory, "not a directory")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.create_dir(&cur)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` to `path` in place: creates the file (and its parents)
+    /// or truncates and rewrites it keeping its inode, like `echo > path`.
+    pub fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        if let Some(parent) = path.parent() {
+            self.create_dir_all(parent)?;
+        }
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, true)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::File(body)) => {
+                let mut b = lock(body);
+                b.data = data.to_vec();
+                b.mtime_ns = now;
+                Ok(())
+            }
+            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a regular file")),
+            None => st.insert(
+                &p,
+                MemKind::File(Arc::new(Mutex::new(FileBody { data: data.to_vec(), mtime_ns: now }))),
+                0o644,
+                now,
+            ),
+        }
+    }
+
+    /// Creates a node of kind [`StatKind::Other`] (a stand-in for a FIFO,
+    /// socket or device).
+    pub fn make_special(&self, path: &Path) -> io::Result<()> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        if st.nodes.contains_key(&p) {
+            return Err(err(io::ErrorKind::AlreadyExists, "already exists"));
+        }
+        st.insert(&p, MemKind::Other, 0o644, now)
+    }
+}
+
+/// Absolute, without `.`; `..` is refused (MemFs paths come from code that
+/// joins validated names).
+fn normalize(path: &Path) -> io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir => out.push("/"),
+            Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(err(io::ErrorKind::InvalidInput, "`..` in a MemFs path"))
+            }
+        }
+    }
+    if !out.has_root() {
+        return Err(err(io::ErrorKind::InvalidInput, "MemFs paths are absolute"));
+    }
+    Ok(out)
+}
+
+impl MemState {
+    /// The path with every symlink in a non-final component resolved (and
+    /// the final one too if `follow_last`). The result need not exist, but
+    /// its parent does and is a directory.
+    fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+        let mut hops = 0;
+        self.resolve_inner(&normalize(path)?, follow_last, &mut hops)
+    }
+
+    fn resolve_inner(&self, path: &Path, follow_last: bool, hops: &mut u32) -> io::Result<PathBuf> {
+        let comps: Vec<_> = path.components().skip(1).collect();
+        let mut cur = PathBuf::from("/");
+        for (i, c) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            let next = cur.join(c);
+            match self.nodes.get(&next).map(|n| &n.kind) {
+                Some(MemKind::Symlink(t)) if !last || follow_last => {
+                    *hops += 1;
+                    if *hops > 40 {
+                        return Err(err(io::ErrorKind::Other, "too many levels of symbolic links"));
+                    }
+                    let target = if t.starts_with('/') { PathBuf::from(t) } else { cur.join(t) };
+                    let target = self.resolve_lexical(&target)?;
+                    cur = self.resolve_inner(&target, true, hops)?;
+                }
+                Some(MemKind::Dir) => cur = next,
+                Some(_) if !last => return Err(err(io::ErrorKind::NotADirectory, "not a directory")),
+                None if !last => return Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+                _ => cur = next,
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Resolves `..` in a symlink target lexically (the target's prefix was
+    /// already resolved, so this matches the kernel for our uses).
+    fn resolve_lexical(&self, path: &Path) -> io::Result<PathBuf> {
+        let mut out = PathBuf::from("/");
+        for c in path.components() {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(n) => out.push(n),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn parent_dir_of(&self, p: &Path) -> io::Result<PathBuf> {
+        let parent = p.parent().ok_or_else(|| err(io::ErrorKind::InvalidInput, "the root has no parent"))?;
+        match self.nodes.get(parent).map(|n| &n.kind) {
+            Some(MemKind::Dir) => Ok(parent.to_path_buf()),
+            Some(_) => Err(err(io::ErrorKind::NotADirectory, "not a directory")),
+            None => Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+        }
+    }
+
+    fn touch(&mut self, dir: &Path, now: i64) {
+        if let Some(n) = self.nodes.get_mut(dir) {
+            n.mtime_ns = now;
+        }
+    }
+
+    fn insert(&mut self, p: &Path, kind: MemKind, mode: u32, now: i64) -> io::Result<()> {
+        let parent = self.parent_dir_of(p)?;
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        self.nodes.insert(p.to_path_buf(), MemNode { inode, mode, mtime_ns: now, kind });
+        self.touch(&parent, now);
+        Ok(())
+    }
+
+    fn has_children(&self, dir: &Path) -> bool {
+        self.nodes.range(dir.to_path_buf()..).nth(1).is_some_and(|(k, _)| k.starts_with(dir))
+    }
+
+    fn check_denied(&self, p: &Path) -> io::Result<()> {
+        if self.denied.contains(p) {
+            return Err(err(io::ErrorKind::PermissionDenied, "permission denied"));
+        }
+        Ok(())
+    }
+}
+
+impl Clock for MemFs {
+    fn now_ns(&self) -> i64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+}
+
+struct MemWriter {
+    body: Arc<Mutex<FileBody>>,
+    clock: Arc<AtomicI64>,
+}
+
+impl Write for MemWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut b = lock(&self.body);
+        b.data.extend_from_slice(buf);
+        b.mtime_ns = self.clock.load(Ordering::SeqCst);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl WriteFile for MemWriter {
+    fn sync_all(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Fs for MemFs {
+    fn symlink_metadata(&self, path: &Path) -> io::Result<Stat> {
+        let st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        let n = st.nodes.get(&p).ok_or_else(|| err(io::ErrorKind::NotFound, "no such file or directory"))?;
+        let (kind, size, mtime_ns) = match &n.kind {
+            MemKind::File(b) => {
+                let b = lock(b);
+                (StatKind::File, b.data.len() as u64, b.mtime_ns)
+            }
+            MemKind::Dir => (StatKind::Dir, 0, n.mtime_ns),
+            MemKind::Symlink(t) => (StatKind::Symlink, t.len() as u64, n.mtime_ns),
+            MemKind::Other => (StatKind::Other, 0, n.mtime_ns),
+        };
+        Ok(Stat { kind, size, mtime_ns, inode: n.inode, mode: n.mode })
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<Result<String, NonUtf8Name>>> {
+        let st = lock(&self.state);
+        let p = st.resolve(path, true)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::Dir) => {}
+            Some(_) => return Err(err(io::ErrorKind::NotADirectory, "not a directory")),
+            None => return Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+        }
+        st.check_denied(&p)?;
+        let mut names: Vec<OsString> = st
+            .nodes
+            .range(p.clone()..)
+            .skip(1)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .filter(|(k, _)| k.parent() == Some(p.as_path()))
+            .filter_map(|(k, _)| k.file_name().map(|n| n.to_os_string()))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|n| n.into_string().map_err(|n| NonUtf8Name { lossy: n.to_string_lossy().into_owned() }))
+            .collect())
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        let st = lock(&self.state);
+        let p = st.resolve(path, true)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::File(b)) => {
+                st.check_denied(&p)?;
+                let data = lock(b).data.clone();
+                Ok(Box::new(io::Cursor::new(data)))
+            }
+            Some(MemKind::Dir) => Err(err(io::ErrorKind::IsADirectory, "is a directory")),
+            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a regular file")),
+            None => Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+        }
+    }
+
+    fn read_link(&self, path: &Path) -> io::Result<String> {
+        let st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::Symlink(t)) => {
+                st.check_denied(&p)?;
+                Ok(t.clone())
+            }
+            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a symlink")),
+            None => Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+        }
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        if st.nodes.contains_key(&p) {
+            return Err(err(io::ErrorKind::AlreadyExists, "already exists"));
+        }
+        let body = Arc::new(Mutex::new(FileBody { data: Vec::new(), mtime_ns: now }));
+        st.insert(&p, MemKind::File(body.clone()), 0o644, now)?;
+        Ok(Box::new(MemWriter { body, clock: self.clock.clone() }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let from = st.resolve(from, false)?;
+        let to = st.resolve(to, false)?;
+        let from_dir = matches!(
+            st.nodes
+                .get(&from)
+                .ok_or_else(|| err(io::ErrorKind::NotFound, "no such file or directory"))?
+                .kind,
+            MemKind::Dir
+        );
+        let to_parent = st.parent_dir_of(&to)?;
+        if from == to {
+            return Ok(());
+        }
+        if to.starts_with(&from) {
+            return Err(err(io::ErrorKind::InvalidInput, "cannot move a directory into itself"));
+        }
+        if let Some(existing) = st.nodes.get(&to) {
+            match (&existing.kind, from_dir) {
+                (MemKind::Dir, true) if st.has_children(&to) => {
+                    return Err(err(io::ErrorKind::DirectoryNotEmpty, "directory not empty"))
+                }
+                (MemKind::Dir, false) => return Err(err(io::ErrorKind::IsADirectory, "is a directory")),
+                (k, true) if !matches!(k, MemKind::Dir) => {
+                    return Err(err(io::ErrorKind::NotADirectory, "not a directory"))
+                }
+                _ => {}
+            }
+            st.nodes.remove(&to);
+        }
+        let moved: Vec<PathBuf> = st
+            .nodes
+            .range(from.clone()..)
+            .map(|(k, _)| k.clone())
+            .take_while(|k| k.starts_with(&from))
+            .collect();
+        for old in moved {
+            if let Some(node) = st.nodes.remove(&old) {
+                let rest = old.strip_prefix(&from).map_err(|_| err(io::ErrorKind::Other, "MemFs prefix"))?;
+                let new = if rest.as_os_str().is_empty() { to.clone() } else { to.join(rest) };
+                st.nodes.insert(new, node);
+            }
+        }
+        if let Some(fp) = from.parent() {
+            st.touch(fp, now);
+        }
+        st.touch(&to_parent, now);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::Dir) => Err(err(io::ErrorKind::IsADirectory, "is a directory")),
+            Some(_) => {
+                st.nodes.remove(&p);
+                if let Some(parent) = p.parent() {
+                    st.touch(parent, now);
+                }
+                Ok(())
+            }
+            None => Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+        }
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::Dir) if p.parent().is_none() => {
+                Err(err(io::ErrorKind::InvalidInput, "cannot remove the root"))
+            }
+            Some(MemKind::Dir) if st.has_children(&p) => {
+                Err(err(io::ErrorKind::DirectoryNotEmpty, "directory not empty"))
+            }
+            Some(MemKind::Dir) => {
+                st.nodes.remove(&p);
+                if let Some(parent) = p.parent() {
+                    st.touch(parent, now);
+                }
+                Ok(())
+            }
+            Some(_) => Err(err(io::ErrorKind::NotADirectory, "not a directory")),
+            None => Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+        }
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        if st.nodes.contains_key(&p) {
+            return Err(err(io::ErrorKind::AlreadyExists, "already exists"));
+        }
+        st.insert(&p, MemKind::Dir, 0o755, now)
+    }
+
+    fn symlink(&self, target: &str, at: &Path) -> io::Result<()> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(at, false)?;
+        if st.nodes.contains_key(&p) {
+            return Err(err(io::ErrorKind::AlreadyExists, "already exists"));
+        }
+        st.insert(&p, MemKind::Symlink(target.to_string()), 0o777, now)
+    }
+
+    fn set_mtime(&self, path: &Path, mtime_ns: i64) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        let n =
+            st.nodes.get_mut(&p).ok_or_else(|| err(io::ErrorKind::NotFound, "no such file or directory"))?;
+        match &n.kind {
+            MemKind::File(b) => lock(b).mtime_ns = mtime_ns,
+            _ => n.mtime_ns = mtime_ns,
+        }
+        Ok(())
+    }
+
+    fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        let n =
+            st.nodes.get_mut(&p).ok_or_else(|| err(io::ErrorKind::NotFound, "no such file or directory"))?;
+        if !matches!(n.kind, MemKind::File(_)) {
+            return Err(err(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        n.mode = exec_mode(n.mode, executable);
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let st = lock(&self.state);
+        let p = st.resolve(path, true)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::Dir) => Ok(()),
+            Some(_) => Err(err(io::ErrorKind::NotADirectory, "not a directory")),
+            None => Err(err(io::ErrorKind::NotFound, "no such file or directory")),
+        }
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        match self.symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A path's bytes as a display string (lossy), for messages.
+pub fn display_path(path: &Path) -> String {
+    String::from_utf8_lossy(path.as_os_str().as_bytes()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    fn write(fs: &dyn Fs, p: &Path, data: &[u8]) {
+        let mut w = fs.create_new(p).unwrap();
+        w.write_all(data).unwrap();
+        w.sync_all().unwrap();
+    }
+
+    fn read(fs: &dyn Fs, p: &Path) -> Vec<u8> {
+        let mut v = Vec::new();
+        fs.open_read(p).unwrap().read_to_end(&mut v).unwrap();
+        v
+    }
+
+    fn names(fs: &dyn Fs, p: &Path) -> Vec<String> {
+        fs.read_dir(p).unwrap().into_iter().map(|n| n.unwrap_or_else(|e| e.lossy)).collect()
+    }
+
+    /// The behaviour every `Fs` must show; `root` is an empty directory.
+    fn conformance(fs: &dyn Fs, root: &Path) {
+        let f = root.join("f.txt");
+        write(fs, &f, b"hello");
+        let s = fs.symlink_metadata(&f).unwrap();
+        assert_eq!((s.kind, s.size), (StatKind::File, 5));
+        assert_eq!(read(fs, &f), b"hello");
+        assert_eq!(fs.create_new(&f).err().unwrap().kind(), io::ErrorKind::AlreadyExists);
+        assert!(fs.exists(&f).unwrap());
+        assert!(!fs.exists(&root.join("nope")).unwrap());
+        assert_eq!(fs.symlink_metadata(&root.join("nope")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs.open_read(&root.join("nope")).err().unwrap().kind(), io::ErrorKind::NotFound);
+
+        // Directories.
+        let d = root.join("d");
+        fs.create_dir(&d).unwrap();
+        assert_eq!(fs.symlink_metadata(&d).unwrap().kind, StatKind::Dir);
+        assert_eq!(fs.symlink_metadata(&d).unwrap().size, 0);
+        assert!(fs.open_read(&d).is_err());
+        assert_eq!(fs.create_dir(&d).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert!(fs.create_dir(&root.join("x/y")).is_err());
+        write(fs, &d.join("b"), b"");
+        write(fs, &d.join("a"), b"");
+        assert_eq!(names(fs, &d), ["a", "b"]);
+        assert!(fs.remove_dir(&d).is_err(), "non-empty dir removed");
+        assert!(fs.remove_file(&d).is_err(), "remove_file removed a dir");
+        fs.remove_file(&d.join("a")).unwrap();
+        fs.remove_file(&d.join("b")).unwrap();
+        assert!(names(fs, &d).is_empty());
+        fs.sync_dir(&d).unwrap();
+        fs.remove_dir(&d).unwrap();
+        assert!(!fs.exists(&d).unwrap());
+
+        // Non-UTF-8 names are error items, not failures.
+        let bad = root.join(OsStr::from_bytes(b"bad\xffname"));
+        write(fs, &bad, b"x");
+        let listed = fs.read_dir(root).unwrap();
+        assert!(listed.contains(&Err(NonUtf8Name { lossy: "bad\u{fffd}name".into() })), "{listed:?}");
+        assert!(listed.contains(&Ok("f.txt".into())));
+        fs.remove_file(&bad).unwrap();
+
+        // Symlinks are not followed by stat, and can dangle.
+        let l = root.join("link");
+        fs.symlink("f.txt", &l).unwrap();
+        let ls = fs.symlink_metadata(&l).unwrap();
+        assert_eq!((ls.kind, ls.size), (StatKind::Symlink, 5));
+        assert_eq!(fs.read_link(&l).unwrap(), "f.txt");
+        assert_eq!(read(fs, &l), b"hello", "open_read follows a final link");
+        assert!(fs.set_executable(&l, true).is_err(), "chmod through a link");
+        assert!(!fs.symlink_metadata(&f).unwrap().is_executable());
+        let dangling = root.join("dangling");
+        fs.symlink("nowhere", &dangling).unwrap();
+        assert!(fs.exists(&dangling).unwrap());
+        assert!(fs.read_link(&f).is_err());
+
+        // mtimes: set exactly, on a link without touching its target.
+        let t = 1_600_000_000_123_456_789;
+        fs.set_mtime(&f, t).unwrap();
+        assert_eq!(fs.symlink_metadata(&f).unwrap().mtime_ns, t);
+        fs.set_mtime(&l, t + 1_000).unwrap();
+        assert_eq!(fs.symlink_metadata(&l).unwrap().mtime_ns, t + 1_000);
+        assert_eq!(fs.symlink_metadata(&f).unwrap().mtime_ns, t);
+        fs.set_mtime(&f, -1_500_000_000).unwrap();
+        assert_eq!(fs.symlink_metadata(&f).unwrap().mtime_ns, -1_500_000_000);
+
+        // Executable bit.
+        fs.set_executable(&f, true).unwrap();
+        assert!(fs.symlink_metadata(&f).unwrap().is_executable());
+        fs.set_executable(&f, false).unwrap();
+        assert_eq!(fs.symlink_metadata(&f).unwrap().mode & 0o111, 0);
+
+        // Rename replaces atomically; the inode travels with the file.
+        let g = root.join("g.txt");
+        write(fs, &g, b"new content");
+        let g_ino = fs.symlink_metadata(&g).unwrap().inode;
+        assert_ne!(g_ino, fs.symlink_metadata(&f).unwrap().inode);
+        fs.rename(&g, &f).unwrap();
+        assert!(!fs.exists(&g).unwrap());
+        assert_eq!(read(fs, &f), b"new content");
+        assert_eq!(fs.symlink_metadata(&f).unwrap().inode, g_ino);
+
+        // Rename of a directory moves its subtree.
+        let d1 = root.join("d1");
+        fs.create_dir(&d1).unwrap();
+        fs.create_dir(&d1.join("sub")).unwrap();
+        write(fs, &d1.join("sub/x"), b"x");
+        let d2 = root.join("d2");
+        fs.rename(&d1, &d2).unwrap();
+        assert_eq!(read(fs, &d2.join("sub/x")), b"x");
+        assert!(!fs.exists(&d1).unwrap());
+        assert!(fs.rename(&d2, &d2.join("sub/inside")).is_err());
+        assert!(fs.rename(&f, &d2).is_err(), "a file replaced a directory");
+
+        // Paths through a symlinked directory resolve.
+        fs.symlink("d2", &root.join("d2link")).unwrap();
+        assert_eq!(read(fs, &root.join("d2link/sub/x")), b"x");
+        assert_eq!(names(fs, &root.join("d2link")), ["sub"]);
+    }
+
+    #[test]
+    fn real_fs_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance(&RealFs, dir.path());
+    }
+
+    #[test]
+    fn mem_fs_conformance() {
+        let fs = MemFs::new();
+        fs.create_dir_all(Path::new("/root")).unwrap();
+        conformance(&fs, Path::new("/root"));
+    }
+
+    #[test]
+    fn mem_fs_clock_inodes_and_faults() {
+        let fs = MemFs::new();
+        fs.set_now(1_000);
+        fs.write_file(Path::new("/a/b"), b"one").unwrap();
+        let s1 = fs.symlink_metadata(Path::new("/a/b")).unwrap();
+        assert_eq!(s1.mtime_ns, 1_000);
+        assert_eq!(fs.symlink_metadata(Path::new("/a")).unwrap().mtime_ns, 1_000);
+        fs.advance(500);
+        fs.write_file(Path::new("/a/b"), b"two!").unwrap();
+        let s2 = fs.symlink_metadata(Path::new("/a/b")).unwrap();
+        assert_eq!((s2.mtime_ns, s2.size, s2.inode), (1_500, 4, s1.inode), "in-place write keeps the inode");
+        // Writes through an open handle update size and mtime as they happen.
+        fs.advance(1);
+        let mut w = fs.create_new(Path::new("/a/c")).unwrap();
+        fs.advance(1);
+        w.write_all(b"xyz").unwrap();
+        let s = fs.symlink_metadata(Path::new("/a/c")).unwrap();
+        assert_eq!((s.size, s.mtime_ns), (3, 1_502));
+        // Injected EACCES.
+        fs.deny(Path::new("/a"), true);
+        assert_eq!(fs.read_dir(Path::new("/a")).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        fs.deny(Path::new("/a/b"), true);
+        assert_eq!(fs.open_read(Path::new("/a/b")).err().unwrap().kind(), io::ErrorKind::PermissionDenied);
+        fs.deny(Path::new("/a"), false);
+        assert_eq!(fs.read_dir(Path::new("/a")).unwrap().len(), 2);
+        fs.make_special(Path::new("/a/fifo")).unwrap();
+        assert_eq!(fs.symlink_metadata(Path::new("/a/fifo")).unwrap().kind, StatKind::Other);
+        assert!(fs.open_read(Path::new("/a/fifo")).is_err());
+        assert!(normalize(Path::new("relative")).is_err());
+        assert!(normalize(Path::new("/a/../b")).is_err());
+    }
+
+    #[test]
+    fn real_fs_reports_other_kinds_and_clock_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(RealFs.symlink_metadata(&sock).unwrap().kind, StatKind::Other);
+        let a = SystemClock.now_ns();
+        assert!(a > 1_700_000_000_000_000_000);
+    }
+}

@@ -1,0 +1,1081 @@
+//! The scanner: what is on the local disk now (the "local" tree of the sync
+//! model), read through the [`Fs`] seam.
+//!
+//! A **full scan** ([`Scanner::scan`]) walks the sync root; a **targeted
+//! scan** ([`Scanner::scan_paths`]) re-reads only the paths a watcher
+//! reported. Both skip the state folder, ignored paths ([`IgnoreRules`],
+//! reloaded on every scan) and excluded subtrees (selective sync: an excluded
+//! path is not even listed), and never follow symlinks.
+//!
+//! Invariants the planner relies on:
+//!
+//! - **Nothing uncertain looks deleted.** A directory that cannot be listed,
+//!   a path that cannot be stat'ed or read, or that vanished mid-scan, goes
+//!   to [`ScanResult::unreadable`]; a file that changed while it was read goes
+//!   to [`ScanResult::unstable`]. Neither is in `entries`, and their subtrees
+//!   must be treated as unknown, not as deleted. An unlistable directory
+//!   itself is still in `entries` (we know it exists). If the root itself
+//!   cannot be listed the whole scan fails ([`ScanError::Root`]): an
+//!   unmounted drive must not look like "everything was deleted".
+//! - **Ignored is not deleted** either: the topmost ignored paths that exist
+//!   are in [`ScanResult::ignored`].
+//! - **Hashes are of stable bytes.** A file is stat'ed before and after it is
+//!   read; if (kind, size, mtime, inode) moved, or the bytes read do not add
+//!   up to the size, the hash is thrown away.
+//! - **The cache is trusted only when it is safe.** A file whose stat equals
+//!   the cached one (see [`Stat::same_identity`]) keeps its cached hash,
+//!   unless it is *racily clean*: its mtime is within [`RACY_WINDOW_NS`] of
+//!   the scan's start, so it could have been written again in the same clock
+//!   tick after it was hashed. Those are always re-read.
+//!
+//! Hashing uses up to [`Scanner::with_threads`] threads (default: the number
+//! of cores, at most 4); each holds one chunker buffer (`4 × max` chunk size)
+//! at a time, so memory is bounded whatever the file sizes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use coffer_crypto::{AccountKeys, ChunkIdKey, ChunkerSeed, ContentHash};
+
+use crate::chunker::{ChunkerParams, StreamChunker};
+use crate::fs::{display_path, Clock, Fs, Stat, StatKind, SystemClock};
+use crate::ignore::{IgnoreError, IgnoreRules, IgnoreWarning};
+use crate::model::{FileHash, Node, NodeKind, RelPath, STATE_DIR};
+
+/// A file modified less than this long before a scan started is re-hashed
+/// even if its stat matches the cache (the "racily clean" rule).
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// What the scanner remembers from the last time it looked: the stat and
+/// the node found then. The local index implements it.
+pub trait StatCache {
+    /// The cached stat and node of `path`, if any.
+    fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)>;
+}
+
+impl<S: std::hash::BuildHasher> StatCache for HashMap<RelPath, (Stat, Node), S> {
+    fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)> {
+        self.get(path).cloned()
+    }
+}
+
+impl StatCache for BTreeMap<RelPath, (Stat, Node)> {
+    fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)> {
+        self.get(path).cloned()
+    }
+}
+
+/// A cache that knows nothing: every file is hashed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCache;
+
+impl StatCache for NoCache {
+    fn lookup(&self, _: &RelPath) -> Option<(Stat, Node)> {
+        None
+    }
+}
+
+/// One path found on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalEntry {
+    /// What is there, as synced.
+    pub node: Node,
+    /// The stat it was found with (for the cache).
+    pub stat: Stat,
+}
+
+/// What a scan found. Vectors are sorted by path.
+#[derive(Clone, Debug, Default)]
+pub struct ScanResult {
+    /// Everything found and readable (dirs, files with hashes, symlinks).
+    pub entries: BTreeMap<RelPath, LocalEntry>,
+    /// Paths that could not be listed, stat'ed or read, with why. Their
+    /// subtrees are unknown (never "deleted").
+    pub unreadable: Vec<(RelPath, String)>,
+    /// Files that changed while being read; read them again later.
+    pub unstable: Vec<RelPath>,
+    /// Things never synced, with why: sockets, FIFOs, devices, names that
+    /// are not UTF-8 (reported under a lossy name) or not valid paths.
+    pub skipped: Vec<(RelPath, String)>,
+    /// Pairs of names in one directory that would be the same file on a
+    /// case-insensitive or normalisation-insensitive filesystem. Both are
+    /// also in `entries`.
+    pub collisions: Vec<(RelPath, RelPath)>,
+    /// Topmost ignored paths that exist (their subtrees are not listed).
+    pub ignored: Vec<RelPath>,
+    /// Lines of `.cofferignore` that were skipped.
+    pub ignore_warnings: Vec<IgnoreWarning>,
+    /// How many files were read and hashed (the rest came from the cache).
+    pub files_hashed: usize,
+}
+
+impl ScanResult {
+    fn sort(&mut self) {
+        self.unreadable.sort();
+        self.unstable.sort();
+        self.skipped.sort();
+        self.collisions.sort();
+        self.ignored.sort();
+    }
+}
+
+/// What a targeted scan found.
+#[derive(Clone, Debug, Default)]
+pub struct TargetedScan {
+    /// The requested paths whose subtrees this scan describes: the requests,
+    /// less those inside another request and those excluded. For each, an
+    /// entry under it that is not in `result` (nor under an unreadable,
+    /// unstable or ignored path) is gone.
+    pub covered: Vec<RelPath>,
+    /// Covered paths where nothing is any more (or whose parent is no longer
+    /// a directory).
+    pub missing: Vec<RelPath>,
+    /// What was found under the covered paths.
+    pub result: ScanResult,
+}
+
+/// A file read and hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashedFile {
+    /// The file node (size, mtime, executable bit, hash).
+    pub node: Node,
+    /// The stat before reading (equal to the one after).
+    pub stat: Stat,
+    /// Content hash and length of each chunk, in order.
+    pub chunks: Vec<(ContentHash, u32)>,
+}
+
+/// Why a scan or a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The sync root cannot be listed (missing, unmounted, not a directory,
+    /// no permission).
+    #[error("cannot read the sync folder {path}: {source}; check that it exists and is readable")]
+    Root {
+        /// The root.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The ignore file exists but cannot be read.
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
+    /// A path cannot be stat'ed or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file changed while it was read.
+    #[error("{path} changed while it was being read; it will be read again")]
+    Unstable {
+        /// The path.
+        path: String,
+    },
+    /// Not a regular file.
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The path.
+        path: String,
+    },
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    )
+}
+
+impl ScanError {
+    /// Whether trying again later can help: a file being written, a root
+    /// being mounted, an interrupted read. Permissions and wrong kinds need
+    /// the user.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ScanError::Root { source, .. } | ScanError::Io { source, .. } => transient(source),
+            ScanError::Ignore(e) => e.is_retryable(),
+            ScanError::Unstable { .. } => true,
+            ScanError::NotAFile { .. } => false,
+        }
+    }
+}
+
+/// Reads the local tree of one sync root (see the module doc).
+#[derive(Debug)]
+pub struct Scanner {
+    fs: Arc<dyn Fs>,
+    root: PathBuf,
+    chunk_id: ChunkIdKey,
+    seed: ChunkerSeed,
+    params: ChunkerParams,
+    clock: Arc<dyn Clock>,
+    threads: usize,
+}
+
+/// Counts what passes through, so a short read can be detected.
+struct Counting<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// A path to report a bad name under: `dir/name` if valid, else something
+/// close to it that is.
+fn report_path(dir: Option<&RelPath>, name: &str) -> RelPath {
+    let join = |n: &str| match dir {
+        Some(d) => d.join(n),
+        None => RelPath::new(n),
+    };
+    let mut short = name.replace('\0', "\u{fffd}");
+    while short.len() > 200 {
+        short.pop();
+    }
+    join(name)
+        .or_else(|_| join(&short))
+        .ok()
+        .or_else(|| dir.cloned())
+        .or_else(|| RelPath::new("\u{fffd}").ok())
+        .unwrap_or_else(|| unreachable!("U+FFFD is a valid path"))
+}
+
+struct Walker<'a> {
+    sc: &'a Scanner,
+    cache: &'a dyn StatCache,
+    excluded: &'a BTreeSet<RelPath>,
+    rules: IgnoreRules,
+    start_ns: i64,
+    out: ScanResult,
+    jobs: Vec<(RelPath, Stat)>,
+}
+
+impl Walker<'_> {
+    /// Records the node at `rel`; true if it is a directory to descend into.
+    fn node(&mut self, rel: RelPath, stat: Stat) -> bool {
+        match stat.kind {
+            StatKind::Dir => {
+                let node = Node { mtime_ns: stat.mtime_ns, ..Node::dir() };
+                self.out.entries.insert(rel, LocalEntry { node, stat });
+                true
+            }
+            StatKind::Symlink => {
+                match self.sc.fs.read_link(&self.sc.abs(&rel)) {
+                    Ok(target) => {
+                        let node = Node {
+                            kind: NodeKind::Symlink,
+                            size: 0,
+                            mtime_ns: stat.mtime_ns,
+                            executable: false,
+                            hash: None,
+                            target: Some(target),
+                        };
+                        self.out.entries.insert(rel, LocalEntry { node, stat });
+                    }
+                    Err(e) => self.out.unreadable.push((rel, e.to_string())),
+                }
+                false
+            }
+            StatKind::File => {
+                match self.cached(&rel, &stat) {
+                    Some(node) => {
+                        self.out.entries.insert(rel, LocalEntry { node, stat });
+                    }
+                    None => self.jobs.push((rel, stat)),
+                }
+                false
+            }
+            StatKind::Other => {
+                self.out
+                    .skipped
+                    .push((rel, "a socket, FIFO or device; only files, folders and links sync".into()));
+                false
+            }
+        }
+    }
+
+    /// The cached node of an unchanged, not racily clean file.
+    fn cached(&self, rel: &RelPath, stat: &Stat) -> Option<Node> {
+        let (cstat, cnode) = self.cache.lookup(rel)?;
+        let usable = cstat.same_identity(stat)
+            && cnode.kind == NodeKind::File
+            && cnode.hash.is_some()
+            && stat.mtime_ns < self.start_ns.saturating_sub(RACY_WINDOW_NS);
+        usable.then(|| Node {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            executable: stat.is_executable(),
+            ..cnode
+        })
+    }
+
+    /// Lists one directory (`None`: the root), recording its children and
+    /// pushing subdirectories onto `stack`.
+    fn list(&mut self, dir: Option<&RelPath>, stack: &mut Vec<RelPath>) -> io::Result<()> {
+        let abs = dir.map_or_else(|| self.sc.root.clone(), |d| self.sc.abs(d));
+        let names = self.sc.fs.read_dir(&abs)?;
+        let mut keys: HashMap<String, RelPath> = HashMap::new();
+        for name in names {
+            let name = match name {
+                Ok(n) => n,
+                Err(bad) => {
+                    self.out.skipped.push((report_path(dir, &bad.lossy), bad.to_string()));
+                    continue;
+                }
+            };
+            if dir.is_none() && name == STATE_DIR {
+                continue;
+            }
+            let joined = match dir {
+                Some(d) => d.join(&name),
+                None => RelPath::new(name.as_str()),
+            };
+            let rel = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    self.out.skipped.push((report_path(dir, &name), e.to_string()));
+                    continue;
+                }
+            };
+            if self.excluded.contains(&rel) {
+                continue;
+            }
+            let stat = match self.sc.fs.symlink_metadata(&abs.join(&name)) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.out.unreadable.push((rel, e.to_string()));
+                    continue;
+                }
+            };
+            if self.rules.matches(&rel, stat.kind == StatKind::Dir) {
+                self.out.ignored.push(rel);
+                continue;
+            }
+            match keys.entry(rel.collision_key()) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    self.out.collisions.push((o.get().clone(), rel.clone()))
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(rel.clone());
+                }
+            }
+            if self.node(rel.clone(), stat) {
+                stack.push(rel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists everything under the directories on `stack`.
+    fn drain(&mut self, mut stack: Vec<RelPath>) {
+        while let Some(d) = stack.pop() {
+            if let Err(e) = self.list(Some(&d), &mut stack) {
+                self.out.unreadable.push((d, e.to_string()));
+            }
+        }
+    }
+
+    /// Hashes the queued files and returns the result.
+    fn finish(mut self) -> ScanResult {
+        let jobs = std::mem::take(&mut self.jobs);
+        self.out.files_hashed = jobs.len();
+        for ((rel, _), r) in jobs.iter().zip(self.sc.hash_many(&jobs)) {
+            match r {
+                Ok(h) => {
+                    self.out.entries.insert(rel.clone(), LocalEntry { node: h.node, stat: h.stat });
+                }
+                Err(ScanError::Unstable { .. } | ScanError::NotAFile { .. }) => {
+                    self.out.unstable.push(rel.clone())
+                }
+                Err(ScanError::Io { source, .. }) => {
+                    self.out.unreadable.push((rel.clone(), source.to_string()))
+                }
+                Err(e) => self.out.unreadable.push((rel.clone(), e.to_string())),
+            }
+        }
+        self.out.ignore_warnings = self.rules.warnings().to_vec();
+        self.out.sort();
+        self.out
+    }
+}
+
+impl Scanner {
+    /// A scanner of the sync root `root`, hashing with the account's keys.
+    ///
+    /// # Panics
+    /// If `params` fails [`ChunkerParams::validate`] (parameters are
+    /// constants or validated configuration).
+    pub fn new(fs: Arc<dyn Fs>, root: PathBuf, keys: &AccountKeys, params: ChunkerParams) -> Self {
+        Self::with_keys(fs, root, keys.chunk_id.clone(), keys.chunker_seed.clone(), params)
+    }
+
+    /// Like [`Scanner::new`], from just the two keys hashing needs.
+    ///
+    /// # Panics
+    /// As [`Scanner::new`].
+    pub fn with_keys(
+        fs: Arc<dyn Fs>,
+        root: PathBuf,
+        chunk_id: ChunkIdKey,
+        seed: ChunkerSeed,
+        params: ChunkerParams,
+    ) -> Self {
+        if let Err(e) = params.validate() {
+            panic!("invalid chunker parameters {params:?}: {e}");
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        Self { fs, root, chunk_id, seed, params, clock: Arc::new(SystemClock), threads }
+    }
+
+    /// Uses `clock` for the scan start time (the racily-clean rule).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Hashes with at most `n` threads (at least 1).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// The sync root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The absolute path of `rel`.
+    pub fn abs(&self, rel: &RelPath) -> PathBuf {
+        self.root.join(rel.as_str())
+    }
+
+    fn walker<'a>(
+        &'a self,
+        cache: &'a dyn StatCache,
+        excluded: &'a BTreeSet<RelPath>,
+    ) -> Result<Walker<'a>, ScanError> {
+        let rules = IgnoreRules::load(self.fs.as_ref(), &self.root)?;
+        Ok(Walker {
+            sc: self,
+            cache,
+            excluded,
+            rules,
+            start_ns: self.clock.now_ns(),
+            out: ScanResult::default(),
+            jobs: Vec::new(),
+        })
+    }
+
+    /// Scans the whole root (see the module doc). `excluded` are the roots
+    /// of subtrees not synced to this device.
+    pub fn scan(&self, cache: &dyn StatCache, excluded: &BTreeSet<RelPath>) -> Result<ScanResult, ScanError> {
+        let mut w = self.walker(cache, excluded)?;
+        let mut stack = Vec::new();
+        w.list(None, &mut stack)
+            .map_err(|source| ScanError::Root { path: display_path(&self.root), source })?;
+        w.drain(stack);
+        Ok(w.finish())
+    }
+
+    /// Re-reads just `paths` (walking those that are directories), e.g.
+    /// after watcher events. See [`TargetedScan`] for what the result covers.
+    /// Collisions are found only among names listed here; a collision with a
+    /// sibling outside `paths` shows up in the next full scan.
+    pub fn scan_paths(
+        &self,
+        paths: &[RelPath],
+        cache: &dyn StatCache,
+        excluded: &BTreeSet<RelPath>,
+    ) -> Result<TargetedScan, ScanError> {
+        let mut w = self.walker(cache, excluded)?;
+        let requested: BTreeSet<RelPath> = paths.iter().cloned().collect();
+        let inside = |p: &RelPath, set: &BTreeSet<RelPath>| {
+            let mut cur = p.parent();
+            while let Some(a) = cur {
+                if set.contains(&a) {
+                    return true;
+                }
+                cur = a.parent();
+            }
+            false
+        };
+        let mut covered = Vec::new();
+        let mut missing = Vec::new();
+        let mut stack = Vec::new();
+        'paths: for p in &requested {
+            if inside(p, &requested) || excluded.contains(p) || inside(p, excluded) {
+                continue;
+            }
+            covered.push(p.clone());
+            // Every ancestor must still be a real directory (not a symlink):
+            // otherwise nothing of the synced tree is at `p` any more.
+            let mut ancestors = Vec::new();
+            let mut cur = p.parent();
+            while let Some(a) = cur {
+                cur = a.parent();
+                ancestors.push(a);
+            }
+            for a in ancestors.iter().rev() {
+                match self.fs.symlink_metadata(&self.abs(a)) {
+                    Ok(s) if s.kind == StatKind::Dir => {}
+                    Ok(_) => {
+                        missing.push(p.clone());
+                        continue 'paths;
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                        missing.push(p.clone());
+                        continue 'paths;
+                    }
+                    Err(e) => {
+                        w.out.unreadable.push((p.clone(), format!("{a}: {e}")));
+                        continue 'paths;
+                    }
+                }
+            }
+            let stat = match self.fs.symlink_metadata(&self.abs(p)) {
+                Ok(s) => s,
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    missing.push(p.clone());
+                    continue;
+                }
+                Err(e) => {
+                    w.out.unreadable.push((p.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            if w.rules.is_ignored(p, stat.kind == StatKind::Dir) {
+                w.out.ignored.push(p.clone());
+                continue;
+            }
+            if w.node(p.clone(), stat) {
+                stack.push(p.clone());
+            }
+        }
+        w.drain(stack);
+        Ok(TargetedScan { covered, missing, result: w.finish() })
+    }
+
+    /// Reads and hashes the regular file at `path` (absolute; any file, e.g.
+    /// a temp file in the state folder), with the stability check.
+    pub fn hash_file(&self, path: &Path) -> Result<HashedFile, ScanError> {
+        let stat = self
+            .fs
+            .symlink_metadata(path)
+            .map_err(|source| ScanError::Io { path: display_path(path), source })?;
+        if stat.kind != StatKind::File {
+            return Err(ScanError::NotAFile { path: display_path(path) });
+        }
+        self.hash_stable(path, stat)
+    }
+
+    /// Hashes `jobs` (relative paths with their stats before reading), on
+    /// up to `threads` threads; results in the same order.
+    fn hash_many(&self, jobs: &[(RelPath, Stat)]) -> Vec<Result<HashedFile, ScanError>> {
+        let threads = self.threads.min(jobs.len());
+        if threads <= 1 {
+            return jobs.iter().map(|(rel, stat)| self.hash_stable(&self.abs(rel), *stat)).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, Result<HashedFile, ScanError>)>> =
+            Mutex::new(Vec::with_capacity(jobs.len()));
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((rel, stat)) = jobs.get(i) else { break };
+                    let r = self.hash_stable(&self.abs(rel), *stat);
+                    done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Reads and hashes a file that had `before` as its stat, checking that
+    /// it did not change meanwhile.
+    fn hash_stable(&self, path: &Path, before: Stat) -> Result<HashedFile, ScanError> {
+        let io_err = |source| ScanError::Io { path: display_path(path), source };
+        let reader = self.fs.open_read(path).map_err(io_err)?;
+        let mut chunks = Vec::new();
+        let mut counting = Counting { inner: reader, n: 0 };
+        if before.size <= self.params.min as u64 {
+            // Small file: one chunk (or none), as the chunker would cut it,
+            // without allocating the chunker's buffer.
+            let mut data = Vec::with_capacity(before.size as usize);
+            (&mut counting).take(self.params.min as u64 + 1).read_to_end(&mut data).map_err(io_err)?;
+            if data.len() > self.params.min {
+                return Err(ScanError::Unstable { path: display_path(path) });
+            }
+            if !data.is_empty() {
+                chunks.push((self.chunk_id.content_hash(&data), data.len() as u32));
+            }
+        } else {
+            for chunk in StreamChunker::new(&mut counting, self.params, &self.seed) {
+                let chunk = chunk.map_err(io_err)?;
+                // A chunk is at most `max` bytes, which FastCDC caps far below 4 GiB.
+                chunks.push((self.chunk_id.content_hash(&chunk.data), chunk.data.len() as u32));
+            }
+        }
+        let after = self.fs.symlink_metadata(path).map_err(io_err)?;
+        if !after.same_identity(&before) || counting.n != before.size {
+            return Err(ScanError::Unstable { path: display_path(path) });
+        }
+        let node = Node {
+            kind: NodeKind::File,
+            size: before.size,
+            mtime_ns: before.mtime_ns,
+            executable: after.is_executable(),
+            hash: Some(FileHash::of_chunks(chunks.iter().map(|(h, l)| (h, *l)))),
+            target: None,
+        };
+        Ok(HashedFile { node, stat: Stat { mode: after.mode, ..before }, chunks })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+    use crate::fs::{MemFs, NonUtf8Name, RealFs, WriteFile};
+
+    const PARAMS: ChunkerParams = ChunkerParams { min: 64, avg: 256, max: 1024 };
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn chunk_key() -> ChunkIdKey {
+        ChunkIdKey::from_bytes([7; 32])
+    }
+
+    fn scanner(fs: Arc<dyn Fs>, root: &Path) -> Scanner {
+        Scanner::with_keys(fs, root.to_path_buf(), chunk_key(), ChunkerSeed::from_u64(99), PARAMS)
+    }
+
+    fn put(fs: &dyn Fs, path: &Path, data: &[u8]) {
+        let mut w: Box<dyn WriteFile> = fs.create_new(path).unwrap();
+        w.write_all(data).unwrap();
+        w.sync_all().unwrap();
+    }
+
+    fn bytes(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed).collect()
+    }
+
+    /// The reference hash: every chunk the streaming chunker cuts.
+    fn reference(data: &[u8]) -> FileHash {
+        let chunks: Vec<(ContentHash, u32)> = StreamChunker::new(data, PARAMS, &ChunkerSeed::from_u64(99))
+            .map(|c| {
+                let c = c.unwrap();
+                (chunk_key().content_hash(&c.data), c.data.len() as u32)
+            })
+            .collect();
+        FileHash::of_chunks(chunks.iter().map(|(h, l)| (h, *l)))
+    }
+
+    /// Builds the same tree through any `Fs` and checks what a full scan sees.
+    fn full_scan_on(fs: Arc<dyn Fs>, root: &Path) {
+        let big = bytes(10_000, 1);
+        fs.create_dir(&root.join("docs")).unwrap();
+        put(fs.as_ref(), &root.join("docs/a.txt"), b"alpha");
+        put(fs.as_ref(), &root.join("docs/big.bin"), &big);
+        put(fs.as_ref(), &root.join("run.sh"), b"#!/bin/sh\n");
+        fs.set_executable(&root.join("run.sh"), true).unwrap();
+        put(fs.as_ref(), &root.join("empty"), b"");
+        fs.create_dir(&root.join("emptydir")).unwrap();
+        fs.symlink("docs", &root.join("docs-link")).unwrap();
+        fs.symlink("/nowhere", &root.join("dangling")).unwrap();
+        fs.create_dir(&root.join(STATE_DIR)).unwrap();
+        put(fs.as_ref(), &root.join(".coffer/index.db"), b"state");
+        put(fs.as_ref(), &root.join("docs/x.tmp"), b"temp");
+        put(fs.as_ref(), &root.join(".cofferignore"), b"*.log\nbuild/\n");
+        put(fs.as_ref(), &root.join("app.log"), b"log");
+        fs.create_dir(&root.join("build")).unwrap();
+        put(fs.as_ref(), &root.join("build/out"), b"o");
+        fs.create_dir(&root.join("photos")).unwrap();
+        fs.create_dir(&root.join("photos/2026")).unwrap();
+        put(fs.as_ref(), &root.join("photos/2026/p.jpg"), b"jpg");
+
+        let sc = scanner(fs.clone(), root);
+        let excluded = BTreeSet::from([p("photos/2026")]);
+        let r = sc.scan(&NoCache, &excluded).unwrap();
+        let paths: Vec<&str> = r.entries.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                ".cofferignore",
+                "dangling",
+                "docs",
+                "docs-link",
+                "docs/a.txt",
+                "docs/big.bin",
+                "empty",
+                "emptydir",
+                "photos",
+                "run.sh"
+            ]
+        );
+        assert_eq!(r.ignored, [p("app.log"), p("build"), p("docs/x.tmp")]);
+        assert!(r.unreadable.is_empty() && r.unstable.is_empty() && r.skipped.is_empty(), "{r:?}");
+        assert_eq!(r.files_hashed, 5);
+
+        let e = |s: &str| &r.entries[&p(s)];
+        assert_eq!(e("docs").node.kind, NodeKind::Dir);
+        assert_eq!(e("docs-link").node.target.as_deref(), Some("docs"), "links are not followed");
+        assert_eq!(e("dangling").node.kind, NodeKind::Symlink);
+        assert_eq!(e("docs/big.bin").node.hash, Some(reference(&big)));
+        assert_eq!(e("docs/big.bin").node.size, 10_000);
+        assert_eq!(e("docs/a.txt").node.hash, Some(reference(b"alpha")));
+        assert_eq!(e("empty").node.hash, Some(FileHash::of_chunks([])));
+        assert!(e("run.sh").node.executable);
+        assert!(!e("docs/a.txt").node.executable);
+        let st = fs.symlink_metadata(&root.join("docs/a.txt")).unwrap();
+        assert_eq!(e("docs/a.txt").stat, st);
+        assert_eq!(e("docs/a.txt").node.mtime_ns, st.mtime_ns);
+
+        let h = sc.hash_file(&root.join("docs/big.bin")).unwrap();
+        assert_eq!(Some(h.node.hash.unwrap()), e("docs/big.bin").node.hash);
+        assert!(h.chunks.len() > 5, "a 10 kB file with 256 B chunks");
+        assert_eq!(h.chunks.iter().map(|(_, l)| *l as u64).sum::<u64>(), 10_000);
+        assert!(matches!(sc.hash_file(&root.join("docs")), Err(ScanError::NotAFile { .. })));
+
+        // The root itself unreadable is an error, never an empty tree.
+        let gone = scanner(fs.clone(), &root.join("no-such-root"));
+        let err = gone.scan(&NoCache, &BTreeSet::new()).unwrap_err();
+        assert!(matches!(err, ScanError::Root { .. }) && err.is_retryable(), "{err}");
+    }
+
+    #[test]
+    fn full_scan_mem_fs() {
+        let fs = Arc::new(MemFs::new());
+        fs.create_dir_all(Path::new("/sync")).unwrap();
+        full_scan_on(fs.clone(), Path::new("/sync"));
+        // An excluded subtree is not even listed: make listing it fail.
+        fs.deny(Path::new("/sync/photos/2026"), true);
+        let sc = scanner(fs.clone(), Path::new("/sync"));
+        let r = sc.scan(&NoCache, &BTreeSet::from([p("photos/2026")])).unwrap();
+        assert!(r.unreadable.is_empty());
+        let r = sc.scan(&NoCache, &BTreeSet::new()).unwrap();
+        assert_eq!(r.unreadable.len(), 1, "without the exclusion it is listed");
+    }
+
+    #[test]
+    fn full_scan_real_fs() {
+        let dir = tempfile::tempdir().unwrap();
+        full_scan_on(Arc::new(RealFs), dir.path());
+        // A socket is skipped with a reason.
+        let _l = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
+        let r = scanner(Arc::new(RealFs), dir.path()).scan(&NoCache, &BTreeSet::new()).unwrap();
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].0, p("sock"));
+    }
+
+    #[test]
+    fn racily_clean_rule_and_cache_trust() {
+        let fs = Arc::new(MemFs::new());
+        fs.write_file(Path::new("/r/f"), b"content").unwrap();
+        let sc = scanner(fs.clone(), Path::new("/r")).with_clock(fs.clone());
+        let stat = fs.symlink_metadata(Path::new("/r/f")).unwrap();
+        // A cached node with a deliberately wrong hash shows whether the
+        // cache was used.
+        let fake = Node {
+            kind: NodeKind::File,
+            size: 7,
+            mtime_ns: 0,
+            executable: true,
+            hash: Some(FileHash([9; 32])),
+            target: None,
+        };
+        let cache = HashMap::from([(p("f"), (stat, fake.clone()))]);
+        let none = BTreeSet::new();
+
+        // Modified 1 s before the scan started: racily clean, re-hashed.
+        fs.advance(1_000_000_000);
+        let r = sc.scan(&cache, &none).unwrap();
+        assert_eq!(r.entries[&p("f")].node.hash, Some(reference(b"content")));
+        assert_eq!(r.files_hashed, 1);
+
+        // 3 s later it is trusted; mtime and mode come from the stat.
+        fs.advance(2_000_000_000);
+        let r = sc.scan(&cache, &none).unwrap();
+        let n = &r.entries[&p("f")].node;
+        assert_eq!((n.hash, n.mtime_ns, n.executable), (fake.hash, stat.mtime_ns, false));
+        assert_eq!(r.files_hashed, 0);
+
+        // Any identity change means a re-hash: size, mtime, inode.
+        for changed in [
+            Stat { size: 8, ..stat },
+            Stat { mtime_ns: stat.mtime_ns - 1, ..stat },
+            Stat { inode: stat.inode + 100, ..stat },
+        ] {
+            let cache = HashMap::from([(p("f"), (changed, fake.clone()))]);
+            let r = sc.scan(&cache, &none).unwrap();
+            assert_eq!(r.entries[&p("f")].node.hash, Some(reference(b"content")), "{changed:?}");
+        }
+        // A permission change alone does not force a read.
+        fs.set_executable(Path::new("/r/f"), true).unwrap();
+        let r = sc.scan(&cache, &none).unwrap();
+        assert_eq!(r.files_hashed, 0);
+        assert!(r.entries[&p("f")].node.executable);
+    }
+
+    /// An `Fs` whose reader of one path rewrites that file after the first
+    /// read, as an editor saving mid-scan would.
+    #[derive(Debug)]
+    struct MutatingFs {
+        inner: Arc<MemFs>,
+        victim: PathBuf,
+        new_content: Vec<u8>,
+    }
+
+    struct MutatingReader {
+        inner: Box<dyn Read + Send>,
+        fs: Arc<MemFs>,
+        victim: PathBuf,
+        new_content: Vec<u8>,
+        done: bool,
+    }
+
+    impl Read for MutatingReader {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            if !self.done {
+                self.done = true;
+                self.fs.advance(1);
+                self.fs.write_file(&self.victim, &self.new_content)?;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Fs for MutatingFs {
+        fn symlink_metadata(&self, path: &Path) -> io::Result<Stat> {
+            self.inner.symlink_metadata(path)
+        }
+        fn read_dir(&self, path: &Path) -> io::Result<Vec<Result<String, NonUtf8Name>>> {
+            self.inner.read_dir(path)
+        }
+        fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+            let inner = self.inner.open_read(path)?;
+            if path != self.victim {
+                return Ok(inner);
+            }
+            Ok(Box::new(MutatingReader {
+                inner,
+                fs: self.inner.clone(),
+                victim: self.victim.clone(),
+                new_content: self.new_content.clone(),
+                done: false,
+            }))
+        }
+        fn read_link(&self, path: &Path) -> io::Result<String> {
+            self.inner.read_link(path)
+        }
+        fn create_new(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+            self.inner.create_new(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove_file(path)
+        }
+        fn remove_dir(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove_dir(path)
+        }
+        fn create_dir(&self, path: &Path) -> io::Result<()> {
+            self.inner.create_dir(path)
+        }
+        fn symlink(&self, target: &str, at: &Path) -> io::Result<()> {
+            self.inner.symlink(target, at)
+        }
+        fn set_mtime(&self, path: &Path, mtime_ns: i64) -> io::Result<()> {
+            self.inner.set_mtime(path, mtime_ns)
+        }
+        fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
+            self.inner.set_executable(path, executable)
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            self.inner.sync_dir(path)
+        }
+        fn exists(&self, path: &Path) -> io::Result<bool> {
+            self.inner.exists(path)
+        }
+    }
+
+    #[test]
+    fn file_changed_while_read_is_unstable() {
+        for (old, new) in [(bytes(5_000, 2), bytes(5_000, 3)), (b"small".to_vec(), b"small!".to_vec())] {
+            let mem = Arc::new(MemFs::new());
+            mem.write_file(Path::new("/r/victim"), &old).unwrap();
+            mem.write_file(Path::new("/r/calm"), b"calm").unwrap();
+            let fs = Arc::new(MutatingFs {
+                inner: mem.clone(),
+                victim: "/r/victim".into(),
+                new_content: new.clone(),
+            });
+            let sc = scanner(fs, Path::new("/r"));
+            let r = sc.scan(&NoCache, &BTreeSet::new()).unwrap();
+            assert_eq!(r.unstable, [p("victim")]);
+            assert!(!r.entries.contains_key(&p("victim")), "an unstable read is never reported as a change");
+            assert!(r.entries.contains_key(&p("calm")));
+            let e = sc.hash_file(Path::new("/r/victim")).unwrap_err();
+            assert!(matches!(e, ScanError::Unstable { .. }) && e.is_retryable());
+            // Once it has settled (no further mutation), it reads fine.
+            let settled = scanner(mem.clone(), Path::new("/r"));
+            assert_eq!(settled.hash_file(Path::new("/r/victim")).unwrap().node.hash, Some(reference(&new)));
+        }
+    }
+
+    #[test]
+    fn unreadable_paths_are_reported_precisely() {
+        let fs = Arc::new(MemFs::new());
+        fs.write_file(Path::new("/r/locked/inner/f"), b"x").unwrap();
+        fs.write_file(Path::new("/r/open/secret"), b"s").unwrap();
+        fs.write_file(Path::new("/r/open/fine"), b"f").unwrap();
+        fs.deny(Path::new("/r/locked"), true);
+        fs.deny(Path::new("/r/open/secret"), true);
+        let sc = scanner(fs.clone(), Path::new("/r"));
+        let r = sc.scan(&NoCache, &BTreeSet::new()).unwrap();
+        let un: Vec<&str> = r.unreadable.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(un, ["locked", "open/secret"]);
+        assert!(r.unreadable.iter().all(|(_, why)| why.contains("permission denied")), "{r:?}");
+        assert!(r.entries.contains_key(&p("locked")), "an unlistable dir is known to exist");
+        assert!(!r.entries.contains_key(&p("locked/inner")));
+        assert!(r.entries.contains_key(&p("open/fine")));
+        fs.deny(Path::new("/r"), true);
+        assert!(matches!(sc.scan(&NoCache, &BTreeSet::new()), Err(ScanError::Root { .. })));
+    }
+
+    #[test]
+    fn skipped_names_and_special_files() {
+        let fs = Arc::new(MemFs::new());
+        fs.create_dir_all(Path::new("/r/d")).unwrap();
+        fs.write_file(&Path::new("/r/d").join(OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
+        fs.write_file(&Path::new("/r").join(OsStr::from_bytes(b"\xfe")), b"x").unwrap();
+        fs.make_special(Path::new("/r/d/fifo")).unwrap();
+        let r = scanner(fs, Path::new("/r")).scan(&NoCache, &BTreeSet::new()).unwrap();
+        let skipped: Vec<&str> = r.skipped.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(skipped, ["d/bad\u{fffd}", "d/fifo", "\u{fffd}"]);
+        assert!(r.skipped[0].1.contains("UTF-8"));
+        assert_eq!(r.entries.len(), 1, "only `d` is synced: {r:?}");
+    }
+
+    #[test]
+    fn collisions_are_reported_and_both_listed() {
+        let fs = Arc::new(MemFs::new());
+        fs.write_file(Path::new("/r/README.md"), b"1").unwrap();
+        fs.write_file(Path::new("/r/Readme.md"), b"2").unwrap();
+        fs.write_file(Path::new("/r/sub/caf\u{e9}"), b"nfc").unwrap();
+        fs.write_file(Path::new("/r/sub/cafe\u{301}"), b"nfd").unwrap();
+        fs.write_file(Path::new("/r/sub/other"), b"o").unwrap();
+        let r = scanner(fs, Path::new("/r")).scan(&NoCache, &BTreeSet::new()).unwrap();
+        assert_eq!(
+            r.collisions,
+            [(p("README.md"), p("Readme.md")), (p("sub/cafe\u{301}"), p("sub/caf\u{e9}"))]
+        );
+        for k in ["README.md", "Readme.md", "sub/caf\u{e9}", "sub/cafe\u{301}"] {
+            assert!(r.entries.contains_key(&p(k)), "{k}");
+        }
+    }
+
+    #[test]
+    fn targeted_scan() {
+        let fs = Arc::new(MemFs::new());
+        fs.write_file(Path::new("/r/keep"), b"k").unwrap();
+        fs.write_file(Path::new("/r/edit"), b"v1").unwrap();
+        fs.write_file(Path::new("/r/gone"), b"g").unwrap();
+        fs.write_file(Path::new("/r/was-dir/x"), b"x").unwrap();
+        fs.write_file(Path::new("/r/ex/secret"), b"s").unwrap();
+        let sc = scanner(fs.clone(), Path::new("/r"));
+        let excluded = BTreeSet::from([p("ex")]);
+
+        fs.write_file(Path::new("/r/edit"), b"v2").unwrap();
+        fs.remove_file(Path::new("/r/gone")).unwrap();
+        fs.write_file(Path::new("/r/new/a"), b"a").unwrap();
+        fs.write_file(Path::new("/r/new/deep/b"), b"b").unwrap();
+        fs.remove_file(Path::new("/r/was-dir/x")).unwrap();
+        fs.remove_dir(Path::new("/r/was-dir")).unwrap();
+        fs.write_file(Path::new("/r/was-dir"), b"now a file").unwrap();
+        fs.write_file(Path::new("/r/x.tmp"), b"t").unwrap();
+
+        let req = [
+            p("edit"),
+            p("gone"),
+            p("new"),
+            p("new/deep/b"),
+            p("was-dir/x"),
+            p("ex/secret"),
+            p("x.tmp"),
+            p("edit"),
+        ];
+        let t = sc.scan_paths(&req, &NoCache, &excluded).unwrap();
+        assert_eq!(t.covered, [p("edit"), p("gone"), p("new"), p("was-dir/x"), p("x.tmp")]);
+        assert_eq!(t.missing, [p("gone"), p("was-dir/x")]);
+        let paths: Vec<&str> = t.result.entries.keys().map(|k| k.as_str()).collect();
+        assert_eq!(paths, ["edit", "new", "new/a", "new/deep", "new/deep/b"]);
+        assert_eq!(t.result.entries[&p("edit")].node.hash, Some(reference(b"v2")));
+        assert_eq!(t.result.ignored, [p("x.tmp")]);
+        assert!(!t.result.entries.contains_key(&p("keep")), "only the requested paths are read");
+
+        // A path under a symlinked dir is not in the synced tree.
+        fs.symlink("new", Path::new("/r/alias")).unwrap();
+        let t = sc.scan_paths(&[p("alias/a")], &NoCache, &BTreeSet::new()).unwrap();
+        assert_eq!(t.missing, [p("alias/a")]);
+        assert!(t.result.entries.is_empty());
+    }
+
+    #[test]
+    fn parallel_hashing_matches_sequential() {
+        let fs = Arc::new(MemFs::new());
+        let mut expected = BTreeMap::new();
+        for i in 0..40u8 {
+            let data = bytes(usize::from(i) * 97, i);
+            fs.write_file(&PathBuf::from(format!("/r/f{i:02}")), &data).unwrap();
+            expected.insert(p(&format!("f{i:02}")), reference(&data));
+        }
+        let par =
+            scanner(fs.clone(), Path::new("/r")).with_threads(4).scan(&NoCache, &BTreeSet::new()).unwrap();
+        let seq =
+            scanner(fs.clone(), Path::new("/r")).with_threads(1).scan(&NoCache, &BTreeSet::new()).unwrap();
+        assert_eq!(par.entries, seq.entries);
+        let got: BTreeMap<RelPath, FileHash> =
+            par.entries.iter().map(|(k, e)| (k.clone(), e.node.hash.unwrap())).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn small_file_path_agrees_with_the_chunker() {
+        let fs = Arc::new(MemFs::new());
+        let sc = scanner(fs.clone(), Path::new("/r"));
+        for len in [0, 1, 63, 64, 65, 1023, 1024, 1025, 5000] {
+            let data = bytes(len, 5);
+            let path = PathBuf::from(format!("/r/{len}"));
+            fs.write_file(&path, &data).unwrap();
+            let h = sc.hash_file(&path).unwrap();
+            assert_eq!(h.node.hash, Some(reference(&data)), "len {len}");
+            assert_eq!(h.node.size, len as u64);
+        }
+    }
+}
