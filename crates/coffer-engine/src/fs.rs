@@ -31,7 +31,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -237,9 +237,15 @@ impl Fs for RealFs {
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
-        let f = std::fs::File::open(path)?;
-        if f.metadata()?.is_dir() {
+        // Non-blocking open: a FIFO swapped in since the last stat must not
+        // hang the scanner (for a regular file the flag changes nothing).
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+        let ft = f.metadata()?.file_type();
+        if ft.is_dir() {
             return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+        }
+        if !ft.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
         }
         Ok(Box::new(f))
     }
@@ -1016,6 +1022,12 @@ mod tests {
         let sock = dir.path().join("s.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         assert_eq!(RealFs.symlink_metadata(&sock).unwrap().kind, StatKind::Other);
+        // Opening a FIFO must fail at once, not block waiting for a writer.
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        assert_eq!(RealFs.symlink_metadata(&fifo).unwrap().kind, StatKind::Other);
+        assert_eq!(RealFs.open_read(&fifo).err().unwrap().kind(), io::ErrorKind::InvalidInput);
         let a = SystemClock.now_ns();
         assert!(a > 1_700_000_000_000_000_000);
     }

@@ -397,8 +397,8 @@ impl Walker<'_> {
         self.out.files_hashed = jobs.len();
         for ((rel, _), r) in jobs.iter().zip(self.sc.hash_many(&jobs)) {
             match r {
-                Ok(h) => {
-                    self.out.entries.insert(rel.clone(), LocalEntry { node: h.node, stat: h.stat });
+                Ok(entry) => {
+                    self.out.entries.insert(rel.clone(), entry);
                 }
                 Err(ScanError::Unstable { .. } | ScanError::NotAFile { .. }) => {
                     self.out.unstable.push(rel.clone())
@@ -586,20 +586,22 @@ impl Scanner {
 
     /// Hashes `jobs` (relative paths with their stats before reading), on
     /// up to `threads` threads; results in the same order.
-    fn hash_many(&self, jobs: &[(RelPath, Stat)]) -> Vec<Result<HashedFile, ScanError>> {
+    /// Chunk lists are dropped as soon as each file is done, so a scan holds
+    /// one node per file, not its chunks.
+    fn hash_many(&self, jobs: &[(RelPath, Stat)]) -> Vec<Result<LocalEntry, ScanError>> {
         let threads = self.threads.min(jobs.len());
         if threads <= 1 {
-            return jobs.iter().map(|(rel, stat)| self.hash_stable(&self.abs(rel), *stat)).collect();
+            return jobs.iter().map(|(rel, stat)| self.hash_entry(&self.abs(rel), *stat)).collect();
         }
         let next = AtomicUsize::new(0);
-        let done: Mutex<Vec<(usize, Result<HashedFile, ScanError>)>> =
+        let done: Mutex<Vec<(usize, Result<LocalEntry, ScanError>)>> =
             Mutex::new(Vec::with_capacity(jobs.len()));
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((rel, stat)) = jobs.get(i) else { break };
-                    let r = self.hash_stable(&self.abs(rel), *stat);
+                    let r = self.hash_entry(&self.abs(rel), *stat);
                     done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
                 });
             }
@@ -607,6 +609,10 @@ impl Scanner {
         let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
         done.sort_by_key(|(i, _)| *i);
         done.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn hash_entry(&self, path: &Path, before: Stat) -> Result<LocalEntry, ScanError> {
+        self.hash_stable(path, before).map(|h| LocalEntry { node: h.node, stat: h.stat })
     }
 
     /// Reads and hashes a file that had `before` as its stat, checking that
