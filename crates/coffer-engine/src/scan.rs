@@ -495,8 +495,8 @@ impl Scanner {
 
     /// Re-reads just `paths` (walking those that are directories), e.g.
     /// after watcher events. See [`TargetedScan`] for what the result covers.
-    /// Collisions are found only among names listed here; a collision with a
-    /// sibling outside `paths` shows up in the next full scan.
+    /// Collisions are reported for names listed here and between each
+    /// covered path and its siblings (one listing of each parent).
     pub fn scan_paths(
         &self,
         paths: &[RelPath],
@@ -568,7 +568,54 @@ impl Scanner {
             }
         }
         w.drain(stack);
+        self.sibling_collisions(&mut w, &covered);
         Ok(TargetedScan { covered, missing, result: w.finish() })
+    }
+
+    /// Adds collisions between each covered path that exists and its
+    /// siblings (which a targeted scan does not otherwise list).
+    fn sibling_collisions(&self, w: &mut Walker<'_>, covered: &[RelPath]) {
+        let mut by_parent: BTreeMap<Option<RelPath>, Vec<&RelPath>> = BTreeMap::new();
+        let queued: BTreeSet<&RelPath> = w.jobs.iter().map(|(p, _)| p).collect();
+        let present = |p: &RelPath| w.out.entries.contains_key(p) || queued.contains(p);
+        for p in covered.iter().filter(|p| present(p)) {
+            by_parent.entry(p.parent()).or_default().push(p);
+        }
+        for (parent, found) in by_parent {
+            let abs = parent.as_ref().map_or_else(|| self.root.clone(), |d| self.abs(d));
+            // A parent that cannot be listed now was reported (or will be) by
+            // the scan of its own path; collisions wait for the next scan.
+            let Ok(names) = self.fs.read_dir(&abs) else { continue };
+            let mut keys: HashMap<String, Vec<RelPath>> = HashMap::new();
+            for name in names.into_iter().flatten() {
+                if parent.is_none() && name == STATE_DIR {
+                    continue;
+                }
+                let rel = match &parent {
+                    Some(d) => d.join(&name),
+                    None => RelPath::new(name.as_str()),
+                };
+                if let Ok(rel) = rel {
+                    keys.entry(rel.collision_key()).or_default().push(rel);
+                }
+            }
+            for p in found {
+                for other in keys.get(&p.collision_key()).into_iter().flatten().filter(|o| *o != p) {
+                    if w.excluded.contains(other) {
+                        continue;
+                    }
+                    let Ok(stat) = self.fs.symlink_metadata(&self.abs(other)) else { continue };
+                    if stat.kind.node_kind().is_none() || w.rules.matches(other, stat.kind == StatKind::Dir) {
+                        continue;
+                    }
+                    let pair =
+                        if p < other { (p.clone(), other.clone()) } else { (other.clone(), p.clone()) };
+                    w.out.collisions.push(pair);
+                }
+            }
+        }
+        w.out.collisions.sort();
+        w.out.collisions.dedup();
     }
 
     /// Reads and hashes the regular file at `path` (absolute; any file, e.g.
@@ -1044,6 +1091,16 @@ mod tests {
         assert_eq!(t.result.entries[&p("edit")].node.hash, Some(reference(b"v2")));
         assert_eq!(t.result.ignored, [p("x.tmp")]);
         assert!(!t.result.entries.contains_key(&p("keep")), "only the requested paths are read");
+
+        // A new name that collides with an existing sibling is reported,
+        // once, even when both are requested.
+        fs.write_file(Path::new("/r/EDIT"), b"other").unwrap();
+        let t = sc.scan_paths(&[p("EDIT")], &NoCache, &excluded).unwrap();
+        assert_eq!(t.result.collisions, [(p("EDIT"), p("edit"))]);
+        let t = sc.scan_paths(&[p("EDIT"), p("edit")], &NoCache, &excluded).unwrap();
+        assert_eq!(t.result.collisions, [(p("EDIT"), p("edit"))]);
+        let t = sc.scan_paths(&[p("keep")], &NoCache, &excluded).unwrap();
+        assert!(t.result.collisions.is_empty());
 
         // A path under a symlinked dir is not in the synced tree.
         fs.symlink("new", Path::new("/r/alias")).unwrap();
