@@ -9,5 +9,14 @@
 //! injected traits so that the simulation of issue 5 can run this very code.
 
 pub mod chunker;
+pub mod fs;
+pub mod home;
+pub mod ignore;
+pub mod index;
 pub mod ingest;
+pub mod model;
+pub mod plan;
 pub mod remote;
+pub mod scan;
+pub mod sync;
+pub mod watch;

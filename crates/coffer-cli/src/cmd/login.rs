@@ -1,0 +1,67 @@
+//! `coffer login` and `coffer logout`.
+
+use anyhow::Context;
+use clap::Parser;
+use coffer_engine::home::{Credentials, Home};
+use coffer_engine::remote::{Accounts, Remote};
+use rand_core::OsRng;
+
+use super::common::{ksf, read_password, runtime};
+
+/// Log this device in to an existing account.
+#[derive(Debug, Parser)]
+pub struct Args {
+    /// The store's URL.
+    #[arg(long, env = "COFFER_SERVER_URL")]
+    pub server: String,
+    /// Account name.
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input instead of a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
+    let password = zeroize::Zeroizing::new(read_password(args.password_stdin, false)?);
+    let device = home.device()?;
+    let accounts = Accounts::new(&args.server)?;
+    let logged = runtime()?
+        .block_on(accounts.login(&mut OsRng, &args.email, &password, device.id, &ksf()))
+        .context("login failed")?;
+    home.save_credentials(&Credentials {
+        server: args.server,
+        username: args.email.clone(),
+        token: logged.remote.token().clone(),
+        master: logged.master,
+    })?;
+    println!("Logged in as {} on device {}.", args.email, device.name);
+    Ok(())
+}
+
+/// Log this device out: revoke its session on the store, forget the keys.
+#[derive(Debug, Parser)]
+pub struct LogoutArgs {}
+
+pub fn logout(home: &Home, _args: LogoutArgs) -> anyhow::Result<()> {
+    let Some(creds) = home.credentials()? else {
+        println!("Not logged in.");
+        return Ok(());
+    };
+    let remote = coffer_engine::remote::HttpRemote::new(&creds.server, creds.token)?;
+    let revoked = runtime()?.block_on(async {
+        let sessions = remote.sessions().await?;
+        match sessions.into_iter().find(|s| s.current) {
+            Some(s) => remote.revoke_session(s.id).await,
+            None => Ok(()),
+        }
+    });
+    home.clear_credentials()?;
+    match revoked {
+        Ok(()) => println!("Logged out; this device's session is revoked."),
+        Err(e) => println!(
+            "Logged out locally; the store could not be told ({e}); revoke the session from another device."
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,537 @@
+//! The local index: one SQLite file per sync root (`.coffer/index.db`, WAL),
+//! holding what must survive a restart:
+//!
+//! - `synced`: the synced tree, the last state this device and the store
+//!   agreed on, per path;
+//! - `remote`: the store's latest revision of every entry seen, live or
+//!   deleted, with its opened metadata (the device holds the keys anyway);
+//! - `stat_cache`: the last observed local state (size, mtime, inode, mode)
+//!   with the node it hashed to, so a rescan hashes only what changed;
+//! - `meta`: the journal cursor and small settings;
+//! - `conflicts` and `excluded` (selective sync).
+//!
+//! Invariant: the index is written only after the disk and the store (a
+//! crash in between leaves the index behind reality, and "scan and plan
+//! again" repairs it). Migrations are numbered and only ever appended.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use coffer_proto::{Cursor, DeviceId, EntryId, Revision};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ChunkRef, Node, RelPath};
+use crate::plan::{RemoteEntry, RemoteLive, SyncedEntry};
+
+/// Errors of the local index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// SQLite failed (disk full, corrupt file, locked by another process).
+    #[error("local index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row did not parse (a corrupt or newer index).
+    #[error("local index holds an unreadable row: {0}")]
+    Corrupt(String),
+}
+
+impl IndexError {
+    /// A busy database may free up; corruption will not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IndexError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy || e.code == rusqlite::ErrorCode::DatabaseLocked)
+    }
+}
+
+type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the three trees' persistent parts, settings, conflicts, exclusions.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE synced (
+        path TEXT PRIMARY KEY, entry_id BLOB NOT NULL, revision INTEGER NOT NULL,
+        node TEXT NOT NULL, chunks TEXT NOT NULL);
+     CREATE TABLE remote (
+        entry_id BLOB PRIMARY KEY, revision INTEGER NOT NULL, path TEXT,
+        live TEXT);
+     CREATE INDEX remote_path ON remote(path);
+     CREATE TABLE stat_cache (
+        path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL, mode INTEGER NOT NULL, node TEXT NOT NULL);
+     CREATE TABLE conflicts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, copy_path TEXT NOT NULL,
+        remote_device TEXT NOT NULL, created_ms INTEGER NOT NULL, resolved INTEGER NOT NULL DEFAULT 0);
+     CREATE TABLE excluded (path TEXT PRIMARY KEY);",
+];
+
+/// A stat as the cache keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time in ns.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// A recorded conflict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConflictRecord {
+    /// Row id.
+    pub id: i64,
+    /// The path that kept the remote version.
+    pub path: RelPath,
+    /// Where the local version went.
+    pub copy_path: RelPath,
+    /// The device that made the remote version.
+    pub remote_device: String,
+    /// When (ms since the epoch).
+    pub created_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LiveRow {
+    node: Node,
+    chunks: Vec<ChunkRef>,
+    device: DeviceId,
+}
+
+/// The local index of one sync root.
+#[derive(Debug)]
+pub struct Index {
+    conn: Mutex<Connection>,
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("index rows always serialise")
+}
+
+fn unjson<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| IndexError::Corrupt(e.to_string()))
+}
+
+fn rel(s: String) -> Result<RelPath> {
+    RelPath::new(s).map_err(|e| IndexError::Corrupt(e.to_string()))
+}
+
+fn entry_id(b: Vec<u8>) -> Result<EntryId> {
+    EntryId::from_slice(&b).map_err(|e| IndexError::Corrupt(e.to_string()))
+}
+
+fn u64_of(i: i64) -> u64 {
+    u64::try_from(i).unwrap_or(0)
+}
+
+fn i64_of(u: u64) -> i64 {
+    i64::try_from(u).unwrap_or(i64::MAX)
+}
+
+impl Index {
+    /// Opens (creating and migrating) the index at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn)
+    }
+
+    /// An index in memory (tests, simulation).
+    pub fn in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if version > known {
+            return Err(IndexError::Corrupt(format!(
+                "the index was written by a newer Coffer (schema {version}, this build knows {known})"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+            tx.commit()?;
+        }
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A small setting.
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.db().query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    /// Sets a small setting.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The journal cursor (0 before the first pull).
+    pub fn cursor(&self) -> Result<Cursor> {
+        Ok(Cursor(self.get_meta("cursor")?.and_then(|s| s.parse().ok()).unwrap_or(0)))
+    }
+
+    /// The synced tree.
+    pub fn synced(&self) -> Result<BTreeMap<RelPath, SyncedEntry>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT path, entry_id, revision, node, chunks FROM synced")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (path, id, rev, node, chunks) = row?;
+            out.insert(
+                rel(path)?,
+                SyncedEntry {
+                    entry_id: entry_id(id)?,
+                    revision: Revision(u64_of(rev)),
+                    node: unjson(&node)?,
+                    chunks: unjson(&chunks)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Records that `path` is synced at `entry`.
+    pub fn put_synced(&self, path: &RelPath, entry: &SyncedEntry) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO synced(path, entry_id, revision, node, chunks) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(path) DO UPDATE SET entry_id = excluded.entry_id, revision = excluded.revision,
+                node = excluded.node, chunks = excluded.chunks",
+            params![
+                path.as_str(),
+                entry.entry_id.as_bytes().as_slice(),
+                i64_of(entry.revision.get()),
+                json(&entry.node),
+                json(&entry.chunks)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the synced record of `path`.
+    pub fn remove_synced(&self, path: &RelPath) -> Result<()> {
+        self.db().execute("DELETE FROM synced WHERE path = ?1", [path.as_str()])?;
+        Ok(())
+    }
+
+    /// The remote tree by path (entries whose path was never seen are left out).
+    pub fn remote(&self) -> Result<BTreeMap<RelPath, RemoteEntry>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT entry_id, revision, path, live FROM remote WHERE path IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (id, rev, path, live) = row?;
+            let live = match live {
+                Some(s) => {
+                    let l: LiveRow = unjson(&s)?;
+                    Some(RemoteLive { node: l.node, chunks: l.chunks, device: l.device })
+                }
+                None => None,
+            };
+            out.insert(
+                rel(path)?,
+                RemoteEntry { entry_id: entry_id(id)?, revision: Revision(u64_of(rev)), live },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The latest revision seen of an entry, and its last known path.
+    pub fn remote_entry(&self, id: &EntryId) -> Result<Option<(Revision, Option<RelPath>)>> {
+        let row: Option<(i64, Option<String>)> = self
+            .db()
+            .query_row(
+                "SELECT revision, path FROM remote WHERE entry_id = ?1",
+                [id.as_bytes().as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(rev, path)| Ok((Revision(u64_of(rev)), path.map(rel).transpose()?))).transpose()
+    }
+
+    /// Records remote states (from the journal, a snapshot or our own
+    /// commits) and, if given, the new cursor, in one transaction. A path of
+    /// `None` keeps the last known path (deletions carry no metadata).
+    pub fn put_remote(
+        &self,
+        entries: &[(Option<RelPath>, RemoteEntry)],
+        cursor: Option<Cursor>,
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for (path, e) in entries {
+            let live = e
+                .live
+                .as_ref()
+                .map(|l| json(&LiveRow { node: l.node.clone(), chunks: l.chunks.clone(), device: l.device }));
+            tx.execute(
+                "INSERT INTO remote(entry_id, revision, path, live) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(entry_id) DO UPDATE SET revision = excluded.revision,
+                    path = COALESCE(excluded.path, remote.path), live = excluded.live",
+                params![
+                    e.entry_id.as_bytes().as_slice(),
+                    i64_of(e.revision.get()),
+                    path.as_ref().map(RelPath::as_str),
+                    live
+                ],
+            )?;
+        }
+        if let Some(c) = cursor {
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('cursor', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [c.get().to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The cached stat and node of a path.
+    pub fn cached(&self, path: &RelPath) -> Result<Option<(CachedStat, Node)>> {
+        let row: Option<(i64, i64, i64, i64, String)> = self
+            .db()
+            .query_row(
+                "SELECT size, mtime_ns, inode, mode, node FROM stat_cache WHERE path = ?1",
+                [path.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        row.map(|(size, mtime_ns, inode, mode, node)| {
+            Ok((
+                CachedStat {
+                    size: u64_of(size),
+                    mtime_ns,
+                    inode: u64_of(inode),
+                    mode: u32::try_from(mode).unwrap_or(0),
+                },
+                unjson(&node)?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Every cached stat (a full scan reads them all at once).
+    pub fn all_cached(&self) -> Result<BTreeMap<RelPath, (CachedStat, Node)>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT path, size, mtime_ns, inode, mode, node FROM stat_cache")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (path, size, mtime_ns, inode, mode, node) = row?;
+            out.insert(
+                rel(path)?,
+                (
+                    CachedStat {
+                        size: u64_of(size),
+                        mtime_ns,
+                        inode: u64_of(inode),
+                        mode: u32::try_from(mode).unwrap_or(0),
+                    },
+                    unjson(&node)?,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Replaces cache rows: `put` are upserted, `gone` deleted, in one
+    /// transaction.
+    pub fn update_cache(&self, put: &[(RelPath, CachedStat, Node)], gone: &[RelPath]) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut up = tx.prepare(
+                "INSERT INTO stat_cache(path, size, mtime_ns, inode, mode, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+                    inode = excluded.inode, mode = excluded.mode, node = excluded.node",
+            )?;
+            for (p, s, n) in put {
+                up.execute(params![
+                    p.as_str(),
+                    i64_of(s.size),
+                    s.mtime_ns,
+                    i64_of(s.inode),
+                    s.mode,
+                    json(n)
+                ])?;
+            }
+            let mut del = tx.prepare("DELETE FROM stat_cache WHERE path = ?1")?;
+            for p in gone {
+                del.execute([p.as_str()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a conflict.
+    pub fn add_conflict(&self, path: &RelPath, copy: &RelPath, device: &str, now_ms: i64) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO conflicts(path, copy_path, remote_device, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![path.as_str(), copy.as_str(), device, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Unresolved conflicts, oldest first.
+    pub fn conflicts(&self) -> Result<Vec<ConflictRecord>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, path, copy_path, remote_device, created_ms FROM conflicts WHERE resolved = 0 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        rows.map(|row| {
+            let (id, path, copy, remote_device, created_ms) = row?;
+            Ok(ConflictRecord { id, path: rel(path)?, copy_path: rel(copy)?, remote_device, created_ms })
+        })
+        .collect()
+    }
+
+    /// Marks a conflict resolved.
+    pub fn resolve_conflict(&self, id: i64) -> Result<()> {
+        self.db().execute("UPDATE conflicts SET resolved = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Folders excluded from this device (selective sync).
+    pub fn excluded(&self) -> Result<BTreeSet<RelPath>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT path FROM excluded")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| rel(r?)).collect()
+    }
+
+    /// Excludes or includes a folder.
+    pub fn set_excluded(&self, path: &RelPath, excluded: bool) -> Result<()> {
+        if excluded {
+            self.db().execute("INSERT OR IGNORE INTO excluded(path) VALUES (?1)", [path.as_str()])?;
+        } else {
+            self.db().execute("DELETE FROM excluded WHERE path = ?1", [path.as_str()])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FileHash, NodeKind};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn node(n: u8) -> Node {
+        Node {
+            kind: NodeKind::File,
+            size: 3,
+            mtime_ns: 7,
+            executable: true,
+            hash: Some(FileHash([n; 32])),
+            target: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        {
+            let ix = Index::open(&path).unwrap();
+            let e = SyncedEntry {
+                entry_id: EntryId::from_bytes([1; 32]),
+                revision: Revision(3),
+                node: node(1),
+                chunks: vec![],
+            };
+            ix.put_synced(&p("a/b"), &e).unwrap();
+            let live = RemoteLive { node: node(2), chunks: vec![], device: DeviceId::from_bytes([9; 16]) };
+            let r = RemoteEntry {
+                entry_id: EntryId::from_bytes([2; 32]),
+                revision: Revision(5),
+                live: Some(live),
+            };
+            ix.put_remote(&[(Some(p("c")), r)], Some(Cursor(42))).unwrap();
+            // A deletion without a path keeps the known path.
+            let del =
+                RemoteEntry { entry_id: EntryId::from_bytes([2; 32]), revision: Revision(6), live: None };
+            ix.put_remote(&[(None, del)], Some(Cursor(43))).unwrap();
+            ix.update_cache(
+                &[(p("a/b"), CachedStat { size: 3, mtime_ns: 7, inode: 11, mode: 0o755 }, node(1))],
+                &[],
+            )
+            .unwrap();
+            ix.set_excluded(&p("big"), true).unwrap();
+            ix.add_conflict(&p("x"), &p("x (conflicted copy)"), "laptop", 1).unwrap();
+        }
+        let ix = Index::open(&path).unwrap();
+        assert_eq!(ix.cursor().unwrap(), Cursor(43));
+        assert_eq!(ix.synced().unwrap()[&p("a/b")].revision, Revision(3));
+        let remote = ix.remote().unwrap();
+        assert_eq!(remote[&p("c")].revision, Revision(6));
+        assert!(remote[&p("c")].live.is_none());
+        assert_eq!(ix.cached(&p("a/b")).unwrap().unwrap().0.inode, 11);
+        assert!(ix.excluded().unwrap().contains(&p("big")));
+        let c = ix.conflicts().unwrap();
+        assert_eq!(c.len(), 1);
+        ix.resolve_conflict(c[0].id).unwrap();
+        assert!(ix.conflicts().unwrap().is_empty());
+        ix.update_cache(&[], &[p("a/b")]).unwrap();
+        assert!(ix.cached(&p("a/b")).unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_an_index_from_the_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        drop(Index::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Index::open(&path), Err(IndexError::Corrupt(_))));
+    }
+}

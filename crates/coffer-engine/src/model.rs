@@ -1,0 +1,341 @@
+//! The engine's vocabulary: paths inside a sync root, the nodes found at
+//! them, and the plaintext metadata an entry carries to other devices.
+//!
+//! - A [`RelPath`] is a validated path relative to the sync root, `/`
+//!   separated, as the bytes are named on disk. It is never empty, never
+//!   absolute, and no component is `.`, `..`, empty, or contains NUL or `/`.
+//!   The root's state folder `.coffer` is not a valid first component.
+//! - A [`Node`] is what is at a path: a file (with its content identity), a
+//!   directory, or a symlink (synced as a link, never followed).
+//! - Two nodes are [`Node::same_content`] when a user would call them the same
+//!   file: same kind, same bytes (by [`FileHash`]), same executable bit, same
+//!   link target. Modification times alone do not make a change.
+
+use std::fmt;
+
+use coffer_crypto::ContentHash;
+use coffer_proto::ChunkId;
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+/// Name of the per-root state folder (index, temp files, trash).
+pub const STATE_DIR: &str = ".coffer";
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused path {path:?}: {why}")]
+pub struct PathError {
+    /// The offending path, as received (lossy for display only).
+    pub path: String,
+    /// Why.
+    pub why: &'static str,
+}
+
+/// A validated path relative to a sync root.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RelPath(String);
+
+impl RelPath {
+    /// Validates `s` (see the module doc for the rules).
+    pub fn new(s: impl Into<String>) -> Result<Self, PathError> {
+        let s = s.into();
+        let err = |why| Err(PathError { path: s.escape_debug().to_string(), why });
+        if s.is_empty() {
+            return err("empty");
+        }
+        if s.starts_with('/') {
+            return err("absolute");
+        }
+        if s.len() > 4096 {
+            return err("longer than 4096 bytes");
+        }
+        for (i, c) in s.split('/').enumerate() {
+            match c {
+                "" => return err("empty component"),
+                "." | ".." => return err("`.` or `..` component"),
+                _ if c.contains('\0') => return err("NUL byte"),
+                _ if c.len() > 255 => return err("component longer than 255 bytes"),
+                _ if i == 0 && c == STATE_DIR => return err("inside Coffer's state folder"),
+                _ => {}
+            }
+        }
+        Ok(Self(s))
+    }
+
+    /// The path as a `/`-separated string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// The parent path, or `None` for a top-level entry.
+    pub fn parent(&self) -> Option<RelPath> {
+        self.0.rfind('/').map(|i| RelPath(self.0[..i].to_string()))
+    }
+
+    /// `self/name`, validated.
+    pub fn join(&self, name: &str) -> Result<RelPath, PathError> {
+        RelPath::new(format!("{}/{name}", self.0))
+    }
+
+    /// Number of components.
+    pub fn depth(&self) -> usize {
+        self.0.split('/').count()
+    }
+
+    /// True if `self` is `other` or lies under it.
+    pub fn starts_with(&self, other: &RelPath) -> bool {
+        self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    }
+
+    /// The key two names collide under on a case-insensitive,
+    /// normalisation-insensitive filesystem (macOS, Windows): NFC, lowercased.
+    pub fn collision_key(&self) -> String {
+        self.0.nfc().collect::<String>().to_lowercase()
+    }
+}
+
+impl TryFrom<String> for RelPath {
+    type Error = PathError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        RelPath::new(s)
+    }
+}
+
+impl From<RelPath> for String {
+    fn from(p: RelPath) -> String {
+        p.0
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Identity of a file's bytes: BLAKE3 over its chunks' content hashes and
+/// lengths. Equal hashes mean equal bytes (and equal chunking).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileHash(#[serde(with = "hex32")] pub [u8; 32]);
+
+impl FileHash {
+    /// The hash of a file made of `chunks` (in order). The empty file has a
+    /// fixed hash too.
+    pub fn of_chunks<'a>(chunks: impl IntoIterator<Item = (&'a ContentHash, u32)>) -> Self {
+        let mut h = blake3::Hasher::new_derive_key("coffer 2026-11-26 file hash v1");
+        for (c, len) in chunks {
+            h.update(c.as_bytes());
+            h.update(&len.to_le_bytes());
+        }
+        Self(*h.finalize().as_bytes())
+    }
+}
+
+impl fmt::Debug for FileHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileHash({})", &hex::encode(self.0)[..12])
+    }
+}
+
+/// One chunk of a file, as listed in its metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// The store's id (BLAKE3 of the sealed bytes).
+    pub id: ChunkId,
+    /// Keyed hash of the plaintext (needed to derive its key and to verify).
+    #[serde(with = "content_hex")]
+    pub content: ContentHash,
+    /// Plaintext length.
+    pub len: u32,
+}
+
+/// What kind of thing is at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (synced as a link, never followed).
+    Symlink,
+}
+
+/// What is at a path, as far as sync cares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// File, directory or symlink.
+    pub kind: NodeKind,
+    /// Size in bytes (files), 0 otherwise.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// The owner-executable bit (files).
+    pub executable: bool,
+    /// Content identity (files).
+    pub hash: Option<FileHash>,
+    /// Link target (symlinks), as stored in the link.
+    pub target: Option<String>,
+}
+
+impl Node {
+    /// A directory.
+    pub fn dir() -> Self {
+        Self { kind: NodeKind::Dir, size: 0, mtime_ns: 0, executable: false, hash: None, target: None }
+    }
+
+    /// True when a user would call the two the same (see the module doc).
+    pub fn same_content(&self, other: &Node) -> bool {
+        self.kind == other.kind
+            && match self.kind {
+                NodeKind::Dir => true,
+                NodeKind::File => {
+                    self.hash == other.hash && self.size == other.size && self.executable == other.executable
+                }
+                NodeKind::Symlink => self.target == other.target,
+            }
+    }
+}
+
+/// The plaintext metadata of an entry, sealed before it leaves the device.
+/// Format version 1 is JSON (compact enough for lists of a few thousand
+/// chunks; long lists move into chunks of their own in a later version).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// Format version of this structure.
+    pub v: u8,
+    /// Where the entry lives.
+    pub path: RelPath,
+    /// What it is.
+    pub node: Node,
+    /// Its chunks, in order (files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl EntryMeta {
+    /// Current format version.
+    pub const VERSION: u8 = 1;
+
+    /// Serialises for sealing.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("metadata always serialises")
+    }
+
+    /// Parses opened metadata, checking what serde cannot: the version, and
+    /// that a file's chunks add up to its size and hash.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let m: EntryMeta = serde_json::from_slice(bytes).map_err(|e| format!("unreadable metadata: {e}"))?;
+        if m.v != Self::VERSION {
+            return Err(format!("metadata version {} is not supported; update Coffer", m.v));
+        }
+        if m.node.kind == NodeKind::File {
+            let total: u64 = m.chunks.iter().map(|c| u64::from(c.len)).sum();
+            if total != m.node.size {
+                return Err("metadata chunk list does not add up to the file size".into());
+            }
+            if m.node.hash != Some(FileHash::of_chunks(m.chunks.iter().map(|c| (&c.content, c.len)))) {
+                return Err("metadata file hash does not match its chunk list".into());
+            }
+        } else if !m.chunks.is_empty() {
+            return Err("metadata of a directory or link lists chunks".into());
+        }
+        Ok(m)
+    }
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+mod content_hex {
+    use coffer_crypto::ContentHash;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &ContentHash, s: S) -> Result<S::Ok, S::Error> {
+        super::hex32::serialize(c.as_bytes(), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ContentHash, D::Error> {
+        super::hex32::deserialize(d).map(ContentHash::from_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_path_rules() {
+        for ok in ["a", "a/b", "a b/c.txt", ".cofferignore", "x/.coffer", "caf\u{e9}"] {
+            assert!(RelPath::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "./a", "a/..", "..", "a/\0b", ".coffer", ".coffer/x"] {
+            assert!(RelPath::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(RelPath::new("x".repeat(256)).is_err());
+        assert!(serde_json::from_str::<RelPath>("\"../etc/passwd\"").is_err());
+    }
+
+    #[test]
+    fn rel_path_helpers() {
+        let p = RelPath::new("a/b/c.txt").unwrap();
+        assert_eq!(p.file_name(), "c.txt");
+        assert_eq!(p.parent().unwrap().as_str(), "a/b");
+        assert_eq!(RelPath::new("a").unwrap().parent(), None);
+        assert!(p.starts_with(&RelPath::new("a/b").unwrap()));
+        assert!(!RelPath::new("a/bc").unwrap().starts_with(&RelPath::new("a/b").unwrap()));
+        assert_eq!(
+            RelPath::new("Cafe\u{301}").unwrap().collision_key(),
+            RelPath::new("caf\u{e9}").unwrap().collision_key()
+        );
+    }
+
+    #[test]
+    fn meta_round_trip_and_validation() {
+        let c = ContentHash::from_bytes([1; 32]);
+        let chunks = vec![ChunkRef { id: ChunkId::from_bytes([2; 32]), content: c, len: 10 }];
+        let node = Node {
+            kind: NodeKind::File,
+            size: 10,
+            mtime_ns: 5,
+            executable: true,
+            hash: Some(FileHash::of_chunks([(&c, 10)])),
+            target: None,
+        };
+        let m = EntryMeta { v: 1, path: RelPath::new("a/b").unwrap(), node, chunks };
+        assert_eq!(EntryMeta::from_bytes(&m.to_bytes()).unwrap(), m);
+        let mut bad = m.clone();
+        bad.node.size = 11;
+        assert!(EntryMeta::from_bytes(&bad.to_bytes()).is_err());
+        let mut bad = m.clone();
+        bad.v = 2;
+        assert!(EntryMeta::from_bytes(&bad.to_bytes()).is_err());
+        let raw = String::from_utf8(m.to_bytes()).unwrap().replace("a/b", "../b");
+        assert!(EntryMeta::from_bytes(raw.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,432 @@
+//! Applying a plan. Each op re-checks the disk before it touches anything
+//! ("does the destination still match what was planned?"); an op whose
+//! premise no longer holds is *deferred*, and the next round plans again.
+//!
+//! Rules that keep data safe:
+//! - nothing is written in place: a download goes to a temp file in
+//!   `.coffer/tmp`, is verified and fsynced, then renamed over the path;
+//! - a node that sync removes or replaces goes to `.coffer/trash` first;
+//! - parents are created only as real directories inside the root: a
+//!   symlink or file on the way is refused, so nothing is written outside;
+//! - the index is updated only after the disk and the store.
+//!
+//! Uploads of a round are committed together in batches, after their
+//! chunks are on the store.
+
+use std::path::Path;
+
+use coffer_proto::api::{Change, ChangeResult};
+use coffer_proto::Revision;
+
+use super::names::conflicted_copy;
+use super::transfer::{ChunkBatcher, TransferError};
+use super::{Engine, EngineError, Problem, RoundReport};
+use crate::fs::{Stat, StatKind};
+use crate::model::{EntryMeta, Node, NodeKind, RelPath};
+use crate::plan::{Op, RemoteEntry, RemoteLive, SyncedEntry};
+use crate::remote::Remote;
+use crate::scan::ScanResult;
+
+/// Changes per commit request.
+const COMMIT_BATCH: usize = 500;
+
+/// A change waiting for its commit.
+struct Pending {
+    path: RelPath,
+    change: Change,
+    /// `None` for a deletion.
+    synced: Option<SyncedEntry>,
+}
+
+impl<R: Remote> Engine<R> {
+    pub(crate) async fn apply(
+        &self,
+        ops: Vec<Op>,
+        scan: &ScanResult,
+        report: &mut RoundReport,
+    ) -> Result<(), EngineError> {
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut batcher = ChunkBatcher::new(&self.remote);
+        for op in ops {
+            if self.is_paused() {
+                break;
+            }
+            let path = op.path().clone();
+            self.update_status(|s| s.current = vec![path.to_string()]);
+            let result = match op {
+                Op::Upload { path, base } => {
+                    self.prepare_upload(&path, base, scan, &mut batcher, &mut pending).await
+                }
+                Op::DeleteRemote { path, entry_id, base } => {
+                    pending.push(Pending {
+                        path,
+                        change: Change { entry_id, base_revision: base, meta: None, chunks: vec![] },
+                        synced: None,
+                    });
+                    Ok(true)
+                }
+                Op::Download { path, entry, replace } => {
+                    let expect = if replace { scan.entries.get(&path).map(|e| e.stat) } else { None };
+                    self.download(&path, &entry, expect).await.inspect(|done| {
+                        if *done {
+                            report.downloaded += 1;
+                        }
+                    })
+                }
+                Op::DeleteLocal { path } => match scan.entries.get(&path) {
+                    Some(e) => self.delete_local(&path, &e.stat, scan, &mut pending).await,
+                    None => Ok(false),
+                },
+                Op::Conflict { path, entry } => match scan.entries.get(&path) {
+                    Some(e) => self.conflict(&path, &e.stat, &entry).await.inspect(|done| {
+                        if *done {
+                            report.conflicts += 1;
+                            report.downloaded += 1;
+                        }
+                    }),
+                    None => Ok(false),
+                },
+                Op::Agree { path, entry } => {
+                    self.index.put_synced(&path, &entry).map(|()| true).map_err(Into::into)
+                }
+                Op::Forget { path } => self.index.remove_synced(&path).map(|()| true).map_err(Into::into),
+            };
+            match result {
+                Ok(true) => {}
+                Ok(false) => report.deferred += 1,
+                Err(OpError::Fatal(e)) => return Err(e),
+                Err(OpError::Path(message)) => {
+                    report.deferred += 1;
+                    report.problems.push(Problem { path: path.to_string(), message });
+                }
+            }
+            self.update_status(|s| s.files_done += 1);
+            if pending.len() >= COMMIT_BATCH {
+                self.commit(&mut batcher, &mut pending, report).await?;
+            }
+        }
+        self.commit(&mut batcher, &mut pending, report).await?;
+        Ok(())
+    }
+
+    /// Reads and seals a local node, queueing its chunks and its change.
+    async fn prepare_upload(
+        &self,
+        path: &RelPath,
+        base: Revision,
+        scan: &ScanResult,
+        batcher: &mut ChunkBatcher<'_, R>,
+        pending: &mut Vec<Pending>,
+    ) -> Result<bool, OpError> {
+        let Some(local) = scan.entries.get(path) else { return Ok(false) };
+        let mut node = local.node.clone();
+        let mut chunks = Vec::new();
+        if node.kind == NodeKind::File {
+            match self.upload_file(path, &local.stat, batcher).await {
+                Ok((c, hash)) => {
+                    if Some(hash) != node.hash {
+                        return Ok(false); // changed since the scan: next round
+                    }
+                    node.hash = Some(hash);
+                    chunks = c;
+                }
+                Err(TransferError::Unstable) => return Ok(false),
+                Err(TransferError::Remote(e)) => return Err(OpError::Fatal(e.into())),
+                Err(e) => return Err(OpError::Path(format!("could not read it: {e}"))),
+            }
+        }
+        self.queue_change(path, base, node, chunks, pending)?;
+        Ok(true)
+    }
+
+    /// Seals the metadata of `node` at `path` for revision `base + 1` and
+    /// queues the change for the next commit.
+    fn queue_change(
+        &self,
+        path: &RelPath,
+        base: Revision,
+        node: Node,
+        chunks: Vec<crate::model::ChunkRef>,
+        pending: &mut Vec<Pending>,
+    ) -> Result<(), OpError> {
+        let entry_id = self.keys.path.entry_id(path.as_str());
+        let revision = base.next();
+        let meta = EntryMeta {
+            v: EntryMeta::VERSION,
+            path: path.clone(),
+            node: node.clone(),
+            chunks: chunks.clone(),
+        };
+        let sealed = {
+            let mut rng = self.rng.lock().map_err(|_| OpError::Path("internal: RNG poisoned".into()))?;
+            self.keys.meta.seal(&mut *rng, &entry_id, revision, &meta.to_bytes())
+        };
+        let mut ids: Vec<_> = chunks.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        pending.push(Pending {
+            path: path.clone(),
+            change: Change { entry_id, base_revision: base, meta: Some(sealed), chunks: ids },
+            synced: Some(SyncedEntry { entry_id, revision, node, chunks }),
+        });
+        Ok(())
+    }
+
+    /// Sends queued chunks, then commits queued changes; records what the
+    /// store accepted.
+    async fn commit(
+        &self,
+        batcher: &mut ChunkBatcher<'_, R>,
+        pending: &mut Vec<Pending>,
+        report: &mut RoundReport,
+    ) -> Result<(), EngineError> {
+        batcher.flush().await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(pending);
+        let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
+        let resp = self.remote.commit(&changes).await?;
+        let mut remote_rows = Vec::new();
+        for (p, result) in batch.into_iter().zip(resp.results) {
+            match result {
+                ChangeResult::Applied { revision, .. } => {
+                    let live = p.synced.as_ref().map(|s| RemoteLive {
+                        node: s.node.clone(),
+                        chunks: s.chunks.clone(),
+                        device: self.config.device_id,
+                    });
+                    match &p.synced {
+                        Some(s) => {
+                            self.index.put_synced(&p.path, &SyncedEntry { revision, ..s.clone() })?;
+                            report.uploaded += 1;
+                        }
+                        None => {
+                            self.index.remove_synced(&p.path)?;
+                            report.deleted += 1;
+                        }
+                    }
+                    remote_rows
+                        .push((Some(p.path), RemoteEntry { entry_id: p.change.entry_id, revision, live }));
+                }
+                // Someone else committed first: the next round pulls their
+                // change and plans again (a conflict if both differ).
+                ChangeResult::Conflict { .. } => report.deferred += 1,
+            }
+        }
+        self.index.put_remote(&remote_rows, None)?;
+        Ok(())
+    }
+
+    /// True when the node at `path` is still what the scan saw (`expect`),
+    /// or absent when `expect` is `None`.
+    fn unchanged(&self, path: &RelPath, expect: Option<&Stat>) -> Result<bool, OpError> {
+        match (self.fs.symlink_metadata(&self.abs(path)), expect) {
+            (Ok(now), Some(e)) => Ok(now.same_identity(e)),
+            (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            (Ok(_), None) => Ok(false),
+            (Err(e), Some(_)) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            (Err(e), _) => Err(OpError::Path(format!("cannot check it: {e}"))),
+        }
+    }
+
+    /// Creates the missing parents of `path` as real directories. Refuses a
+    /// symlink or file on the way: nothing is ever written outside the root.
+    fn ensure_parents(&self, path: &RelPath) -> Result<(), OpError> {
+        let mut ancestors = Vec::new();
+        let mut p = path.parent();
+        while let Some(a) = p {
+            p = a.parent();
+            ancestors.push(a);
+        }
+        for a in ancestors.iter().rev() {
+            let abs = self.abs(a);
+            match self.fs.symlink_metadata(&abs) {
+                Ok(s) if s.kind == StatKind::Dir => {}
+                Ok(_) => {
+                    return Err(OpError::Path(format!(
+                        "\"{a}\" is not a folder here (a file or link is in the way); not writing through it"
+                    )))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.fs
+                        .create_dir(&abs)
+                        .map_err(|e| OpError::Path(format!("cannot create \"{a}\": {e}")))?;
+                }
+                Err(e) => return Err(OpError::Path(format!("cannot check \"{a}\": {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Materialises `entry` at `path`. `expect` is the stat of the local
+    /// node being replaced (which goes to the trash), `None` if the path
+    /// must be free.
+    async fn download(
+        &self,
+        path: &RelPath,
+        entry: &RemoteEntry,
+        expect: Option<Stat>,
+    ) -> Result<bool, OpError> {
+        let Some(live) = &entry.live else { return Ok(false) };
+        if !self.unchanged(path, expect.as_ref())? {
+            return Ok(false);
+        }
+        self.ensure_parents(path)?;
+        let abs = self.abs(path);
+        let synced = entry.to_synced().ok_or_else(|| OpError::Path("internal: not live".into()))?;
+        match live.node.kind {
+            NodeKind::Dir => match expect {
+                Some(s) if s.kind == StatKind::Dir => {}
+                Some(_) => {
+                    self.trash_node(path)
+                        .map_err(|e| OpError::Path(format!("cannot move it to the trash: {e}")))?;
+                    self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?;
+                }
+                None => {
+                    self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?
+                }
+            },
+            NodeKind::File | NodeKind::Symlink => {
+                let tmp = if live.node.kind == NodeKind::File {
+                    match self.download_to_temp(&live.chunks).await {
+                        Ok(t) => t,
+                        Err(TransferError::Remote(e)) if e.is_retryable() => {
+                            return Err(OpError::Fatal(e.into()))
+                        }
+                        Err(e) => return Err(OpError::Path(format!("download failed: {e}"))),
+                    }
+                } else {
+                    let tmp = self.temp_path();
+                    let target = live.node.target.clone().unwrap_or_default();
+                    self.fs
+                        .symlink(&target, &tmp)
+                        .map_err(|e| OpError::Path(format!("cannot create the link: {e}")))?;
+                    tmp
+                };
+                let placed = self.place(&tmp, path, &live.node, expect.as_ref());
+                if !matches!(placed, Ok(true)) {
+                    let _ = self.fs.remove_file(&tmp);
+                }
+                if !placed? {
+                    return Ok(false);
+                }
+            }
+        }
+        self.index.put_synced(path, &synced).map_err(|e| OpError::Fatal(e.into()))?;
+        // Remember what we wrote, so the next scan does not rehash it.
+        if let Ok(stat) = self.fs.symlink_metadata(&abs) {
+            let cached = super::to_cached(&stat);
+            let mut node = live.node.clone();
+            node.mtime_ns = stat.mtime_ns;
+            self.index
+                .update_cache(&[(path.clone(), cached, node)], &[])
+                .map_err(|e| OpError::Fatal(e.into()))?;
+        }
+        Ok(true)
+    }
+
+    /// Renames a finished temp file over `path`, after one last check that
+    /// the destination is still what was planned.
+    fn place(&self, tmp: &Path, path: &RelPath, node: &Node, expect: Option<&Stat>) -> Result<bool, OpError> {
+        let err = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| OpError::Path(format!("{what}: {e}"))
+        };
+        if node.kind == NodeKind::File {
+            self.fs.set_executable(tmp, node.executable).map_err(err("cannot set its mode"))?;
+            if node.mtime_ns != 0 {
+                self.fs.set_mtime(tmp, node.mtime_ns).map_err(err("cannot set its time"))?;
+            }
+        }
+        if !self.unchanged(path, expect)? {
+            return Ok(false);
+        }
+        if expect.is_some() {
+            self.trash_node(path).map_err(err("cannot move the old version to the trash"))?;
+        }
+        let abs = self.abs(path);
+        self.fs.rename(tmp, &abs).map_err(err("cannot move it into place"))?;
+        if let Some(parent) = abs.parent() {
+            self.fs.sync_dir(parent).map_err(err("cannot sync its folder"))?;
+        }
+        Ok(true)
+    }
+
+    /// The store deleted `path` and the local node has no unsynced change:
+    /// to the trash. A folder that still holds something sync keeps (new or
+    /// changed files, which their own ops upload) stays, and is sent to the
+    /// store again: never lose data. A folder holding only ignored files
+    /// goes to the trash whole, where they can still be found.
+    async fn delete_local(
+        &self,
+        path: &RelPath,
+        stat: &Stat,
+        scan: &ScanResult,
+        pending: &mut Vec<Pending>,
+    ) -> Result<bool, OpError> {
+        if !self.unchanged(path, Some(stat))? {
+            return Ok(false);
+        }
+        if stat.kind == StatKind::Dir && scan.entries.keys().any(|p| p != path && p.starts_with(path)) {
+            let entry_id = self.keys.path.entry_id(path.as_str());
+            let base = self
+                .index
+                .remote_entry(&entry_id)
+                .map_err(|e| OpError::Fatal(e.into()))?
+                .map_or(Revision::ZERO, |(r, _)| r);
+            self.queue_change(path, base, Node::dir(), Vec::new(), pending)?;
+            return Ok(true);
+        }
+        self.trash_node(path).map_err(|e| OpError::Path(format!("cannot move it to the trash: {e}")))?;
+        self.index.remove_synced(path).map_err(|e| OpError::Fatal(e.into()))?;
+        self.index.update_cache(&[], &[path.clone()]).map_err(|e| OpError::Fatal(e.into()))?;
+        Ok(true)
+    }
+
+    /// Both sides changed: the local node moves aside as a conflicted copy
+    /// (a new file, uploaded next round), the remote one takes the name.
+    async fn conflict(&self, path: &RelPath, stat: &Stat, entry: &RemoteEntry) -> Result<bool, OpError> {
+        if !self.unchanged(path, Some(stat))? {
+            return Ok(false);
+        }
+        let now = self.now_ns();
+        let mut copy = None;
+        for attempt in 1..100 {
+            let c = conflicted_copy(path, &self.config.device_name, now, attempt);
+            if !self.fs.exists(&self.abs(&c)).map_err(|e| OpError::Path(e.to_string()))? {
+                copy = Some(c);
+                break;
+            }
+        }
+        let copy = copy.ok_or_else(|| OpError::Path("no free name for a conflicted copy".into()))?;
+        self.fs
+            .rename(&self.abs(path), &self.abs(&copy))
+            .map_err(|e| OpError::Path(format!("cannot make the conflicted copy: {e}")))?;
+        let device = entry.live.as_ref().map(|l| l.device.to_string()).unwrap_or_default();
+        self.index
+            .add_conflict(path, &copy, &device, now / 1_000_000)
+            .map_err(|e| OpError::Fatal(e.into()))?;
+        self.download(path, entry, None).await
+    }
+}
+
+/// How one op failed.
+pub(crate) enum OpError {
+    /// The round cannot go on (store unreachable, index broken).
+    Fatal(EngineError),
+    /// This path has a problem; others go on.
+    Path(String),
+}
+
+impl From<crate::index::IndexError> for OpError {
+    fn from(e: crate::index::IndexError) -> Self {
+        OpError::Fatal(e.into())
+    }
+}
+
+impl From<EngineError> for OpError {
+    fn from(e: EngineError) -> Self {
+        OpError::Fatal(e)
+    }
+}

@@ -1,0 +1,541 @@
+//! The sync engine of one sync root: pull the store's changes, scan the
+//! disk, plan, and apply (`DESIGN.md`, "Data flow" and "The sync model").
+//!
+//! A **round** is: [`Engine::pull`] the journal into the index (opening and
+//! checking every entry's metadata), scan the root (trusting the stat cache),
+//! [`crate::plan::plan`] over the three trees, check the mass-deletion guard,
+//! then apply each op (see [`apply`]). Rounds repeat until a plan is empty;
+//! because planning is idempotent and the index is written only after the
+//! disk and the store, crash recovery is simply "run a round".
+//!
+//! Everything the engine touches comes through seams: the store through
+//! [`Remote`], the disk through [`Fs`], time through [`Clock`], randomness
+//! through an injected RNG, so the simulation can drive this very code.
+
+pub mod actions;
+mod apply;
+pub mod names;
+mod pull;
+pub mod status;
+mod transfer;
+pub mod trash;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coffer_crypto::AccountKeys;
+use coffer_proto::DeviceId;
+use tokio::sync::watch;
+
+use crate::chunker::ChunkerParams;
+use crate::fs::{Clock, Fs, Stat};
+use crate::ignore::IgnoreRules;
+use crate::index::{Index, IndexError};
+use crate::model::{Node, RelPath, STATE_DIR};
+use crate::plan::{plan, Op, PlanInput};
+use crate::remote::{Remote, RemoteError};
+use crate::scan::{ScanResult, Scanner};
+
+pub use status::{Status, SyncState};
+
+/// The engine's random source: a CSPRNG seeded from the OS in production
+/// and from a fixed seed in tests and the simulation.
+pub type EngineRng = rand_chacha::ChaCha20Rng;
+
+/// How one root syncs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The folder kept in sync.
+    pub root: PathBuf,
+    /// This device.
+    pub device_id: DeviceId,
+    /// Its name, as conflicted copies show it.
+    pub device_name: String,
+    /// Chunk sizes.
+    pub chunker: ChunkerParams,
+    /// A plan that deletes more than this many entries (local and remote
+    /// together) waits for confirmation.
+    pub mass_delete_threshold: usize,
+    /// Days a file stays in `.coffer/trash`.
+    pub trash_days: u32,
+}
+
+impl EngineConfig {
+    /// Defaults for `root`.
+    pub fn new(root: PathBuf, device_id: DeviceId, device_name: String) -> Self {
+        Self {
+            root,
+            device_id,
+            device_name,
+            chunker: ChunkerParams::default(),
+            mass_delete_threshold: 1000,
+            trash_days: 30,
+        }
+    }
+}
+
+/// Why a round stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The local index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The store failed or could not be reached.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The sync root is not there or lost its marker (an unmounted disk):
+    /// nothing is read as deleted, nothing is touched.
+    #[error("the sync folder {0} is missing or is not the folder Coffer set up (is the disk mounted?); sync is stopped and nothing was changed")]
+    RootMissing(PathBuf),
+    /// The store went back in time (its journal is behind what this device
+    /// already saw): refused.
+    #[error("the store's history went backwards ({0}); refusing to sync against it")]
+    Rollback(String),
+    /// A plan would delete many entries.
+    #[error("this round would delete {0} files or folders; confirm with `coffer sync --confirm-deletions` (or in the app) to go ahead")]
+    MassDeletion(usize),
+    /// A local I/O failure outside any single file.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Sync is paused.
+    #[error("sync is paused")]
+    Paused,
+}
+
+impl EngineError {
+    /// Whether a later round may succeed without anyone doing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Index(e) => e.is_retryable(),
+            EngineError::Remote(e) => e.is_retryable(),
+            EngineError::Io { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// A problem with one path that did not stop the round.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The path (or the entry, for refused remote metadata).
+    pub path: String,
+    /// What happened, in words a person can act on.
+    pub message: String,
+}
+
+/// What one round did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoundReport {
+    /// Remote changes pulled.
+    pub pulled: usize,
+    /// Ops planned.
+    pub planned: usize,
+    /// Files and folders uploaded (new revisions committed).
+    pub uploaded: usize,
+    /// Files and folders written locally.
+    pub downloaded: usize,
+    /// Entries deleted (locally to the trash, or on the store).
+    pub deleted: usize,
+    /// Conflicts made.
+    pub conflicts: usize,
+    /// Ops skipped because the disk or the store moved on (planned again
+    /// next round).
+    pub deferred: usize,
+    /// Per-path problems.
+    pub problems: Vec<Problem>,
+}
+
+impl RoundReport {
+    /// True when the round found nothing to do.
+    pub fn is_quiet(&self) -> bool {
+        self.planned == 0 && self.pulled == 0
+    }
+}
+
+/// The sync engine of one root.
+pub struct Engine<R: Remote> {
+    pub(crate) remote: R,
+    pub(crate) keys: Arc<AccountKeys>,
+    pub(crate) index: Index,
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rng: Mutex<EngineRng>,
+    pub(crate) config: EngineConfig,
+    status: watch::Sender<Status>,
+    paused: AtomicBool,
+    confirmed_deletions: AtomicBool,
+    problems: Mutex<Vec<Problem>>,
+}
+
+impl<R: Remote> std::fmt::Debug for Engine<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("root", &self.config.root).finish_non_exhaustive()
+    }
+}
+
+/// The file beside the index that marks a folder as a set-up sync root.
+pub const ROOT_MARKER: &str = "root-id";
+
+/// Makes `root` a sync root: creates it, its state folder and the marker.
+/// Idempotent.
+pub fn init_root(fs: &dyn Fs, root: &Path, root_id: &str) -> Result<(), EngineError> {
+    let io = |what: &str| {
+        let what = format!("{what} in {}", root.display());
+        move |source| EngineError::Io { what, source }
+    };
+    for dir in [root.to_path_buf(), root.join(STATE_DIR), root.join(STATE_DIR).join("tmp")] {
+        if !fs.exists(&dir).map_err(io("checking the sync folder"))? {
+            fs.create_dir(&dir).map_err(io("creating the sync folder"))?;
+        }
+    }
+    let marker = root.join(STATE_DIR).join(ROOT_MARKER);
+    if !fs.exists(&marker).map_err(io("checking the root marker"))? {
+        let tmp = root.join(STATE_DIR).join("tmp").join("root-id.new");
+        let mut f = fs.create_new(&tmp).map_err(io("writing the root marker"))?;
+        f.write_all(root_id.as_bytes()).map_err(io("writing the root marker"))?;
+        f.sync_all().map_err(io("writing the root marker"))?;
+        drop(f);
+        fs.rename(&tmp, &marker).map_err(io("writing the root marker"))?;
+    }
+    Ok(())
+}
+
+impl<R: Remote> Engine<R> {
+    /// An engine over an existing sync root (see [`init_root`]) whose index
+    /// is `index`.
+    pub fn new(
+        remote: R,
+        keys: AccountKeys,
+        index: Index,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+        rng: EngineRng,
+        config: EngineConfig,
+    ) -> Self {
+        let (status, _) = watch::channel(Status::default());
+        Self {
+            remote,
+            keys: Arc::new(keys),
+            index,
+            fs,
+            clock,
+            rng: Mutex::new(rng),
+            config,
+            status,
+            paused: AtomicBool::new(false),
+            confirmed_deletions: AtomicBool::new(false),
+            problems: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The local index (for status, conflicts, selective sync).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The store.
+    pub fn remote(&self) -> &R {
+        &self.remote
+    }
+
+    /// The account keys.
+    pub fn keys(&self) -> &AccountKeys {
+        &self.keys
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Watches the engine's status.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub(crate) fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(f);
+    }
+
+    /// Pauses or resumes: a paused engine finishes the op at hand and then
+    /// does nothing until resumed.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        self.update_status(|s| {
+            s.state = if paused { SyncState::Paused } else { SyncState::Syncing };
+        });
+    }
+
+    /// Whether sync is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Lets the next round run a plan above the mass-deletion threshold.
+    pub fn confirm_deletions(&self) {
+        self.confirmed_deletions.store(true, Ordering::SeqCst);
+    }
+
+    /// Problems of the last round.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.problems.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn abs(&self, p: &RelPath) -> PathBuf {
+        self.config.root.join(p.as_str())
+    }
+
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.config.root.join(STATE_DIR)
+    }
+
+    pub(crate) fn now_ns(&self) -> i64 {
+        self.clock.now_ns()
+    }
+
+    /// Refuses to run on a root whose marker is gone (an unmounted disk
+    /// looks like an empty folder: reading it as "everything deleted" would
+    /// empty the store).
+    pub fn check_root(&self) -> Result<(), EngineError> {
+        let marker = self.state_dir().join(ROOT_MARKER);
+        match self.fs.exists(&marker) {
+            Ok(true) => Ok(()),
+            _ => Err(EngineError::RootMissing(self.config.root.clone())),
+        }
+    }
+
+    /// Scans the root, trusting the stat cache, and refreshes the cache.
+    pub(crate) fn scan(&self) -> Result<ScanResult, EngineError> {
+        let excluded = self.index.excluded()?;
+        let cache = self.index.all_cached()?;
+        let scanner =
+            Scanner::new(self.fs.clone(), self.config.root.clone(), &self.keys, self.config.chunker)
+                .with_clock(self.clock.clone());
+        let result = scanner.scan(&CacheView(&cache), &excluded).map_err(|e| EngineError::Io {
+            what: "scanning the sync folder".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        // The root vanished during the scan: never trust an empty result.
+        self.check_root()?;
+        let put: Vec<_> = result
+            .entries
+            .iter()
+            .filter(|(p, e)| cache.get(*p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node))
+            .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
+            .collect();
+        let gone: Vec<_> = cache
+            .keys()
+            .filter(|p| {
+                !result.entries.contains_key(*p) && !result.unreadable.iter().any(|(u, _)| p.starts_with(u))
+            })
+            .cloned()
+            .collect();
+        self.index.update_cache(&put, &gone)?;
+        Ok(result)
+    }
+
+    /// One round: pull, scan, plan, apply. Returns what it did.
+    pub async fn round(&self) -> Result<RoundReport, EngineError> {
+        // `coffer pause` from another process sets this flag in the index.
+        let paused_by_flag = self.index.get_meta("paused")?.as_deref() == Some("1");
+        if paused_by_flag != self.is_paused() {
+            self.set_paused(paused_by_flag);
+        }
+        if self.is_paused() {
+            return Err(EngineError::Paused);
+        }
+        self.check_root()?;
+        let mut report = RoundReport { pulled: self.pull(&mut Vec::new()).await?, ..RoundReport::default() };
+        let scan = self.scan()?;
+        let local: BTreeMap<RelPath, Node> =
+            scan.entries.iter().map(|(p, e)| (p.clone(), e.node.clone())).collect();
+        let synced = self.index.synced()?;
+        let mut remote = self.index.remote()?;
+        let excluded = self.index.excluded()?;
+        let ignore =
+            IgnoreRules::load(self.fs.as_ref(), &self.config.root).unwrap_or_else(|_| IgnoreRules::builtin());
+        // Remote entries this device does not materialise: ignored names.
+        remote.retain(|p, e| {
+            let is_dir = e.live.as_ref().is_some_and(|l| l.node.kind == crate::model::NodeKind::Dir);
+            !ignore.is_ignored(p, is_dir)
+        });
+        let mut frozen: BTreeSet<RelPath> = excluded;
+        frozen.extend(scan.unreadable.iter().map(|(p, _)| p.clone()));
+        frozen.extend(scan.unstable.iter().cloned());
+        // Ignored paths keep whatever the store has: adding a pattern to
+        // .cofferignore must not delete files from other devices.
+        frozen.extend(scan.ignored.iter().cloned());
+        for (p, why) in scan.unreadable.iter().chain(scan.skipped.iter()) {
+            report.problems.push(Problem { path: p.to_string(), message: why.clone() });
+        }
+        for (a, b) in &scan.collisions {
+            frozen.insert(a.clone());
+            frozen.insert(b.clone());
+            report.problems.push(Problem {
+                path: a.to_string(),
+                message: format!(
+                    "\"{a}\" and \"{b}\" differ only by case or Unicode form; other devices cannot hold both. Rename one to sync them."
+                ),
+            });
+        }
+        let ops = plan(PlanInput { local: &local, synced: &synced, remote: &remote, frozen: &frozen });
+        report.planned = ops.len();
+        let deletions = ops.iter().filter(|o| o.is_deletion()).count();
+        if deletions > self.config.mass_delete_threshold
+            && !self.confirmed_deletions.swap(false, Ordering::SeqCst)
+        {
+            self.update_status(|s| {
+                s.state = SyncState::NeedsConfirmation;
+                s.pending_deletions = deletions as u64;
+            });
+            return Err(EngineError::MassDeletion(deletions));
+        }
+        if !ops.is_empty() {
+            self.update_status(|s| {
+                s.state = SyncState::Syncing;
+                s.files_total = ops.len() as u64;
+                s.files_done = 0;
+                s.bytes_total = ops.iter().map(|o| op_bytes(o, &local)).sum();
+                s.bytes_done = 0;
+                s.pending_deletions = 0;
+            });
+            self.apply(ops, &scan, &mut report).await?;
+        }
+        let conflicts = self.index.conflicts()?.len() as u64;
+        if let Ok(mut p) = self.problems.lock() {
+            p.clone_from(&report.problems);
+        }
+        self.update_status(|s| {
+            s.conflicts = conflicts;
+            s.current.clear();
+            s.last_error = report.problems.first().map(|p| format!("{}: {}", p.path, p.message));
+        });
+        Ok(report)
+    }
+
+    /// Runs rounds until one finds nothing to do (or `max_rounds` pass).
+    pub async fn sync_until_quiet(&self, max_rounds: usize) -> Result<Vec<RoundReport>, EngineError> {
+        let mut reports = Vec::new();
+        for _ in 0..max_rounds.max(1) {
+            let r = self.round().await?;
+            let quiet = r.is_quiet() || (r.planned == r.deferred && r.pulled == 0 && !reports.is_empty());
+            reports.push(r);
+            if quiet {
+                self.update_status(|s| {
+                    if s.state == SyncState::Syncing {
+                        s.state = SyncState::UpToDate;
+                    }
+                });
+                break;
+            }
+        }
+        self.trash_purge();
+        Ok(reports)
+    }
+
+    /// The daemon: rounds whenever the disk or the store changes, a full
+    /// rescan every `rescan_every` as a safety net, backoff while offline.
+    /// Returns when `shutdown` fires (or its sender is dropped).
+    pub async fn run(
+        self: Arc<Self>,
+        mut local_changes: tokio::sync::mpsc::Receiver<crate::watch::WatchBatch>,
+        rescan_every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        R: 'static,
+    {
+        let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let poller = tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx));
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let next_wait = match self.sync_until_quiet(50).await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(250);
+                    self.update_status(|s| {
+                        if matches!(s.state, SyncState::Syncing | SyncState::Offline | SyncState::Error) {
+                            s.state = SyncState::UpToDate;
+                        }
+                    });
+                    rescan_every
+                }
+                Err(EngineError::Paused) => Duration::from_secs(1),
+                Err(e) => {
+                    let offline = matches!(&e, EngineError::Remote(r) if r.is_retryable());
+                    let msg = e.to_string();
+                    tracing::warn!(error = %msg, "sync round failed");
+                    self.update_status(|s| {
+                        if s.state != SyncState::NeedsConfirmation {
+                            s.state = if offline { SyncState::Offline } else { SyncState::Error };
+                        }
+                        s.last_error = Some(msg);
+                    });
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    if e.is_retryable() {
+                        wait
+                    } else {
+                        rescan_every.min(Duration::from_secs(30))
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(next_wait) => {}
+                Some(_) = local_changes.recv() => {
+                    // Let a burst of edits settle into one round.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while local_changes.try_recv().is_ok() {}
+                }
+                Some(()) = wake_rx.recv() => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        poller.abort();
+    }
+}
+
+fn op_bytes(op: &Op, local: &BTreeMap<RelPath, Node>) -> u64 {
+    match op {
+        Op::Upload { path, .. } => local.get(path).map_or(0, |n| n.size),
+        Op::Download { entry, .. } | Op::Conflict { entry, .. } => {
+            entry.live.as_ref().map_or(0, |l| l.node.size)
+        }
+        _ => 0,
+    }
+}
+
+fn same_cached(c: &crate::index::CachedStat, s: &Stat) -> bool {
+    c.size == s.size && c.mtime_ns == s.mtime_ns && c.inode == s.inode && c.mode == s.mode
+}
+
+fn to_cached(s: &Stat) -> crate::index::CachedStat {
+    crate::index::CachedStat { size: s.size, mtime_ns: s.mtime_ns, inode: s.inode, mode: s.mode }
+}
+
+/// The index's stat cache as the scanner sees it.
+struct CacheView<'a>(&'a BTreeMap<RelPath, (crate::index::CachedStat, Node)>);
+
+impl crate::scan::StatCache for CacheView<'_> {
+    fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)> {
+        self.0.get(path).map(|(c, n)| {
+            let kind = n.kind.into();
+            (Stat { kind, size: c.size, mtime_ns: c.mtime_ns, inode: c.inode, mode: c.mode }, n.clone())
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! Moving bytes: reading a local file into sealed chunks for the store, and
+//! fetching, verifying and writing a remote file into a temp file.
+//!
+//! Uploads stream: chunks are sealed on every core (`ingest`) and sent in
+//! batches of at most [`BATCH_BYTES`], after asking the store which it
+//! lacks, so memory stays bounded whatever the file size and only the deltas
+//! travel. Downloads fetch up to [`FETCH_AHEAD`] chunks at once, verify each
+//! (store id, AEAD tag, content hash), and write them in order to a temp file
+//! in the root's state folder, which the caller renames into place.
+
+use std::path::{Path, PathBuf};
+
+use coffer_proto::{ChunkId, SealedChunk};
+use futures::stream::{self, StreamExt};
+
+use super::{Engine, EngineError};
+use crate::fs::Stat;
+use crate::ingest::{ingest, IngestError};
+use crate::model::{ChunkRef, FileHash, RelPath};
+use crate::remote::{Remote, RemoteError};
+
+/// Sealed bytes sent per upload request.
+pub(crate) const BATCH_BYTES: usize = 16 << 20;
+/// Chunks fetched concurrently per download.
+pub(crate) const FETCH_AHEAD: usize = 8;
+
+/// Why moving one file failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransferError {
+    /// The file changed while it was read: try again next round.
+    #[error("changed while being read")]
+    Unstable,
+    /// Local I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The store.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// A chunk did not verify.
+    #[error("a chunk from the store failed verification: {0}")]
+    Corrupt(String),
+}
+
+impl From<TransferError> for EngineError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Remote(r) => EngineError::Remote(r),
+            other => {
+                EngineError::Io { what: "transfer".into(), source: std::io::Error::other(other.to_string()) }
+            }
+        }
+    }
+}
+
+/// Collects sealed chunks and sends those the store lacks, a batch at a time.
+pub(crate) struct ChunkBatcher<'a, R: Remote> {
+    remote: &'a R,
+    pending: Vec<SealedChunk>,
+    pending_bytes: usize,
+    /// Sealed bytes actually sent.
+    pub sent_bytes: u64,
+}
+
+impl<'a, R: Remote> ChunkBatcher<'a, R> {
+    pub fn new(remote: &'a R) -> Self {
+        Self { remote, pending: Vec::new(), pending_bytes: 0, sent_bytes: 0 }
+    }
+
+    /// Queues a chunk (duplicates within a batch are dropped); sends the
+    /// batch when it is full.
+    pub async fn add(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
+        if self.pending.iter().any(|c| c.id() == chunk.id()) {
+            return Ok(());
+        }
+        self.pending_bytes += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= 1024 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends whatever is queued that the store lacks.
+    pub async fn flush(&mut self) -> Result<(), RemoteError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let ids: Vec<ChunkId> = batch.iter().map(SealedChunk::id).collect();
+        let missing = self.remote.missing_chunks(&ids).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let send: Vec<SealedChunk> = batch.into_iter().filter(|c| missing.contains(&c.id())).collect();
+        // Keep each request under the store's body limit.
+        let mut start = 0;
+        while start < send.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < send.len() && (end == start || bytes + send[end].len() <= BATCH_BYTES) {
+                bytes += send[end].len();
+                end += 1;
+            }
+            self.remote.upload_chunks(&send[start..end]).await?;
+            self.sent_bytes += bytes as u64;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+impl<R: Remote> Engine<R> {
+    /// Reads `path`, seals its chunks and queues them on `batcher`. Returns
+    /// the chunk list and file hash, or `Unstable` if the file no longer
+    /// matches `expect` (it changed since the scan, or while being read).
+    pub(crate) async fn upload_file(
+        &self,
+        path: &RelPath,
+        expect: &Stat,
+        batcher: &mut ChunkBatcher<'_, R>,
+    ) -> Result<(Vec<ChunkRef>, FileHash), TransferError> {
+        let abs = self.abs(path);
+        let before = self.fs.symlink_metadata(&abs)?;
+        if !before.same_identity(expect) {
+            return Err(TransferError::Unstable);
+        }
+        let reader = self.fs.open_read(&abs)?;
+        let keys = self.keys.clone();
+        let params = self.config.chunker;
+        // Sealing runs on blocking threads; sealed chunks come back over a
+        // bounded channel so the upload can proceed while reading goes on.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::ingest::IngestedChunk>(4);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let reading = tokio::task::spawn_blocking(move || {
+            ingest(reader, &keys, params, workers, |c| {
+                tx.blocking_send(c).map_err(|_| "upload stopped".to_string())
+            })
+        });
+        let mut chunks = Vec::new();
+        let mut failed = None;
+        while let Some(c) = rx.recv().await {
+            chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
+            if let Err(e) = batcher.add(c.sealed).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let read = reading.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        match read {
+            Ok(_) => {}
+            Err(IngestError::Read(e)) => return Err(e.into()),
+            Err(IngestError::Sink(_)) => return Err(TransferError::Unstable),
+        }
+        let after = self.fs.symlink_metadata(&abs)?;
+        if !after.same_identity(&before) {
+            return Err(TransferError::Unstable);
+        }
+        let hash = FileHash::of_chunks(chunks.iter().map(|c| (&c.content, c.len)));
+        Ok((chunks, hash))
+    }
+
+    /// Fetches and verifies `chunks` into a new temp file; returns its path.
+    /// The temp file is fsynced; the caller renames it into place (or
+    /// removes it).
+    pub(crate) async fn download_to_temp(&self, chunks: &[ChunkRef]) -> Result<PathBuf, TransferError> {
+        let tmp = self.temp_path();
+        let result = self.download_into(&tmp, chunks).await;
+        if result.is_err() {
+            let _ = self.fs.remove_file(&tmp);
+        }
+        result.map(|()| tmp)
+    }
+
+    async fn download_into(&self, tmp: &Path, chunks: &[ChunkRef]) -> Result<(), TransferError> {
+        let mut file = self.fs.create_new(tmp)?;
+        let mut fetches = stream::iter(chunks.iter().copied())
+            .map(|c| async move {
+                let sealed = self.fetch_verified(&c).await?;
+                Ok::<_, TransferError>((c, sealed))
+            })
+            .buffered(FETCH_AHEAD);
+        while let Some(next) = fetches.next().await {
+            let (_, plain) = next?;
+            file.write_all(&plain)?;
+            self.update_status(|s| s.bytes_done += plain.len() as u64);
+        }
+        file.sync_all()?;
+        Ok(())
+    }
+
+    /// Downloads one chunk and opens it; one retry on a corrupt transfer.
+    async fn fetch_verified(&self, c: &ChunkRef) -> Result<Vec<u8>, TransferError> {
+        let mut last = String::new();
+        for _ in 0..2 {
+            let sealed = match self.remote.download_chunk(c.id).await {
+                Ok(s) => s,
+                Err(RemoteError::CorruptChunk(id)) => {
+                    last = format!("chunk {id} arrived corrupted");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let keys = self.keys.clone();
+            let c = *c;
+            let opened = tokio::task::spawn_blocking(move || {
+                keys.chunk.open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes())
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            match opened {
+                Ok(plain) if plain.len() == c.len as usize => return Ok(plain),
+                Ok(_) => last = format!("chunk {} has the wrong length", c.id),
+                Err(e) => last = format!("chunk {}: {e}", c.id),
+            }
+        }
+        Err(TransferError::Corrupt(last))
+    }
+
+    /// A fresh temp path in the state folder (same filesystem as the root,
+    /// so the final rename is atomic).
+    pub(crate) fn temp_path(&self) -> PathBuf {
+        let mut b = [0u8; 8];
+        if let Ok(mut rng) = self.rng.lock() {
+            rand_core::RngCore::fill_bytes(&mut *rng, &mut b);
+        }
+        self.state_dir().join("tmp").join(format!("dl-{}.part", hex::encode(b)))
+    }
+}
+
+use std::io::Write as _;
