@@ -128,7 +128,8 @@ pub struct TargetedScan {
     /// The requested paths whose subtrees this scan describes: the requests,
     /// less those inside another request and those excluded. For each, an
     /// entry under it that is not in `result` (nor under an unreadable,
-    /// unstable or ignored path) is gone.
+    /// unstable or ignored path) is gone. Directories above a covered path
+    /// are not re-stat'ed (their mtimes, which sync ignores, may be stale).
     pub covered: Vec<RelPath>,
     /// Covered paths where nothing is any more (or whose parent is no longer
     /// a directory).
@@ -1139,6 +1140,143 @@ mod tests {
             let h = sc.hash_file(&path).unwrap();
             assert_eq!(h.node.hash, Some(reference(&data)), "len {len}");
             assert_eq!(h.node.size, len as u64);
+        }
+    }
+
+    /// A change to a tree, as a user or program would make it.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write(Vec<usize>, u8),
+        Mkdir(Vec<usize>),
+        Remove(Vec<usize>),
+        Rename(Vec<usize>, Vec<usize>),
+    }
+
+    const NAMES: [&str; 3] = ["a", "b", "C"];
+
+    fn rel_of(ix: &[usize]) -> RelPath {
+        p(&ix.iter().map(|i| NAMES[*i]).collect::<Vec<_>>().join("/"))
+    }
+
+    fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let path = || proptest::collection::vec(0..NAMES.len(), 1..=3);
+        prop_oneof![
+            3 => (path(), any::<u8>()).prop_map(|(p, b)| Op::Write(p, b)),
+            1 => path().prop_map(Op::Mkdir),
+            1 => path().prop_map(Op::Remove),
+            1 => (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
+        ]
+    }
+
+    fn remove_all(fs: &MemFs, path: &Path) {
+        if fs.symlink_metadata(path).is_ok_and(|s| s.kind == StatKind::Dir) {
+            for name in fs.read_dir(path).unwrap().into_iter().flatten() {
+                remove_all(fs, &path.join(name));
+            }
+            let _ = fs.remove_dir(path);
+        } else {
+            let _ = fs.remove_file(path);
+        }
+    }
+
+    /// Applies `op` under `/r`, returning the paths a watcher would report:
+    /// each path changed, and each directory the op created on the way.
+    fn apply(fs: &MemFs, op: &Op) -> Vec<RelPath> {
+        let abs = |r: &RelPath| Path::new("/r").join(r.as_str());
+        let exists = |r: &RelPath| fs.exists(&abs(r)).unwrap_or(false);
+        match op {
+            Op::Write(ix, b) => {
+                let rel = rel_of(ix);
+                let mut touched: Vec<RelPath> = Vec::new();
+                let mut cur = Some(rel.clone());
+                while let Some(c) = cur {
+                    if !exists(&c) {
+                        touched.push(c.clone());
+                    }
+                    cur = c.parent();
+                }
+                touched.push(rel.clone());
+                match fs.write_file(&abs(&rel), &bytes(usize::from(*b) * 7, *b)) {
+                    Ok(()) => touched,
+                    Err(_) => Vec::new(),
+                }
+            }
+            Op::Mkdir(ix) => {
+                let rel = rel_of(ix);
+                fs.create_dir(&abs(&rel)).map_or_else(|_| Vec::new(), |_| vec![rel])
+            }
+            Op::Remove(ix) => {
+                let rel = rel_of(ix);
+                remove_all(fs, &abs(&rel));
+                vec![rel]
+            }
+            Op::Rename(a, b) => {
+                let (a, b) = (rel_of(a), rel_of(b));
+                fs.rename(&abs(&a), &abs(&b)).map_or_else(|_| Vec::new(), |_| vec![a, b])
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xC0FFE),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The targeted-scan contract: the last full scan, with each covered
+        /// subtree replaced by the targeted result, is the new full scan.
+        #[test]
+        fn targeted_scan_patches_a_full_scan(
+            before in proptest::collection::vec(op_strategy(), 0..12),
+            after in proptest::collection::vec(op_strategy(), 1..6),
+        ) {
+            let fs = Arc::new(MemFs::new());
+            fs.create_dir_all(Path::new("/r")).unwrap();
+            for op in &before {
+                apply(&fs, op);
+            }
+            let sc = scanner(fs.clone(), Path::new("/r"));
+            let none = BTreeSet::new();
+            let old = sc.scan(&NoCache, &none).unwrap();
+            let mut touched = Vec::new();
+            for op in &after {
+                fs.advance(1_000);
+                touched.extend(apply(&fs, op));
+            }
+            let t = sc.scan_paths(&touched, &NoCache, &none).unwrap();
+            let new = sc.scan(&NoCache, &none).unwrap();
+
+            let under = |k: &RelPath| t.covered.iter().any(|c| k.starts_with(c));
+            let mut patched: BTreeMap<RelPath, LocalEntry> =
+                old.entries.into_iter().filter(|(k, _)| !under(k)).collect();
+            proptest::prop_assert!(t.result.entries.keys().all(|k| under(k)));
+            patched.extend(t.result.entries.clone());
+            // Parents of covered paths are not re-stat'ed: their mtimes are
+            // stale, which sync ignores for directories.
+            let no_dir_mtime = |m: &BTreeMap<RelPath, LocalEntry>| -> BTreeMap<RelPath, LocalEntry> {
+                m.iter()
+                    .map(|(k, e)| {
+                        let mut e = e.clone();
+                        if e.node.kind == NodeKind::Dir {
+                            e.node.mtime_ns = 0;
+                            e.stat.mtime_ns = 0;
+                        }
+                        (k.clone(), e)
+                    })
+                    .collect()
+            };
+            proptest::prop_assert_eq!(no_dir_mtime(&patched), no_dir_mtime(&new.entries));
+            for c in &t.covered {
+                proptest::prop_assert_eq!(t.missing.contains(c), !new.entries.contains_key(c), "{}", c);
+            }
+            let mut expected = new.collisions.clone();
+            expected.retain(|(a, b)| under(a) || under(b));
+            for pair in &expected {
+                proptest::prop_assert!(t.result.collisions.contains(pair), "{:?} not reported", pair);
+            }
         }
     }
 }
