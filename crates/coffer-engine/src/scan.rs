@@ -1252,7 +1252,7 @@ mod tests {
             let under = |k: &RelPath| t.covered.iter().any(|c| k.starts_with(c));
             let mut patched: BTreeMap<RelPath, LocalEntry> =
                 old.entries.into_iter().filter(|(k, _)| !under(k)).collect();
-            proptest::prop_assert!(t.result.entries.keys().all(|k| under(k)));
+            proptest::prop_assert!(t.result.entries.keys().all(&under));
             patched.extend(t.result.entries.clone());
             // Parents of covered paths are not re-stat'ed: their mtimes are
             // stale, which sync ignores for directories.
