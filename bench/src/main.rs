@@ -4,7 +4,10 @@
 //! - `pipeline`: throughput of each ingest stage (chunking, keyed hashing,
 //!   sealing) and of the whole pipeline on every core, over a file in the page
 //!   cache, next to single-thread BLAKE3 from the `blake3` crate.
+//! - `load`: the cloud store under many concurrent committing clients and
+//!   thousands of held long-polls (commits/s, latency, errors, polls held).
 
+mod load;
 mod pipeline;
 
 use clap::{Parser, Subcommand};
@@ -20,10 +23,17 @@ struct Cli {
 enum Cmd {
     /// Ingest pipeline throughput, stage by stage, against plain BLAKE3.
     Pipeline(pipeline::Args),
+    /// Cloud store load: concurrent commits and held long-polls.
+    Load(load::Args),
+    /// The server side of `load` (started by it as a child process).
+    #[command(hide = true)]
+    LoadServer(load::ServerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Pipeline(args) => pipeline::run(&args),
+        Cmd::Load(args) => load::run(&args),
+        Cmd::LoadServer(args) => load::run_server(&args),
     }
 }

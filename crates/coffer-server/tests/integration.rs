@@ -10,5 +10,6 @@ mod integration {
     pub mod conformance;
     pub mod journal;
     pub mod support;
+    pub mod tls;
     pub mod versions_gc;
 }

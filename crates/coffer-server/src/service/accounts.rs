@@ -13,7 +13,12 @@
 //!   before any work is done.
 //! - A session token is 256 random bits; the store keeps only its BLAKE3
 //!   hash, so a leaked database does not leak live credentials.
+//! - Every request authenticates, so resolved sessions are cached in memory
+//!   for [`SESSION_CACHE_MS`]. A revocation clears this instance's cache at
+//!   once; other instances (several behind a load balancer) would honour it
+//!   within that bound.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use coffer_crypto::login::Suite;
@@ -34,6 +39,24 @@ use crate::ServiceError;
 /// How long a login may wait between its two messages.
 pub const LOGIN_TTL_MS: u64 = 60_000;
 const MAX_PENDING_LOGINS: usize = 100_000;
+/// How long a resolved session is trusted without asking the store again.
+pub const SESSION_CACHE_MS: u64 = 5_000;
+const MAX_CACHED_SESSIONS: usize = 200_000;
+
+/// Resolved sessions, and sessions revoked recently (so that a lookup that
+/// raced a revocation cannot put the session back into the cache).
+#[derive(Debug, Default)]
+pub(crate) struct SessionCache {
+    live: HashMap<TokenHash, CachedSession>,
+    revoked: HashMap<SessionId, coffer_proto::api::UnixMillis>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CachedSession {
+    caller: Caller,
+    expires_at: coffer_proto::api::UnixMillis,
+    cached_at: coffer_proto::api::UnixMillis,
+}
 const MAX_USERNAME: usize = 256;
 
 fn check_username(name: &str) -> Result<(), ServiceError> {
@@ -193,11 +216,33 @@ impl Service {
         }
         let hash = token_hash(token);
         let now = self.now();
+        let cached = self
+            .inner
+            .session_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live
+            .get(&hash)
+            .copied();
+        if let Some(c) = cached {
+            if now.0.saturating_sub(c.cached_at.0) < SESSION_CACHE_MS {
+                return if c.expires_at > now { Ok(c.caller) } else { Err(ServiceError::Unauthorized) };
+            }
+        }
         let s = self.meta(move |m| m.session_by_token(&hash)).await?.ok_or(ServiceError::Unauthorized)?;
         if s.expires_at <= now {
             return Err(ServiceError::Unauthorized);
         }
-        Ok(Caller { account: s.account, session: s.id, device: s.device })
+        let caller = Caller { account: s.account, session: s.id, device: s.device };
+        let mut cache = self.inner.session_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.revoked.contains_key(&caller.session) {
+            return Err(ServiceError::Unauthorized);
+        }
+        if cache.live.len() >= MAX_CACHED_SESSIONS {
+            cache.live.clear();
+        }
+        cache.live.insert(hash, CachedSession { caller, expires_at: s.expires_at, cached_at: now });
+        Ok(caller)
     }
 
     /// The account's sessions.
@@ -213,7 +258,15 @@ impl Service {
 
     /// Revokes one of the account's sessions (the caller's own included).
     pub async fn revoke_session(&self, caller: Caller, id: SessionId) -> Result<(), ServiceError> {
-        if self.meta(move |m| m.revoke_session(caller.account, id)).await? {
+        let revoked = self.meta(move |m| m.revoke_session(caller.account, id)).await?;
+        if revoked {
+            let now = self.now();
+            let mut cache =
+                self.inner.session_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache.live.retain(|_, c| c.caller.session != id);
+            cache.revoked.retain(|_, at| now.0.saturating_sub(at.0) < 60 * SESSION_CACHE_MS);
+            cache.revoked.insert(id, now);
+            drop(cache);
             tracing::info!(account = %caller.account, session = %id, "session revoked");
             Ok(())
         } else {

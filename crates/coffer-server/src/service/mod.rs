@@ -100,9 +100,13 @@ pub(crate) struct Inner {
     pub(crate) config: ServiceConfig,
     pub(crate) setup: ServerSetup<Suite>,
     pub(crate) logins: Mutex<HashMap<LoginId, PendingLogin>>,
+    pub(crate) session_cache: Mutex<accounts::SessionCache>,
     pub(crate) notifier: Notifier,
     pub(crate) per_account: RateLimiter,
     pub(crate) per_address: RateLimiter,
+    /// Bounds store calls in flight, so a burst of requests queues here
+    /// instead of spawning hundreds of blocking threads.
+    pub(crate) store_slots: tokio::sync::Semaphore,
 }
 
 /// The cloud store's logic. Cheap to clone (one `Arc`).
@@ -122,6 +126,8 @@ impl fmt::Debug for Service {
 }
 
 const SETUP_SECRET: &str = "opaque_server_setup_v1";
+/// Store calls in flight at once.
+const STORE_SLOTS: usize = 16;
 
 impl Service {
     /// Builds a service over its stores. Loads (or makes and stores) the
@@ -149,7 +155,9 @@ impl Service {
                 config,
                 setup,
                 logins: Mutex::new(HashMap::new()),
+                session_cache: Mutex::new(accounts::SessionCache::default()),
                 notifier: Notifier::default(),
+                store_slots: tokio::sync::Semaphore::new(STORE_SLOTS),
             }),
         })
     }
@@ -174,6 +182,8 @@ impl Service {
         &self,
         f: impl FnOnce(&dyn MetaStore) -> crate::store::StoreResult<T> + Send + 'static,
     ) -> Result<T, ServiceError> {
+        let _slot =
+            self.inner.store_slots.acquire().await.map_err(|_| ServiceError::Internal("closed".into()))?;
         let meta = self.inner.meta.clone();
         Ok(blocking(move || f(&*meta)).await??)
     }
@@ -183,6 +193,8 @@ impl Service {
         &self,
         f: impl FnOnce(&dyn BlobStore) -> crate::store::StoreResult<T> + Send + 'static,
     ) -> Result<T, ServiceError> {
+        let _slot =
+            self.inner.store_slots.acquire().await.map_err(|_| ServiceError::Internal("closed".into()))?;
         let blobs = self.inner.blobs.clone();
         Ok(blocking(move || f(&*blobs)).await??)
     }

@@ -32,7 +32,7 @@ async fn oversized_bodies_are_refused() {
     let mut t = TestServer::start_with(ServiceConfig::default(), http).await;
     let d = t.user("alice").await;
     let big = chunk(&[1u8; 10_000]);
-    let err = d.remote.upload_chunks(&[big.clone()]).await.unwrap_err();
+    let err = d.remote.upload_chunks(std::slice::from_ref(&big)).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::PayloadTooLarge));
     match &err {
         coffer_engine::remote::RemoteError::Api { status, .. } => assert_eq!(*status, 413),
@@ -114,7 +114,7 @@ async fn another_accounts_token_sees_nothing_of_this_one() {
     let alice = t.user("alice").await;
     let mallory = t.user("mallory").await;
     let c = chunk(b"alice's secret chunk");
-    alice.remote.upload_chunks(&[c.clone()]).await.unwrap();
+    alice.remote.upload_chunks(std::slice::from_ref(&c)).await.unwrap();
     alice.remote.commit(&[put(entry(1), 0, b"meta", &[&c])]).await.unwrap();
 
     assert_eq!(mallory.remote.download_chunk(c.id()).await.unwrap_err().code(), Some(ErrorCode::NotFound));

@@ -18,7 +18,7 @@ async fn chunk_and_commit_flow() {
     let up = d.remote.upload_chunks(&[a.clone(), b.clone()]).await.unwrap();
     assert_eq!((up.stored, up.already_present), (2, 0));
     assert!(d.remote.missing_chunks(&ids).await.unwrap().is_empty());
-    let again = d.remote.upload_chunks(&[a.clone()]).await.unwrap();
+    let again = d.remote.upload_chunks(std::slice::from_ref(&a)).await.unwrap();
     assert_eq!((again.stored, again.already_present), (0, 1), "uploads are idempotent");
 
     let r = d
@@ -67,7 +67,7 @@ async fn commit_naming_a_missing_chunk_is_refused_and_stores_nothing() {
     let mut t = TestServer::start().await;
     let d = t.user("alice").await;
     let (have, lack) = (chunk(b"have"), chunk(b"lack"));
-    d.remote.upload_chunks(&[have.clone()]).await.unwrap();
+    d.remote.upload_chunks(std::slice::from_ref(&have)).await.unwrap();
     let err = d
         .remote
         .commit(&[put(entry(1), 0, b"ok", &[&have]), put(entry(2), 0, b"bad", &[&have, &lack])])
@@ -83,7 +83,7 @@ async fn commit_naming_a_missing_chunk_is_refused_and_stores_nothing() {
     }
     assert_eq!(d.remote.journal(Cursor(0), None).await.unwrap().changes.len(), 0, "nothing applied");
     assert_eq!(d.remote.usage().await.unwrap().used_bytes, 0);
-    d.remote.upload_chunks(&[lack.clone()]).await.unwrap();
+    d.remote.upload_chunks(std::slice::from_ref(&lack)).await.unwrap();
     d.remote.commit(&[put(entry(2), 0, b"now", &[&have, &lack])]).await.unwrap();
 }
 

@@ -103,7 +103,7 @@ async fn retention_and_garbage_collection() {
     assert_eq!(err.code(), Some(ErrorCode::CursorExpired));
     assert_eq!(d.remote.snapshot(None, None).await.unwrap().entries.len(), 1);
     // A collected chunk can be uploaded and used again.
-    d.remote.upload_chunks(&[old.clone()]).await.unwrap();
+    d.remote.upload_chunks(std::slice::from_ref(&old)).await.unwrap();
     d.remote.commit(&[put(e1, 2, b"v3", &[&old])]).await.unwrap();
     assert_eq!(d.remote.usage().await.unwrap().used_bytes, old.len() as u64);
 }

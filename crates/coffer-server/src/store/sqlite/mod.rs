@@ -26,14 +26,22 @@ use super::{
     AccountId, AccountRecord, MetaStore, NewAccount, SessionRecord, StoreError, StoreResult, TokenHash,
 };
 
-const MAX_IDLE_READERS: usize = 8;
+/// Reader connections kept open; more concurrent reads wait for one.
+const READERS: usize = 8;
 
 /// The SQLite metadata store.
 #[derive(Debug)]
 pub struct SqliteMetaStore {
     path: PathBuf,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    reader_free: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Readers {
+    idle: Vec<Connection>,
+    opened: usize,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -114,20 +122,42 @@ impl SqliteMetaStore {
         let path = path.into();
         let mut writer = open_conn(&path).map_err(db)?;
         schema::migrate(&mut writer).map_err(db)?;
-        Ok(Self { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        Ok(Self {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Readers::default()),
+            reader_free: std::sync::Condvar::new(),
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
-        let pooled = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        let conn = match pooled {
+        let conn = {
+            let mut pool = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                if let Some(c) = pool.idle.pop() {
+                    break Some(c);
+                }
+                if pool.opened < READERS {
+                    pool.opened += 1;
+                    break None;
+                }
+                pool = self.reader_free.wait(pool).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        };
+        let conn = match conn {
             Some(c) => c,
-            None => open_conn(&self.path).map_err(db)?,
+            None => match open_conn(&self.path) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).opened -= 1;
+                    self.reader_free.notify_one();
+                    return Err(db(e));
+                }
+            },
         };
         let out = f(&conn).map_err(db);
-        let mut pool = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pool.len() < MAX_IDLE_READERS {
-            pool.push(conn);
-        }
+        self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).idle.push(conn);
+        self.reader_free.notify_one();
         out
     }
 
