@@ -77,15 +77,17 @@ async fn once(engine: &CliEngine) -> anyhow::Result<std::process::ExitCode> {
         a.downloaded += r.downloaded;
         a.deleted += r.deleted;
         a.conflicts += r.conflicts;
+        a.sent_bytes += r.sent_bytes;
         a
     });
     let problems = reports.last().map(|r| r.problems.clone()).unwrap_or_default();
     println!(
-        "synced: {} uploaded, {} downloaded, {} deleted, {} conflicts ({} rounds)",
+        "synced: {} uploaded, {} downloaded, {} deleted, {} conflicts, {} bytes sent ({} rounds)",
         total.uploaded,
         total.downloaded,
         total.deleted,
         total.conflicts,
+        total.sent_bytes,
         reports.len()
     );
     for p in &problems {

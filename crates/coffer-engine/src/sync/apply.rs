@@ -74,7 +74,7 @@ impl<R: Remote> Engine<R> {
                     })
                 }
                 Op::DeleteLocal { path } => match scan.entries.get(&path) {
-                    Some(e) => self.delete_local(&path, &e.stat, scan, &mut pending).await,
+                    Some(e) => self.delete_local(&path, &e.stat, &mut pending).await,
                     None => Ok(false),
                 },
                 Op::Conflict { path, entry } => match scan.entries.get(&path) {
@@ -106,6 +106,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         self.commit(&mut batcher, &mut pending, report).await?;
+        report.sent_bytes += batcher.sent_bytes;
         Ok(())
     }
 
@@ -222,6 +223,12 @@ impl<R: Remote> Engine<R> {
     /// or absent when `expect` is `None`.
     fn unchanged(&self, path: &RelPath, expect: Option<&Stat>) -> Result<bool, OpError> {
         match (self.fs.symlink_metadata(&self.abs(path)), expect) {
+            // A folder's mtime moves whenever its children change (sync's
+            // own work included): a folder is unchanged while it is the
+            // same folder.
+            (Ok(now), Some(e)) if e.kind == StatKind::Dir => {
+                Ok(now.kind == StatKind::Dir && now.inode == e.inode)
+            }
             (Ok(now), Some(e)) => Ok(now.same_identity(e)),
             (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
             (Ok(_), None) => Ok(false),
@@ -362,25 +369,48 @@ impl<R: Remote> Engine<R> {
         &self,
         path: &RelPath,
         stat: &Stat,
-        scan: &ScanResult,
         pending: &mut Vec<Pending>,
     ) -> Result<bool, OpError> {
         if !self.unchanged(path, Some(stat))? {
             return Ok(false);
         }
-        if stat.kind == StatKind::Dir && scan.entries.keys().any(|p| p != path && p.starts_with(path)) {
-            let entry_id = self.keys.path.entry_id(path.as_str());
-            let base = self
-                .index
-                .remote_entry(&entry_id)
-                .map_err(|e| OpError::Fatal(e.into()))?
-                .map_or(Revision::ZERO, |(r, _)| r);
-            self.queue_change(path, base, Node::dir(), Vec::new(), pending)?;
-            return Ok(true);
+        if stat.kind == StatKind::Dir {
+            // Children were handled first (deletions run children first):
+            // look at what is left now, not at what the scan saw.
+            let abs = self.abs(path);
+            let left = self.fs.read_dir(&abs).map_err(|e| OpError::Path(format!("cannot list it: {e}")))?;
+            let ignore = crate::ignore::IgnoreRules::load(self.fs.as_ref(), &self.config.root)
+                .unwrap_or_else(|_| crate::ignore::IgnoreRules::builtin());
+            let keeps_something = left.iter().any(|name| match name {
+                Ok(name) => path.join(name).map_or(true, |child| {
+                    let is_dir =
+                        self.fs.symlink_metadata(&self.abs(&child)).is_ok_and(|s| s.kind == StatKind::Dir);
+                    !ignore.is_ignored(&child, is_dir)
+                }),
+                Err(_) => true,
+            });
+            if keeps_something {
+                // Holds new or changed files (their own ops upload them):
+                // keep the folder, on the store too.
+                let entry_id = self.keys.path.entry_id(path.as_str());
+                let base = self
+                    .index
+                    .remote_entry(&entry_id)
+                    .map_err(|e| OpError::Fatal(e.into()))?
+                    .map_or(Revision::ZERO, |(r, _)| r);
+                self.queue_change(path, base, Node::dir(), Vec::new(), pending)?;
+                return Ok(true);
+            }
+            if left.is_empty() {
+                self.fs.remove_dir(&abs).map_err(|e| OpError::Path(format!("cannot remove it: {e}")))?;
+                self.index.remove_synced(path).map_err(|e| OpError::Fatal(e.into()))?;
+                self.index.update_cache(&[], std::slice::from_ref(path)).map_err(|e| OpError::Fatal(e.into()))?;
+                return Ok(true);
+            }
         }
         self.trash_node(path).map_err(|e| OpError::Path(format!("cannot move it to the trash: {e}")))?;
         self.index.remove_synced(path).map_err(|e| OpError::Fatal(e.into()))?;
-        self.index.update_cache(&[], &[path.clone()]).map_err(|e| OpError::Fatal(e.into()))?;
+        self.index.update_cache(&[], std::slice::from_ref(path)).map_err(|e| OpError::Fatal(e.into()))?;
         Ok(true)
     }
 

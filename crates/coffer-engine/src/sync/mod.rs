@@ -147,6 +147,8 @@ pub struct RoundReport {
     pub deleted: usize,
     /// Conflicts made.
     pub conflicts: usize,
+    /// Sealed chunk bytes sent to the store (the deltas).
+    pub sent_bytes: u64,
     /// Ops skipped because the disk or the store moved on (planned again
     /// next round).
     pub deferred: usize,

@@ -1,0 +1,9 @@
+//! End-to-end tests with real processes: one `coffer server`, several
+//! `coffer` clients on temp folders, driven through the command line.
+
+mod e2e {
+    mod basics;
+    mod conflicts;
+    mod features;
+    mod robustness;
+}

@@ -1,0 +1,155 @@
+//! Selective sync, ignore rules, version history and restore, the trash, and
+//! delta uploads of a large file.
+
+use coffer_e2e::{random_bytes, Client, Server};
+
+fn pair(email: &str) -> (Server, Client, Client) {
+    let server = Server::start();
+    let a = Client::new();
+    let b = Client::new();
+    a.signup(&server, email);
+    b.login(&server, email);
+    (server, a, b)
+}
+
+fn dir(c: &Client) -> &str {
+    c.root.to_str().unwrap()
+}
+
+#[test]
+fn selective_sync_excludes_and_includes_a_folder() {
+    let (_s, a, b) = pair("sel@example.org");
+    a.write("photos/2025/a.jpg", &random_bytes(50_000, 2));
+    a.write("photos/b.jpg", b"bbb");
+    a.write("docs/keep.txt", b"keep");
+    a.sync();
+    b.sync();
+    assert!(b.path("photos/b.jpg").exists());
+
+    // Unchecking a synced folder removes its local copy only.
+    b.run(&["exclude", "photos", "--dir", dir(&b)]).ok();
+    assert!(!b.path("photos").exists(), "local copy removed");
+    b.sync();
+    a.sync();
+    assert!(a.path("photos/b.jpg").exists(), "still on the store and on A");
+
+    // New files in the excluded folder never reach B.
+    a.write("photos/new.jpg", b"new");
+    a.sync();
+    b.sync();
+    assert!(!b.path("photos").exists());
+
+    // A folder holding unsynced work is not removed.
+    b.write("docs/unsynced.txt", b"not yet synced");
+    let refused = b.run(&["exclude", "docs", "--dir", dir(&b)]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("not synced"), "{}", refused.stderr);
+    assert!(b.path("docs/unsynced.txt").exists());
+
+    b.run(&["include", "photos", "--dir", dir(&b)]).ok();
+    b.sync();
+    assert_eq!(b.read("photos/new.jpg"), b"new");
+    assert_eq!(b.read("photos/2025/a.jpg"), random_bytes(50_000, 2));
+}
+
+#[test]
+fn cofferignore_and_temp_files_are_not_synced() {
+    let (_s, a, b) = pair("ign@example.org");
+    a.write(".cofferignore", b"*.log\nbuild/\n!important.log\n");
+    a.write("app.log", b"noise");
+    a.write("important.log", b"keep me");
+    a.write("build/out.o", b"object");
+    a.write("src/main.rs", b"fn main() {}");
+    a.write("src/.main.rs.swp", b"vim swap");
+    a.write("~$report.docx", b"office lock");
+    a.sync();
+    b.sync();
+    let tree = b.tree();
+    assert!(tree.contains_key(".cofferignore"), "the rules themselves are synced");
+    assert!(tree.contains_key("important.log"));
+    assert!(tree.contains_key("src/main.rs"));
+    for ignored in ["app.log", "build", "build/out.o", "src/.main.rs.swp", "~$report.docx"] {
+        assert!(!tree.contains_key(ignored), "{ignored} should be ignored: {tree:?}");
+    }
+}
+
+#[test]
+fn old_versions_can_be_listed_and_restored() {
+    let (_s, a, b) = pair("ver@example.org");
+    a.write("essay.txt", b"draft one");
+    a.sync();
+    a.write("essay.txt", b"draft two");
+    a.sync();
+    a.write("essay.txt", b"draft three, ruined");
+    a.sync();
+    b.sync();
+    let listed = a.run(&["versions", "essay.txt", "--dir", dir(&a), "--json"]).ok().stdout;
+    let versions: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 3, "{listed}");
+
+    a.run(&["restore", "essay.txt", "--version", "1", "--dir", dir(&a)]).ok();
+    a.sync();
+    b.sync();
+    assert_eq!(a.read("essay.txt"), b"draft one");
+    assert_eq!(b.read("essay.txt"), b"draft one");
+
+    // A deleted file comes back from the store's history too.
+    std::fs::remove_file(a.path("essay.txt")).unwrap();
+    a.sync();
+    b.sync();
+    assert!(!b.path("essay.txt").exists());
+    b.run(&["restore", "essay.txt", "--dir", dir(&b)]).ok();
+    b.sync();
+    a.sync();
+    assert_eq!(a.read("essay.txt"), b"draft one");
+}
+
+#[test]
+fn a_deletion_can_be_undone_from_the_trash() {
+    let (_s, a, b) = pair("trash@example.org");
+    a.write("keep/me.txt", b"precious");
+    a.sync();
+    b.sync();
+    std::fs::remove_file(a.path("keep/me.txt")).unwrap();
+    a.sync();
+    b.sync();
+    assert!(!b.path("keep/me.txt").exists());
+    let listed = b.run(&["trash", "--dir", dir(&b)]).ok().stdout;
+    assert!(listed.contains("keep/me.txt"), "{listed}");
+    b.run(&["trash", "--restore", "keep/me.txt", "--dir", dir(&b)]).ok();
+    b.sync();
+    a.sync();
+    assert_eq!(a.read("keep/me.txt"), b"precious");
+}
+
+/// A 200 MiB file, then a one-byte edit in its middle: only about one chunk
+/// (and the metadata) travels the second time.
+#[test]
+fn a_one_byte_edit_to_a_large_file_sends_one_chunk() {
+    let (_s, a, b) = pair("big@example.org");
+    let mut data = random_bytes(200 << 20, 3);
+    a.write("big.bin", &data);
+    let first = a.sync().stdout;
+    let sent_first = sent_bytes(&first);
+    assert!(sent_first >= 200 << 20, "{first}");
+    b.sync();
+    assert_eq!(b.read("big.bin").len(), data.len());
+
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    a.write("big.bin", &data);
+    let second = a.sync().stdout;
+    let sent = sent_bytes(&second);
+    assert!(sent > 0 && sent <= 4 << 20, "a one-byte edit sent {sent} bytes: {second}");
+    b.sync();
+    assert!(b.read("big.bin") == data, "B has the edited file");
+}
+
+fn sent_bytes(out: &str) -> u64 {
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[1].starts_with("bytes"))
+        .and_then(|w| w[0].parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {out:?}"))
+}
