@@ -404,7 +404,9 @@ impl<R: Remote> Engine<R> {
             if left.is_empty() {
                 self.fs.remove_dir(&abs).map_err(|e| OpError::Path(format!("cannot remove it: {e}")))?;
                 self.index.remove_synced(path).map_err(|e| OpError::Fatal(e.into()))?;
-                self.index.update_cache(&[], std::slice::from_ref(path)).map_err(|e| OpError::Fatal(e.into()))?;
+                self.index
+                    .update_cache(&[], std::slice::from_ref(path))
+                    .map_err(|e| OpError::Fatal(e.into()))?;
                 return Ok(true);
             }
         }

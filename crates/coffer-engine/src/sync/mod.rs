@@ -176,6 +176,12 @@ pub struct Engine<R: Remote> {
     paused: AtomicBool,
     confirmed_deletions: AtomicBool,
     problems: Mutex<Vec<Problem>>,
+    /// The last scan, kept between rounds so that watcher events need only
+    /// a targeted rescan of what they name.
+    last_scan: Mutex<Option<ScanResult>>,
+    /// Paths the watcher reported since the last round; `None` asks for a
+    /// full scan.
+    dirty: Mutex<Option<BTreeSet<RelPath>>>,
 }
 
 impl<R: Remote> std::fmt::Debug for Engine<R> {
@@ -236,6 +242,8 @@ impl<R: Remote> Engine<R> {
             paused: AtomicBool::new(false),
             confirmed_deletions: AtomicBool::new(false),
             problems: Mutex::new(Vec::new()),
+            last_scan: Mutex::new(None),
+            dirty: Mutex::new(None),
         }
     }
 
@@ -320,27 +328,68 @@ impl<R: Remote> Engine<R> {
         }
     }
 
-    /// Scans the root, trusting the stat cache, and refreshes the cache.
+    /// Notes what the watcher saw: the next round rescans just these paths
+    /// (or everything, for a batch that lost events).
+    pub fn note_changes(&self, batch: &crate::watch::WatchBatch) {
+        if let Ok(mut d) = self.dirty.lock() {
+            // New ignore rules change what every path means: rescan all.
+            let rules_changed = batch.paths.iter().any(|p| p.as_str() == crate::ignore::IGNORE_FILE);
+            match (&mut *d, batch.full_rescan || rules_changed) {
+                (Some(paths), false) => paths.extend(batch.paths.iter().cloned()),
+                _ => *d = None,
+            }
+        }
+    }
+
+    /// Asks the next round for a full scan (the periodic safety net).
+    pub fn request_full_scan(&self) {
+        if let Ok(mut s) = self.last_scan.lock() {
+            *s = None;
+        }
+    }
+
+    /// The local tree: the last scan patched by a targeted rescan of what
+    /// the watcher reported, or a full scan (trusting the stat cache) when
+    /// there is no last scan or events were lost. Refreshes the cache.
     pub(crate) fn scan(&self) -> Result<ScanResult, EngineError> {
         let excluded = self.index.excluded()?;
-        let cache = self.index.all_cached()?;
+        let cached = self.index.all_cached()?;
         let scanner =
             Scanner::new(self.fs.clone(), self.config.root.clone(), &self.keys, self.config.chunker)
                 .with_clock(self.clock.clone());
-        let result = scanner.scan(&CacheView(&cache), &excluded).map_err(|e| EngineError::Io {
+        let io = |e: crate::scan::ScanError| EngineError::Io {
             what: "scanning the sync folder".into(),
             source: std::io::Error::other(e.to_string()),
-        })?;
+        };
+        let dirty = self.dirty.lock().map(|mut d| d.replace(BTreeSet::new())).unwrap_or(None);
+        let previous = self.last_scan.lock().ok().and_then(|mut s| s.take());
+        let (result, covered) = match (previous, dirty) {
+            (Some(mut base), Some(paths)) => {
+                let paths: Vec<RelPath> = paths.into_iter().collect();
+                let covered = if paths.is_empty() {
+                    Vec::new()
+                } else {
+                    let t = scanner.scan_paths(&paths, &CacheView(&cached), &excluded).map_err(io)?;
+                    merge_targeted(&mut base, &t);
+                    t.covered
+                };
+                (base, Some(covered))
+            }
+            _ => (scanner.scan(&CacheView(&cached), &excluded).map_err(io)?, None),
+        };
         // The root vanished during the scan: never trust an empty result.
         self.check_root()?;
+        let in_scope = |p: &RelPath| covered.as_ref().is_none_or(|c| c.iter().any(|c| p.starts_with(c)));
         let put: Vec<_> = result
             .entries
             .iter()
-            .filter(|(p, e)| cache.get(*p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node))
+            .filter(|(p, _)| in_scope(p))
+            .filter(|(p, e)| cached.get(*p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node))
             .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
             .collect();
-        let gone: Vec<_> = cache
+        let gone: Vec<_> = cached
             .keys()
+            .filter(|p| in_scope(p))
             .filter(|p| {
                 !result.entries.contains_key(*p) && !result.unreadable.iter().any(|(u, _)| p.starts_with(u))
             })
@@ -416,6 +465,10 @@ impl<R: Remote> Engine<R> {
                 s.pending_deletions = 0;
             });
             self.apply(ops, &scan, &mut report).await?;
+        } else if let Ok(mut keep) = self.last_scan.lock() {
+            // Nothing changed on disk by our hand: the next round can start
+            // from this scan and rescan only what the watcher reports.
+            *keep = Some(scan);
         }
         let conflicts = self.index.conflicts()?.len() as u64;
         if let Ok(mut p) = self.problems.lock() {
@@ -495,11 +548,14 @@ impl<R: Remote> Engine<R> {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(next_wait) => {}
-                Some(_) = local_changes.recv() => {
+                _ = tokio::time::sleep(next_wait) => self.request_full_scan(),
+                Some(batch) = local_changes.recv() => {
+                    self.note_changes(&batch);
                     // Let a burst of edits settle into one round.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    while local_changes.try_recv().is_ok() {}
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    while let Ok(more) = local_changes.try_recv() {
+                        self.note_changes(&more);
+                    }
                 }
                 Some(()) = wake_rx.recv() => {}
                 _ = shutdown.changed() => break,
@@ -510,6 +566,24 @@ impl<R: Remote> Engine<R> {
         }
         poller.abort();
     }
+}
+
+/// Replaces what `base` says about the subtrees `t` covered with what `t`
+/// found there.
+fn merge_targeted(base: &mut ScanResult, t: &crate::scan::TargetedScan) {
+    let under = |p: &RelPath| t.covered.iter().any(|c| p.starts_with(c));
+    base.entries.retain(|p, _| !under(p));
+    base.unreadable.retain(|(p, _)| !under(p));
+    base.unstable.retain(|p| !under(p));
+    base.skipped.retain(|(p, _)| !under(p));
+    base.ignored.retain(|p| !under(p));
+    base.collisions.retain(|(a, b)| !under(a) && !under(b));
+    base.entries.extend(t.result.entries.iter().map(|(p, e)| (p.clone(), e.clone())));
+    base.unreadable.extend(t.result.unreadable.iter().cloned());
+    base.unstable.extend(t.result.unstable.iter().cloned());
+    base.skipped.extend(t.result.skipped.iter().cloned());
+    base.ignored.extend(t.result.ignored.iter().cloned());
+    base.collisions.extend(t.result.collisions.iter().cloned());
 }
 
 fn op_bytes(op: &Op, local: &BTreeMap<RelPath, Node>) -> u64 {
