@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
-use coffer_proto::api::Change;
+use coffer_proto::api::{Change, ChangeResult};
 use coffer_proto::api::{
     CommitResponse, EntryVersion, JournalPage, SnapshotPage, VersionsResponse, MAX_IDS_PER_REQUEST,
 };
 use coffer_proto::{Cursor, EntryId, Revision};
 
 use super::{Caller, Service};
+use crate::store::commit::unique_chunks;
 use crate::ServiceError;
 
 impl Service {
@@ -29,9 +30,26 @@ impl Service {
             return Err(ServiceError::BadRequest("too many chunk references in one commit".into()));
         }
         let now = self.now();
-        let (results, cursor) =
-            self.meta(move |m| m.commit(caller.account, caller.device, now, &changes)).await?;
-        self.inner.notifier.publish(caller.account, cursor);
+        let ((results, cursor), changes) = self
+            .meta(move |m| m.commit(caller.account, caller.device, now, &changes).map(|r| (r, changes)))
+            .await?;
+        let accepted: Vec<EntryVersion> = results
+            .iter()
+            .zip(changes)
+            .filter_map(|(r, c)| match *r {
+                ChangeResult::Applied { entry_id, revision, seq } => Some(EntryVersion {
+                    seq,
+                    entry_id,
+                    revision,
+                    chunks: if c.meta.is_some() { unique_chunks(&c.chunks) } else { Vec::new() },
+                    meta: c.meta,
+                    device_id: caller.device,
+                    time: now,
+                }),
+                ChangeResult::Conflict { .. } => None,
+            })
+            .collect();
+        self.inner.notifier.publish(caller.account, cursor, accepted);
         Ok(CommitResponse { results, cursor })
     }
 
@@ -47,6 +65,9 @@ impl Service {
         limit: Option<u32>,
     ) -> Result<JournalPage, ServiceError> {
         let limit = self.page_limit(limit);
+        if let Some(page) = self.inner.notifier.page(caller.account, after, limit) {
+            return Ok(page);
+        }
         self.meta(move |m| m.journal(caller.account, after, limit)).await
     }
 
@@ -66,8 +87,9 @@ impl Service {
             let head = self.meta(move |m| m.head(caller.account)).await?;
             self.inner.notifier.seed(caller.account, head);
         }
-        let woke = *rx.borrow_and_update() > after.0
-            || matches!(tokio::time::timeout(timeout, rx.wait_for(|h| *h > after.0)).await, Ok(Ok(_)));
+        let woke = rx.borrow_and_update().head() > after
+            || matches!(tokio::time::timeout(timeout, rx.wait_for(|f| f.head() > after)).await, Ok(Ok(_)));
+        drop(rx);
         if !woke {
             // Still check the store: a cursor below the journal floor must hear so.
             let limit = self.page_limit(limit);
@@ -110,5 +132,84 @@ impl Service {
     ) -> Result<EntryVersion, ServiceError> {
         let versions = self.meta(move |m| m.versions(caller.account, entry)).await?;
         versions.into_iter().find(|v| v.revision == revision).ok_or(ServiceError::NotFound("revision"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use coffer_proto::api::{SessionId, UnixMillis};
+    use coffer_proto::{ChunkId, DeviceId, SealedMeta, WrappedKey};
+    use rand_chacha::rand_core::SeedableRng;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::memory::{MemoryBlobStore, MemoryMetaStore};
+    use crate::store::{MetaStore, NewAccount};
+
+    /// The in-memory journal tail serves exactly what the store would.
+    #[tokio::test]
+    async fn journal_tail_matches_the_store() {
+        let meta = Arc::new(MemoryMetaStore::new());
+        let svc = Service::new(
+            meta.clone(),
+            Arc::new(MemoryBlobStore::new()),
+            Arc::new(ManualClock::new(UnixMillis(1_000))),
+            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(9)),
+            super::super::ServiceConfig::default(),
+        )
+        .await
+        .unwrap();
+        let account = meta
+            .create_account(NewAccount {
+                username: "a".into(),
+                opaque_record: vec![],
+                wrapped_key: WrappedKey::from_sealed_bytes(vec![1]),
+                quota_bytes: u64::MAX / 2,
+                created_at: UnixMillis(0),
+            })
+            .unwrap();
+        let c = |n: u8| ChunkId::from_bytes([n; 32]);
+        meta.record_chunks(account, &[(c(1), 5), (c(2), 6)], UnixMillis(0)).unwrap();
+        let caller = Caller {
+            account,
+            session: SessionId::from_bytes([0; 16]),
+            device: DeviceId::from_bytes([3; 16]),
+        };
+        let (_rx, fresh) = svc.inner.notifier.subscribe(account);
+        assert!(fresh);
+        svc.inner.notifier.seed(account, Cursor(0));
+        let e = |n: u8| EntryId::from_bytes([n; 32]);
+        let m = |t: &str| Some(SealedMeta::from_sealed_bytes(t.as_bytes().to_vec()));
+        let ch = |entry, base, meta, chunks: Vec<ChunkId>| Change {
+            entry_id: entry,
+            base_revision: Revision(base),
+            meta,
+            chunks,
+        };
+        svc.commit(caller, vec![ch(e(1), 0, m("a"), vec![c(2), c(1), c(2)]), ch(e(2), 0, m("b"), vec![])])
+            .await
+            .unwrap();
+        svc.commit(caller, vec![ch(e(1), 0, m("stale"), vec![]), ch(e(1), 1, None, vec![c(1)])])
+            .await
+            .unwrap();
+        svc.commit(caller, vec![ch(e(3), 0, m("c"), vec![c(1)]), ch(e(1), 2, m("back"), vec![])])
+            .await
+            .unwrap();
+        let head = meta.head(account).unwrap();
+        assert_eq!(head, Cursor(5));
+        for after in 0..=head.0 {
+            for limit in [1, 2, 10] {
+                let want = meta.journal(account, Cursor(after), limit).unwrap();
+                match svc.inner.notifier.page(account, Cursor(after), limit) {
+                    Some(got) => {
+                        assert_eq!(got.changes, want.changes, "after {after} limit {limit}");
+                        assert_eq!((got.cursor, got.more), (want.cursor, want.more));
+                    }
+                    None => assert_eq!(after, head.0, "only an up-to-date cursor misses the tail"),
+                }
+            }
+        }
     }
 }

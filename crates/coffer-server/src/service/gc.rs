@@ -55,6 +55,9 @@ impl Service {
         let sessions_expired = self.meta(move |m| m.delete_expired_sessions(now)).await?;
         let retention_cutoff = now.minus_millis(millis(cfg.version_retention));
         let revisions_pruned = self.meta(move |m| m.prune_versions(retention_cutoff)).await?;
+        if revisions_pruned > 0 {
+            self.inner.notifier.clear_tails();
+        }
         let grace_cutoff = now.minus_millis(millis(cfg.gc_grace));
         let mut chunks_collected = 0;
         loop {
