@@ -98,6 +98,8 @@ struct LiveRow {
     node: Node,
     chunks: Vec<ChunkRef>,
     device: DeviceId,
+    #[serde(default)]
+    device_name: String,
 }
 
 /// The local index of one sync root.
@@ -258,7 +260,12 @@ impl Index {
             let live = match live {
                 Some(s) => {
                     let l: LiveRow = unjson(&s)?;
-                    Some(RemoteLive { node: l.node, chunks: l.chunks, device: l.device })
+                    Some(RemoteLive {
+                        node: l.node,
+                        chunks: l.chunks,
+                        device: l.device,
+                        device_name: l.device_name,
+                    })
                 }
                 None => None,
             };
@@ -294,10 +301,14 @@ impl Index {
         let mut db = self.db();
         let tx = db.transaction()?;
         for (path, e) in entries {
-            let live = e
-                .live
-                .as_ref()
-                .map(|l| json(&LiveRow { node: l.node.clone(), chunks: l.chunks.clone(), device: l.device }));
+            let live = e.live.as_ref().map(|l| {
+                json(&LiveRow {
+                    node: l.node.clone(),
+                    chunks: l.chunks.clone(),
+                    device: l.device,
+                    device_name: l.device_name.clone(),
+                })
+            });
             tx.execute(
                 "INSERT INTO remote(entry_id, revision, path, live) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(entry_id) DO UPDATE SET revision = excluded.revision,
@@ -491,7 +502,12 @@ mod tests {
                 chunks: vec![],
             };
             ix.put_synced(&p("a/b"), &e).unwrap();
-            let live = RemoteLive { node: node(2), chunks: vec![], device: DeviceId::from_bytes([9; 16]) };
+            let live = RemoteLive {
+                node: node(2),
+                chunks: vec![],
+                device: DeviceId::from_bytes([9; 16]),
+                device_name: "pc".into(),
+            };
             let r = RemoteEntry {
                 entry_id: EntryId::from_bytes([2; 32]),
                 revision: Revision(5),

@@ -224,6 +224,10 @@ pub struct EntryMeta {
     /// Its chunks, in order (files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkRef>,
+    /// The name of the device that made this revision (for people: version
+    /// lists, conflict dialogs).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device_name: String,
 }
 
 impl EntryMeta {
@@ -327,7 +331,8 @@ mod tests {
             hash: Some(FileHash::of_chunks([(&c, 10)])),
             target: None,
         };
-        let m = EntryMeta { v: 1, path: RelPath::new("a/b").unwrap(), node, chunks };
+        let m =
+            EntryMeta { v: 1, path: RelPath::new("a/b").unwrap(), node, chunks, device_name: "pc".into() };
         assert_eq!(EntryMeta::from_bytes(&m.to_bytes()).unwrap(), m);
         let mut bad = m.clone();
         bad.node.size = 11;

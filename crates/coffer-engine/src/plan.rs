@@ -62,6 +62,8 @@ pub struct RemoteLive {
     pub chunks: Vec<ChunkRef>,
     /// The device that made it.
     pub device: DeviceId,
+    /// That device's name (from the sealed metadata; may be empty).
+    pub device_name: String,
 }
 
 impl RemoteEntry {
@@ -289,7 +291,12 @@ mod tests {
         RemoteEntry {
             entry_id: eid(path),
             revision: Revision(rev),
-            live: node.map(|node| RemoteLive { node, chunks: vec![], device: DeviceId::from_bytes([1; 16]) }),
+            live: node.map(|node| RemoteLive {
+                node,
+                chunks: vec![],
+                device: DeviceId::from_bytes([1; 16]),
+                device_name: String::new(),
+            }),
         }
     }
 
@@ -427,6 +434,7 @@ mod tests {
                             node,
                             chunks: vec![],
                             device: DeviceId::from_bytes([2; 16]),
+                            device_name: String::new(),
                         }),
                     };
                     t.synced.insert(path.clone(), entry.to_synced().unwrap());

@@ -69,9 +69,22 @@ pub fn default_root(home: &Home) -> anyhow::Result<PathBuf> {
     Ok(base.home_dir().join("Coffer"))
 }
 
-/// Absolute form of `dir` (it may not exist yet).
+/// Absolute, lexically clean form of `dir` (it may not exist yet): the
+/// same folder always has the same name in `roots.json`.
 pub fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) })
+    use std::path::Component;
+    let joined = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
 }
 
 /// Opens the engine of `root`, setting the root up if this device never

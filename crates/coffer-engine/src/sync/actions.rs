@@ -75,7 +75,12 @@ impl<R: Remote> Engine<R> {
             out.push(Version {
                 revision: v.revision,
                 time_ms: v.time.0,
-                device: v.device_id.to_string(),
+                device: e
+                    .live
+                    .as_ref()
+                    .map(|l| l.device_name.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| v.device_id.to_string()),
                 size: e.live.as_ref().map_or(0, |l| l.node.size),
                 deleted: e.live.is_none(),
             });
@@ -104,6 +109,7 @@ impl<R: Remote> Engine<R> {
             path: path.clone(),
             node: live.node.clone(),
             chunks: live.chunks.clone(),
+            device_name: self.config.device_name.clone(),
         };
         let sealed = {
             let mut rng =

@@ -157,6 +157,7 @@ impl<R: Remote> Engine<R> {
             path: path.clone(),
             node: node.clone(),
             chunks: chunks.clone(),
+            device_name: self.config.device_name.clone(),
         };
         let sealed = {
             let mut rng = self.rng.lock().map_err(|_| OpError::Path("internal: RNG poisoned".into()))?;
@@ -196,6 +197,7 @@ impl<R: Remote> Engine<R> {
                         node: s.node.clone(),
                         chunks: s.chunks.clone(),
                         device: self.config.device_id,
+                        device_name: self.config.device_name.clone(),
                     });
                     match &p.synced {
                         Some(s) => {

@@ -43,7 +43,13 @@ impl<R: Remote> Engine<R> {
                 if self.keys.path.entry_id(meta.path.as_str()) != v.entry_id {
                     return Err(format!("metadata names {:?}, which is not this entry", meta.path.as_str()));
                 }
-                Some((meta.path, RemoteLive { node: meta.node, chunks: meta.chunks, device: v.device_id }))
+                let live = RemoteLive {
+                    node: meta.node,
+                    chunks: meta.chunks,
+                    device: v.device_id,
+                    device_name: meta.device_name,
+                };
+                Some((meta.path, live))
             }
         };
         let path = live.as_ref().map(|(p, _)| p.clone());
