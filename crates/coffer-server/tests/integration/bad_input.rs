@@ -134,3 +134,23 @@ async fn another_accounts_token_sees_nothing_of_this_one() {
 fn bearer(remote: &HttpRemote) -> String {
     remote.token().expose_secret().to_owned()
 }
+
+#[tokio::test]
+async fn slow_clients_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = HttpConfig { request_timeout: std::time::Duration::from_millis(300), ..HttpConfig::default() };
+    let t = TestServer::start_with(ServiceConfig::default(), http).await;
+    let mut conn = tokio::net::TcpStream::connect(t.server.addr()).await.unwrap();
+    // Headers promise a body that never comes.
+    conn.write_all(
+        b"POST /v1/accounts/register/start HTTP/1.1\r\nHost: coffer\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "the server must answer a stalled body, not wait for it");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":"timeout""#), "{text}");
+}

@@ -7,11 +7,19 @@
 //! a small pool of extra connections, which WAL lets run beside the writer.
 //! `synchronous = NORMAL`: a power cut may lose the last transactions but
 //! never corrupts the database. Callers run these methods on a blocking pool.
+//!
+//! Group commit: concurrent commits queue up while one of them holds the
+//! writer; the holder then applies every queued commit in one transaction,
+//! each inside its own savepoint (a refused commit rolls back to its
+//! savepoint and leaves the others alone). Each commit still sees the state
+//! left by the ones before it, so the rules and the exact quota arithmetic
+//! are unchanged; the WAL is written once per group instead of once per
+//! commit. The others find their result ready when they get the writer.
 
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use coffer_proto::api::{
     Change, ChangeResult, EntryVersion, JournalPage, SessionId, SnapshotPage, UnixMillis, Usage,
@@ -34,14 +42,34 @@ const READERS: usize = 8;
 pub struct SqliteMetaStore {
     path: PathBuf,
     writer: Mutex<Connection>,
+    queued: Mutex<Vec<Arc<QueuedCommit>>>,
     readers: Mutex<Readers>,
     reader_free: std::sync::Condvar,
 }
+
+type CommitResult = StoreResult<(Vec<ChangeResult>, Cursor)>;
+
+/// A commit waiting for the writer (see the module doc).
+#[derive(Debug)]
+struct QueuedCommit {
+    account: AccountId,
+    device: DeviceId,
+    now: UnixMillis,
+    changes: Vec<Change>,
+    result: Mutex<Option<CommitResult>>,
+}
+
+/// Most commits applied in one transaction.
+const MAX_GROUP: usize = 256;
 
 #[derive(Debug, Default)]
 struct Readers {
     idle: Vec<Connection>,
     opened: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -125,6 +153,7 @@ impl SqliteMetaStore {
         Ok(Self {
             path,
             writer: Mutex::new(writer),
+            queued: Mutex::new(Vec::new()),
             readers: Mutex::new(Readers::default()),
             reader_free: std::sync::Condvar::new(),
         })
@@ -488,7 +517,64 @@ impl MetaStore for SqliteMetaStore {
         now: UnixMillis,
         changes: &[Change],
     ) -> StoreResult<(Vec<ChangeResult>, Cursor)> {
-        self.write(|tx| commit::apply(&mut SqlTx { tx, account: i(account.0) }, device, now, changes))
+        let mine = Arc::new(QueuedCommit {
+            account,
+            device,
+            now,
+            changes: changes.to_vec(),
+            result: Mutex::new(None),
+        });
+        lock(&self.queued).push(mine.clone());
+        let mut conn = lock(&self.writer);
+        if let Some(done) = lock(&mine.result).take() {
+            return done;
+        }
+        let group: Vec<Arc<QueuedCommit>> = {
+            let mut q = lock(&self.queued);
+            let n = q.len().min(MAX_GROUP);
+            let mut group: Vec<_> = q.drain(..n).collect();
+            if !group.iter().any(|c| Arc::ptr_eq(c, &mine)) {
+                // Ours was queued behind a full group: take it out of turn.
+                q.retain(|c| !Arc::ptr_eq(c, &mine));
+                group.push(mine.clone());
+            }
+            group
+        };
+        let outcome = (|| -> StoreResult<Vec<CommitResult>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let mut results = Vec::with_capacity(group.len());
+            for c in &group {
+                tx.execute_batch("SAVEPOINT c").map_err(db)?;
+                let r = commit::apply(
+                    &mut SqlTx { tx: &tx, account: i(c.account.0) },
+                    c.device,
+                    c.now,
+                    &c.changes,
+                );
+                if r.is_err() {
+                    tx.execute_batch("ROLLBACK TO c").map_err(db)?;
+                }
+                tx.execute_batch("RELEASE c").map_err(db)?;
+                results.push(r);
+            }
+            tx.commit().map_err(db)?;
+            Ok(results)
+        })();
+        match outcome {
+            Ok(results) => {
+                for (c, r) in group.iter().zip(results) {
+                    *lock(&c.result) = Some(r);
+                }
+            }
+            Err(e) => {
+                for c in &group {
+                    *lock(&c.result) = Some(Err(e.clone()));
+                }
+            }
+        }
+        drop(conn);
+        let done = lock(&mine.result).take();
+        done.unwrap_or_else(|| Err(StoreError::Backend("commit result lost".into())))
     }
 
     fn head(&self, account: AccountId) -> StoreResult<Cursor> {
