@@ -17,6 +17,7 @@ use std::path::Path;
 
 use coffer_proto::api::{Change, ChangeResult};
 use coffer_proto::Revision;
+use futures::stream::{self, StreamExt};
 
 use super::names::conflicted_copy;
 use super::transfer::{ChunkBatcher, TransferError};
@@ -29,6 +30,8 @@ use crate::scan::ScanResult;
 
 /// Changes per commit request.
 const COMMIT_BATCH: usize = 500;
+/// Files downloaded at once (each also fetches a few chunks ahead).
+const PARALLEL_DOWNLOADS: usize = 8;
 
 /// A change waiting for its commit.
 struct Pending {
@@ -47,67 +50,125 @@ impl<R: Remote> Engine<R> {
     ) -> Result<(), EngineError> {
         let mut pending: Vec<Pending> = Vec::new();
         let mut batcher = ChunkBatcher::new(&self.remote);
-        for op in ops {
+        // File downloads are independent of each other once their folders
+        // exist: they run concurrently, after the ops that make folders and
+        // before local deletions (which run last, children first).
+        let is_file_download = |op: &Op| {
+            matches!(op, Op::Download { entry, .. }
+                if entry.live.as_ref().is_some_and(|l| l.node.kind == NodeKind::File))
+        };
+        let (files, rest): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(is_file_download);
+        let (deletions, first): (Vec<Op>, Vec<Op>) =
+            rest.into_iter().partition(|op| matches!(op, Op::DeleteLocal { .. }));
+        for op in first {
             if self.is_paused() {
                 break;
             }
             let path = op.path().clone();
-            self.update_status(|s| s.current = vec![path.to_string()]);
-            let result = match op {
-                Op::Upload { path, base } => {
-                    self.prepare_upload(&path, base, scan, &mut batcher, &mut pending).await
-                }
-                Op::DeleteRemote { path, entry_id, base } => {
-                    pending.push(Pending {
-                        path,
-                        change: Change { entry_id, base_revision: base, meta: None, chunks: vec![] },
-                        synced: None,
-                    });
-                    Ok(true)
-                }
-                Op::Download { path, entry, replace } => {
-                    let expect = if replace { scan.entries.get(&path).map(|e| e.stat) } else { None };
-                    self.download(&path, &entry, expect).await.inspect(|done| {
-                        if *done {
-                            report.downloaded += 1;
-                        }
-                    })
-                }
-                Op::DeleteLocal { path } => match scan.entries.get(&path) {
-                    Some(e) => self.delete_local(&path, &e.stat, &mut pending).await,
-                    None => Ok(false),
-                },
-                Op::Conflict { path, entry } => match scan.entries.get(&path) {
-                    Some(e) => self.conflict(&path, &e.stat, &entry).await.inspect(|done| {
-                        if *done {
-                            report.conflicts += 1;
-                            report.downloaded += 1;
-                        }
-                    }),
-                    None => Ok(false),
-                },
-                Op::Agree { path, entry } => {
-                    self.index.put_synced(&path, &entry).map(|()| true).map_err(Into::into)
-                }
-                Op::Forget { path } => self.index.remove_synced(&path).map(|()| true).map_err(Into::into),
-            };
-            match result {
-                Ok(true) => {}
-                Ok(false) => report.deferred += 1,
-                Err(OpError::Fatal(e)) => return Err(e),
-                Err(OpError::Path(message)) => {
-                    report.deferred += 1;
-                    report.problems.push(Problem { path: path.to_string(), message });
-                }
-            }
-            self.update_status(|s| s.files_done += 1);
+            let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
+            self.settle(&path, result, report)?;
             if pending.len() >= COMMIT_BATCH {
                 self.commit(&mut batcher, &mut pending, report).await?;
             }
         }
+        if !self.is_paused() {
+            let results: Vec<(RelPath, Result<bool, OpError>)> = stream::iter(files)
+                .map(|op| async move {
+                    let Op::Download { path, entry, replace } = op else {
+                        unreachable!("partitioned as file downloads")
+                    };
+                    let expect = if replace { scan.entries.get(&path).map(|e| e.stat) } else { None };
+                    let r = self.download(&path, &entry, expect).await;
+                    (path, r)
+                })
+                .buffer_unordered(PARALLEL_DOWNLOADS)
+                .collect()
+                .await;
+            for (path, result) in results {
+                if matches!(result, Ok(true)) {
+                    report.downloaded += 1;
+                }
+                self.settle(&path, result, report)?;
+            }
+        }
+        for op in deletions {
+            if self.is_paused() {
+                break;
+            }
+            let path = op.path().clone();
+            let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
+            self.settle(&path, result, report)?;
+        }
         self.commit(&mut batcher, &mut pending, report).await?;
         report.sent_bytes += batcher.sent_bytes;
         Ok(())
+    }
+
+    /// Books one op's outcome: a per-path problem is recorded and the round
+    /// goes on; a fatal error stops it.
+    fn settle(
+        &self,
+        path: &RelPath,
+        result: Result<bool, OpError>,
+        report: &mut RoundReport,
+    ) -> Result<(), EngineError> {
+        match result {
+            Ok(true) => {}
+            Ok(false) => report.deferred += 1,
+            Err(OpError::Fatal(e)) => return Err(e),
+            Err(OpError::Path(message)) => {
+                report.deferred += 1;
+                report.problems.push(Problem { path: path.to_string(), message });
+            }
+        }
+        self.update_status(|s| s.files_done += 1);
+        Ok(())
+    }
+
+    /// Runs one op (all but the concurrent file downloads).
+    async fn apply_one(
+        &self,
+        op: Op,
+        scan: &ScanResult,
+        batcher: &mut ChunkBatcher<'_, R>,
+        pending: &mut Vec<Pending>,
+        report: &mut RoundReport,
+    ) -> Result<bool, OpError> {
+        self.update_status(|s| s.current = vec![op.path().to_string()]);
+        match op {
+            Op::Upload { path, base } => self.prepare_upload(&path, base, scan, batcher, pending).await,
+            Op::DeleteRemote { path, entry_id, base } => {
+                pending.push(Pending {
+                    path,
+                    change: Change { entry_id, base_revision: base, meta: None, chunks: vec![] },
+                    synced: None,
+                });
+                Ok(true)
+            }
+            Op::Download { path, entry, replace } => {
+                let expect = if replace { scan.entries.get(&path).map(|e| e.stat) } else { None };
+                let done = self.download(&path, &entry, expect).await?;
+                report.downloaded += usize::from(done);
+                Ok(done)
+            }
+            Op::DeleteLocal { path } => match scan.entries.get(&path) {
+                Some(e) => self.delete_local(&path, &e.stat, pending).await,
+                None => Ok(false),
+            },
+            Op::Conflict { path, entry } => match scan.entries.get(&path) {
+                Some(e) => {
+                    let done = self.conflict(&path, &e.stat, &entry).await?;
+                    report.conflicts += usize::from(done);
+                    report.downloaded += usize::from(done);
+                    Ok(done)
+                }
+                None => Ok(false),
+            },
+            Op::Agree { path, entry } => {
+                self.index.put_synced(&path, &entry).map(|()| true).map_err(Into::into)
+            }
+            Op::Forget { path } => self.index.remove_synced(&path).map(|()| true).map_err(Into::into),
+        }
     }
 
     /// Reads and seals a local node, queueing its chunks and its change.
@@ -257,11 +318,14 @@ impl<R: Remote> Engine<R> {
                         "\"{a}\" is not a folder here (a file or link is in the way); not writing through it"
                     )))
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.fs
-                        .create_dir(&abs)
-                        .map_err(|e| OpError::Path(format!("cannot create \"{a}\": {e}")))?;
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.fs.create_dir(&abs) {
+                    Ok(()) => {}
+                    // A concurrent download made it first: fine if it is a folder.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                            && self.fs.symlink_metadata(&abs).is_ok_and(|s| s.kind == StatKind::Dir) => {}
+                    Err(e) => return Err(OpError::Path(format!("cannot create \"{a}\": {e}"))),
+                },
                 Err(e) => return Err(OpError::Path(format!("cannot check \"{a}\": {e}"))),
             }
         }

@@ -57,7 +57,7 @@ impl<R: Remote> Engine<R> {
     }
 
     /// Checks and records a batch of entries, then the cursor.
-    fn record(
+    fn record_pulled(
         &self,
         versions: &[EntryVersion],
         cursor: Option<Cursor>,
@@ -93,7 +93,7 @@ impl<R: Remote> Engine<R> {
             loop {
                 let page = self.remote.snapshot(after, Some(PAGE)).await?;
                 let taken = *at.get_or_insert(page.cursor);
-                changed += self.record(&page.entries, None, problems)?;
+                changed += self.record_pulled(&page.entries, None, problems)?;
                 match page.next {
                     Some(n) => after = Some(n),
                     None => {
@@ -113,7 +113,7 @@ impl<R: Remote> Engine<R> {
                     page.cursor, cursor
                 )));
             }
-            changed += self.record(&page.changes, Some(page.cursor), problems)?;
+            changed += self.record_pulled(&page.changes, Some(page.cursor), problems)?;
             cursor = page.cursor;
             if !page.more {
                 break;

@@ -14,8 +14,9 @@ use coffer_proto::{ChunkId, SealedChunk};
 use futures::stream::{self, StreamExt};
 
 use super::{Engine, EngineError};
+use crate::chunker::RawChunk;
 use crate::fs::Stat;
-use crate::ingest::{ingest, IngestError};
+use crate::ingest::{ingest, seal_chunk, IngestError};
 use crate::model::{ChunkRef, FileHash, RelPath};
 use crate::remote::{Remote, RemoteError};
 
@@ -125,9 +126,29 @@ impl<R: Remote> Engine<R> {
         if !before.same_identity(expect) {
             return Err(TransferError::Unstable);
         }
-        let reader = self.fs.open_read(&abs)?;
+        let mut reader = self.fs.open_read(&abs)?;
         let keys = self.keys.clone();
         let params = self.config.chunker;
+        let mut chunks = Vec::new();
+        if expect.size <= params.min as u64 {
+            // A small file is one chunk: read, hash and seal it on one
+            // blocking thread, without the pipeline's thread start-up.
+            let size = usize::try_from(expect.size).unwrap_or(0);
+            let sealed = tokio::task::spawn_blocking(move || {
+                let mut data = Vec::with_capacity(size);
+                std::io::Read::read_to_end(&mut reader, &mut data)?;
+                Ok::<_, std::io::Error>(
+                    (!data.is_empty()).then(|| seal_chunk(&keys, &RawChunk { offset: 0, data })),
+                )
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            if let Some(c) = sealed {
+                chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
+                batcher.add(c.sealed).await?;
+            }
+            return self.finish_upload(&abs, &before, chunks);
+        }
         // Sealing runs on blocking threads; sealed chunks come back over a
         // bounded channel so the upload can proceed while reading goes on.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::ingest::IngestedChunk>(4);
@@ -137,7 +158,6 @@ impl<R: Remote> Engine<R> {
                 tx.blocking_send(c).map_err(|_| "upload stopped".to_string())
             })
         });
-        let mut chunks = Vec::new();
         let mut failed = None;
         while let Some(c) = rx.recv().await {
             chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
@@ -156,8 +176,18 @@ impl<R: Remote> Engine<R> {
             Err(IngestError::Read(e)) => return Err(e.into()),
             Err(IngestError::Sink(_)) => return Err(TransferError::Unstable),
         }
-        let after = self.fs.symlink_metadata(&abs)?;
-        if !after.same_identity(&before) {
+        self.finish_upload(&abs, &before, chunks)
+    }
+
+    /// The stability check after reading: the file must not have changed.
+    fn finish_upload(
+        &self,
+        abs: &Path,
+        before: &Stat,
+        chunks: Vec<ChunkRef>,
+    ) -> Result<(Vec<ChunkRef>, FileHash), TransferError> {
+        let after = self.fs.symlink_metadata(abs)?;
+        if !after.same_identity(before) {
             return Err(TransferError::Unstable);
         }
         let hash = FileHash::of_chunks(chunks.iter().map(|c| (&c.content, c.len)));
