@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, env = "COFFER_SERVER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (only behind a TLS proxy).
-    #[arg(long, env = "COFFER_SERVER_INSECURE_PLAIN_HTTP")]
+    #[arg(long, env = "COFFER_SERVER_INSECURE_PLAIN_HTTP", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_plain_http: Option<bool>,
     /// Quota of new accounts, in bytes [default: 50000000000].
     #[arg(long, env = "COFFER_SERVER_DEFAULT_QUOTA_BYTES")]
@@ -256,7 +256,9 @@ mod tests {
 
     #[test]
     fn flags_beat_file_and_defaults_fill_the_rest() {
-        let flags = Args::try_parse_from(["server", "--listen", "127.0.0.1:9000"]).unwrap();
+        let flags =
+            Args::try_parse_from(["server", "--listen", "127.0.0.1:9000", "--insecure-plain-http"]).unwrap();
+        assert_eq!(flags.insecure_plain_http, Some(true));
         let file: Args = toml::from_str(
             "listen = \"127.0.0.1:1\"\ndata = \"/srv/coffer\"\ndefault_quota_bytes = 5\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
         )

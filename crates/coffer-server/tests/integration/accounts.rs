@@ -128,3 +128,21 @@ async fn login_attempts_are_rate_limited() {
     t.clock.advance_millis(60_000);
     t.accounts.login(&mut t.rng, "frank", PASSWORD, dev, &KSF).await.unwrap();
 }
+
+#[tokio::test]
+async fn login_attempts_are_rate_limited_per_address() {
+    let config = ServiceConfig {
+        login_limit_per_address: RateLimit { burst: 3, per_minute: 1 },
+        ..ServiceConfig::default()
+    };
+    let mut t = TestServer::start_with(config, HttpConfig::default()).await;
+    t.user("u1").await;
+    t.user("u2").await;
+    t.user("u3").await;
+    // Three attempts from 127.0.0.1 so far, each for another name: the address is out.
+    let master = MasterKey::generate(&mut t.rng);
+    t.accounts.signup(&mut t.rng, "u4", PASSWORD, &master, &KSF).await.unwrap();
+    let dev = DeviceId::from_bytes([4; 16]);
+    let err = t.accounts.login(&mut t.rng, "u4", PASSWORD, dev, &KSF).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited));
+}
