@@ -122,6 +122,17 @@ pub fn open_engine(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
     ))
 }
 
+/// Opens the engine of a root this device already set up; anything else
+/// is refused (a status or exclude must not turn a random folder into a
+/// sync root).
+pub fn open_set_up(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
+    let root = absolute(root)?;
+    if !home.roots()?.contains_key(&root) {
+        bail!("{} is not a Coffer folder on this device; `coffer sync {}` sets it up", root.display(), root.display());
+    }
+    open_engine(home, &root)
+}
+
 /// The sync root named by `dir`, or the default one.
 pub fn root_arg(home: &Home, dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match dir {

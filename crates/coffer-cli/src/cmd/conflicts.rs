@@ -7,7 +7,7 @@ use coffer_engine::home::Home;
 use coffer_engine::model::RelPath;
 use coffer_engine::sync::actions::Keep;
 
-use super::common::{open_engine, root_arg, runtime};
+use super::common::{open_set_up, root_arg, runtime};
 
 /// List unresolved conflicts.
 #[derive(Debug, Parser)]
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn list(home: &Home, args: Args) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     let conflicts = engine.index().conflicts()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&conflicts)?);
@@ -60,7 +60,7 @@ pub struct ResolveArgs {
 }
 
 pub fn resolve(home: &Home, args: ResolveArgs) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     let path = RelPath::new(args.path)?;
     let keep = match args.keep {
         KeepArg::Mine => Keep::Mine,

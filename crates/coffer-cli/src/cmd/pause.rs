@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use coffer_engine::home::Home;
 
-use super::common::{open_engine, root_arg};
+use super::common::{open_set_up, root_arg};
 
 /// Pause or resume syncing a folder.
 #[derive(Debug, Parser)]
@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn set(home: &Home, args: Args, paused: bool) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     engine.index().set_meta("paused", if paused { "1" } else { "0" })?;
     println!("{}", if paused { "Sync paused." } else { "Sync resumed." });
     Ok(())

@@ -6,7 +6,7 @@ use clap::Parser;
 use coffer_engine::home::Home;
 use coffer_engine::model::RelPath;
 
-use super::common::{open_engine, root_arg};
+use super::common::{open_set_up, root_arg};
 
 /// Stop syncing a folder to this device (it stays on the store).
 #[derive(Debug, Parser)]
@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub fn exclude(home: &Home, args: Args) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     let folder = RelPath::new(args.folder.trim_end_matches('/'))?;
     let removed = engine.exclude(&folder)?;
     println!("{folder} is no longer synced to this device ({removed} local files and folders removed; they stay on the store).");
@@ -27,7 +27,7 @@ pub fn exclude(home: &Home, args: Args) -> anyhow::Result<()> {
 }
 
 pub fn include(home: &Home, args: Args) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     let folder = RelPath::new(args.folder.trim_end_matches('/'))?;
     engine.include(&folder)?;
     println!("{folder} will be synced to this device again.");

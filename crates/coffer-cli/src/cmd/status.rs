@@ -10,7 +10,7 @@ use coffer_engine::remote::Remote;
 use coffer_engine::sync::Status;
 use serde::Serialize;
 
-use super::common::{open_engine, root_arg, runtime};
+use super::common::{open_set_up, root_arg, runtime};
 
 /// Show the state of a sync folder.
 #[derive(Debug, Parser)]
@@ -40,7 +40,7 @@ struct Report {
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
     let root = root_arg(home, args.dir)?;
-    let engine = open_engine(home, &root)?;
+    let engine = open_set_up(home, &root)?;
     let creds = home.credentials()?.map(|c| c.username).unwrap_or_default();
     let state = root.join(STATE_DIR);
     let daemon_running = std::fs::read_to_string(state.join("daemon.pid"))

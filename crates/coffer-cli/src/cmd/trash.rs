@@ -6,7 +6,7 @@ use clap::Parser;
 use coffer_engine::home::Home;
 use coffer_engine::model::RelPath;
 
-use super::common::{open_engine, root_arg};
+use super::common::{open_set_up, root_arg};
 
 /// List the folder's trash, or restore a file from it.
 #[derive(Debug, Parser)]
@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     if let Some(p) = args.restore {
         let path = RelPath::new(p)?;
         engine.restore_from_trash(&path)?;

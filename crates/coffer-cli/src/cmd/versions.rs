@@ -7,7 +7,7 @@ use coffer_engine::home::Home;
 use coffer_engine::model::RelPath;
 use coffer_proto::Revision;
 
-use super::common::{open_engine, root_arg, runtime};
+use super::common::{open_set_up, root_arg, runtime};
 
 /// List the kept versions of a file.
 #[derive(Debug, Parser)]
@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn list(home: &Home, args: Args) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     let path = RelPath::new(args.path)?;
     let versions = runtime()?.block_on(engine.versions(&path))?;
     if args.json {
@@ -59,7 +59,7 @@ pub struct RestoreArgs {
 }
 
 pub fn restore(home: &Home, args: RestoreArgs) -> anyhow::Result<()> {
-    let engine = open_engine(home, &root_arg(home, args.dir)?)?;
+    let engine = open_set_up(home, &root_arg(home, args.dir)?)?;
     let path = RelPath::new(args.path)?;
     let rev = runtime()?.block_on(engine.restore(&path, args.version.map(Revision)))?;
     println!("Restored {path} as version {rev}; `coffer sync` brings it to this folder.");
