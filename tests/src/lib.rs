@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
+pub mod ui;
+
 /// The `coffer` binary under test.
 pub fn coffer_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("COFFER_BIN") {

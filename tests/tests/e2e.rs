@@ -6,4 +6,5 @@ mod e2e {
     mod conflicts;
     mod features;
     mod robustness;
+    mod ui_api;
 }

@@ -57,6 +57,8 @@ enum Command {
     Resume(cmd::pause::Args),
     /// List or restore what sync moved to the folder's trash.
     Trash(cmd::trash::Args),
+    /// Print (or open) the running daemon's web UI, with a one-time login link.
+    Ui(cmd::ui::Args),
 }
 
 fn main() -> ExitCode {
@@ -96,5 +98,6 @@ fn client(home: &Home, command: Command) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => ok(cmd::pause::set(home, a, true)),
         Command::Resume(a) => ok(cmd::pause::set(home, a, false)),
         Command::Trash(a) => ok(cmd::trash::run(home, a)),
+        Command::Ui(a) => ok(cmd::ui::run(home, a)),
     }
 }

@@ -9,6 +9,7 @@
 //! injected traits so that the simulation of issue 5 can run this very code.
 
 pub mod chunker;
+pub mod control;
 pub mod fs;
 pub mod home;
 pub mod ignore;

@@ -10,5 +10,6 @@ pub mod signup;
 pub mod status;
 pub mod sync;
 pub mod trash;
+pub mod ui;
 pub mod up;
 pub mod versions;

@@ -4,7 +4,9 @@
 //! some paths could not be (they are listed), 1 on an error.
 //!
 //! While it runs, it keeps `.coffer/status.json` (the engine's status) and
-//! `.coffer/daemon.pid` up to date for `coffer status`.
+//! `.coffer/daemon.pid` up to date for `coffer status`. With `--ui` it also
+//! serves the web UI on 127.0.0.1, prints its address with a one-time
+//! login link, and records the address in `.coffer/ui.json` for `coffer ui`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use coffer_engine::control::http::{self, HttpOptions};
+use coffer_engine::control::Control;
 use coffer_engine::home::Home;
 use coffer_engine::model::STATE_DIR;
 use coffer_engine::sync::{RoundReport, Status, SyncState};
@@ -37,6 +41,19 @@ pub struct Args {
     /// No progress display.
     #[arg(long)]
     pub quiet: bool,
+    /// Serve the web UI on 127.0.0.1 (see `coffer ui`).
+    #[arg(long)]
+    pub ui: bool,
+    /// The UI's port (default: any free one).
+    #[arg(long, default_value_t = 0, requires = "ui")]
+    pub ui_port: u16,
+}
+
+/// Serve the web UI for this home, on this port (0: any free one).
+#[derive(Debug, Clone)]
+pub struct UiOptions {
+    pub home: Home,
+    pub port: u16,
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<std::process::ExitCode> {
@@ -45,7 +62,14 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<std::process::ExitCode> {
     if args.confirm_deletions {
         engine.confirm_deletions();
     }
-    runtime()?.block_on(drive(engine, args.once, args.quiet, Duration::from_secs(args.rescan_secs.max(5))))
+    let ui = (args.ui && !args.once).then(|| UiOptions { home: home.clone(), port: args.ui_port });
+    runtime()?.block_on(drive(
+        engine,
+        args.once,
+        args.quiet,
+        Duration::from_secs(args.rescan_secs.max(5)),
+        ui,
+    ))
 }
 
 /// Runs an engine: to quiescence with `once`, else as the daemon until
@@ -55,7 +79,23 @@ pub async fn drive(
     once_only: bool,
     quiet: bool,
     rescan: Duration,
+    ui: Option<UiOptions>,
 ) -> anyhow::Result<std::process::ExitCode> {
+    // The control API applies the stored settings (bandwidth limits) even
+    // when no UI is served.
+    let control = Arc::new(Control::new(engine.clone(), ui.as_ref().map(|u| u.home.clone())));
+    let root = engine.config().root.clone();
+    let server = match ui {
+        Some(u) => {
+            let server = http::serve(control, HttpOptions { port: u.port, ui_dir: None })
+                .await
+                .context("starting the web UI")?;
+            http::save_address(&root, &server.url()).context("recording the UI's address")?;
+            println!("Web UI: {} (sign in with this one-time link: {})", server.url(), server.login_url()?);
+            Some(server)
+        }
+        None => None,
+    };
     let status_task = tokio::spawn(keep_status_file(engine.clone()));
     let show = !quiet && std::io::stderr().is_terminal();
     let progress = show.then(|| tokio::spawn(show_progress(engine.clone())));
@@ -64,6 +104,10 @@ pub async fn drive(
         p.abort();
     }
     status_task.abort();
+    if server.is_some() {
+        http::remove_address(&root);
+    }
+    drop(server);
     write_status(&engine, &engine.status());
     let _ = std::fs::remove_file(engine.config().root.join(STATE_DIR).join("daemon.pid"));
     code

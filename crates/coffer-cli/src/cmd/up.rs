@@ -1,7 +1,9 @@
 //! `coffer up`: Coffer on one machine with nothing to set up. Starts an
 //! embedded store (SQLite + a folder, under the home folder) on loopback,
 //! creates a local account on first run (printing its recovery key once),
-//! and keeps `~/Coffer` (or `--dir`) in sync against it until stopped.
+//! and keeps `~/Coffer` (or `--dir`) in sync against it until stopped,
+//! serving the web UI on 127.0.0.1 and printing its address (`--no-ui` to
+//! skip).
 //!
 //! The store keeps its port across runs (`up.json` in the home folder,
 //! mode 0600, with the local account's generated password), so the
@@ -34,6 +36,12 @@ pub struct Args {
     /// Sync until nothing is left to do, then stop (for scripts).
     #[arg(long)]
     pub once: bool,
+    /// Do not serve the web UI.
+    #[arg(long)]
+    pub no_ui: bool,
+    /// The web UI's port (default: any free one).
+    #[arg(long, default_value_t = 0)]
+    pub ui_port: u16,
 }
 
 #[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
@@ -128,7 +136,9 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<std::process::ExitCode> {
     }
     println!("Coffer is up: store on {url}, syncing {}", root.display());
     let engine = Arc::new(open_engine(home, &root)?);
-    let code = rt.block_on(super::sync::drive(engine, args.once, false, Duration::from_secs(600)));
+    let ui = (!args.no_ui && !args.once)
+        .then(|| super::sync::UiOptions { home: home.clone(), port: args.ui_port });
+    let code = rt.block_on(super::sync::drive(engine, args.once, false, Duration::from_secs(600), ui));
     rt.block_on(server.shutdown(Duration::from_secs(5)))?;
     code
 }

@@ -19,6 +19,7 @@ use coffer_proto::api::{Change, ChangeResult};
 use coffer_proto::Revision;
 use futures::stream::{self, StreamExt};
 
+use super::activity::ActivityKind;
 use super::names::conflicted_copy;
 use super::transfer::{ChunkBatcher, TransferError};
 use super::{Engine, EngineError, Problem, RoundReport};
@@ -78,7 +79,17 @@ impl<R: Remote> Engine<R> {
                         unreachable!("partitioned as file downloads")
                     };
                     let expect = if replace { scan.entries.get(&path).map(|e| e.stat) } else { None };
+                    let size = entry.live.as_ref().map_or(0, |l| l.node.size);
+                    self.update_status(|s| {
+                        s.current.push(path.to_string());
+                        s.current_bytes_done = 0;
+                        s.current_bytes_total = size;
+                    });
                     let r = self.download(&path, &entry, expect).await;
+                    self.update_status(|s| s.current.retain(|c| c != path.as_str()));
+                    if matches!(r, Ok(true)) {
+                        self.record(ActivityKind::Downloaded, &path, size);
+                    }
                     (path, r)
                 })
                 .buffer_unordered(PARALLEL_DOWNLOADS)
@@ -134,8 +145,14 @@ impl<R: Remote> Engine<R> {
         pending: &mut Vec<Pending>,
         report: &mut RoundReport,
     ) -> Result<bool, OpError> {
-        self.update_status(|s| s.current = vec![op.path().to_string()]);
-        match op {
+        let (kind, size) = activity_of(&op, scan);
+        let path = op.path().clone();
+        self.update_status(|s| {
+            s.current = vec![path.to_string()];
+            s.current_bytes_done = 0;
+            s.current_bytes_total = size;
+        });
+        let result = match op {
             Op::Upload { path, base } => self.prepare_upload(&path, base, scan, batcher, pending).await,
             Op::DeleteRemote { path, entry_id, base } => {
                 pending.push(Pending {
@@ -168,7 +185,11 @@ impl<R: Remote> Engine<R> {
                 self.index.put_synced(&path, &entry).map(|()| true).map_err(Into::into)
             }
             Op::Forget { path } => self.index.remove_synced(&path).map(|()| true).map_err(Into::into),
+        };
+        if let (Ok(true), Some(kind)) = (&result, kind) {
+            self.record(kind, &path, size);
         }
+        result
     }
 
     /// Reads and seals a local node, queueing its chunks and its change.
@@ -264,10 +285,12 @@ impl<R: Remote> Engine<R> {
                         Some(s) => {
                             self.index.put_synced(&p.path, &SyncedEntry { revision, ..s.clone() })?;
                             report.uploaded += 1;
+                            self.record(ActivityKind::Uploaded, &p.path, s.node.size);
                         }
                         None => {
                             self.index.remove_synced(&p.path)?;
                             report.deleted += 1;
+                            self.record(ActivityKind::DeletedRemote, &p.path, 0);
                         }
                     }
                     remote_rows
@@ -506,6 +529,20 @@ impl<R: Remote> Engine<R> {
             .add_conflict(path, &copy, &device, now / 1_000_000)
             .map_err(|e| OpError::Fatal(e.into()))?;
         self.download(path, entry, None).await
+    }
+}
+
+/// The activity an op records when it completes in `apply_one` (uploads
+/// and remote deletions are recorded when their commit is accepted), and
+/// the size its progress counts.
+fn activity_of(op: &Op, scan: &ScanResult) -> (Option<ActivityKind>, u64) {
+    let live_size = |e: &RemoteEntry| e.live.as_ref().map_or(0, |l| l.node.size);
+    match op {
+        Op::Upload { path, .. } => (None, scan.entries.get(path).map_or(0, |e| e.node.size)),
+        Op::Download { entry, .. } => (Some(ActivityKind::Downloaded), live_size(entry)),
+        Op::Conflict { entry, .. } => (Some(ActivityKind::Conflict), live_size(entry)),
+        Op::DeleteLocal { .. } => (Some(ActivityKind::DeletedLocal), 0),
+        _ => (None, 0),
     }
 }
 

@@ -13,7 +13,9 @@
 //! through an injected RNG, so the simulation can drive this very code.
 
 pub mod actions;
+pub mod activity;
 mod apply;
+pub mod limit;
 pub mod names;
 mod pull;
 pub mod status;
@@ -182,6 +184,10 @@ pub struct Engine<R: Remote> {
     /// Paths the watcher reported since the last round; `None` asks for a
     /// full scan.
     dirty: Mutex<Option<BTreeSet<RelPath>>>,
+    /// Recent completed ops, for the faces.
+    pub(crate) activity: activity::ActivityLog,
+    /// Bandwidth limits.
+    pub(crate) limits: limit::Limits,
 }
 
 impl<R: Remote> std::fmt::Debug for Engine<R> {
@@ -244,7 +250,24 @@ impl<R: Remote> Engine<R> {
             problems: Mutex::new(Vec::new()),
             last_scan: Mutex::new(None),
             dirty: Mutex::new(None),
+            activity: activity::ActivityLog::default(),
+            limits: limit::Limits::default(),
         }
+    }
+
+    /// Recent activity (uploads, downloads, deletions, conflicts).
+    pub fn activity(&self) -> &activity::ActivityLog {
+        &self.activity
+    }
+
+    /// Bandwidth limits, changeable while running.
+    pub fn limits(&self) -> &limit::Limits {
+        &self.limits
+    }
+
+    pub(crate) fn record(&self, kind: activity::ActivityKind, path: &RelPath, bytes: u64) {
+        let time_ms = self.now_ns() / 1_000_000;
+        self.activity.record(activity::Activity { time_ms, kind, path: path.to_string(), bytes });
     }
 
     /// The local index (for status, conflicts, selective sync).
@@ -410,7 +433,8 @@ impl<R: Remote> Engine<R> {
             return Err(EngineError::Paused);
         }
         self.check_root()?;
-        let mut report = RoundReport { pulled: self.pull(&mut Vec::new()).await?, ..RoundReport::default() };
+        let mut report = RoundReport::default();
+        report.pulled = self.pull(&mut report.problems).await?;
         let scan = self.scan()?;
         let local: BTreeMap<RelPath, Node> =
             scan.entries.iter().map(|(p, e)| (p.clone(), e.node.clone())).collect();

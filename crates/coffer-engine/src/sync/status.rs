@@ -38,6 +38,12 @@ pub struct Status {
     pub bytes_done: u64,
     /// Files being worked on now.
     pub current: Vec<String>,
+    /// Bytes of the current file moved so far.
+    #[serde(default)]
+    pub current_bytes_done: u64,
+    /// Size of the current file.
+    #[serde(default)]
+    pub current_bytes_total: u64,
     /// The last error, in words a person can act on.
     pub last_error: Option<String>,
     /// Unresolved conflicts.

@@ -144,6 +144,7 @@ impl<R: Remote> Engine<R> {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
             if let Some(c) = sealed {
+                self.moved_up(c.len).await;
                 chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
                 batcher.add(c.sealed).await?;
             }
@@ -160,6 +161,7 @@ impl<R: Remote> Engine<R> {
         });
         let mut failed = None;
         while let Some(c) = rx.recv().await {
+            self.moved_up(c.len).await;
             chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
             if let Err(e) = batcher.add(c.sealed).await {
                 failed = Some(e);
@@ -177,6 +179,16 @@ impl<R: Remote> Engine<R> {
             Err(IngestError::Sink(_)) => return Err(TransferError::Unstable),
         }
         self.finish_upload(&abs, &before, chunks)
+    }
+
+    /// Paces one chunk of an upload (bandwidth limit) and counts it in the
+    /// progress.
+    async fn moved_up(&self, len: u32) {
+        self.limits.up.take(u64::from(len)).await;
+        self.update_status(|s| {
+            s.bytes_done += u64::from(len);
+            s.current_bytes_done += u64::from(len);
+        });
     }
 
     /// The stability check after reading: the file must not have changed.
@@ -216,8 +228,12 @@ impl<R: Remote> Engine<R> {
             .buffered(FETCH_AHEAD);
         while let Some(next) = fetches.next().await {
             let (_, plain) = next?;
+            self.limits.down.take(plain.len() as u64).await;
             file.write_all(&plain)?;
-            self.update_status(|s| s.bytes_done += plain.len() as u64);
+            self.update_status(|s| {
+                s.bytes_done += plain.len() as u64;
+                s.current_bytes_done += plain.len() as u64;
+            });
         }
         file.sync_all()?;
         Ok(())
