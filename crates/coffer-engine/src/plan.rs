@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use coffer_proto::{DeviceId, EntryId, Revision};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::model::{ChunkRef, Node, RelPath};
 
@@ -198,14 +199,26 @@ fn is_frozen(frozen: &BTreeSet<RelPath>, path: &RelPath) -> bool {
 pub fn plan(input: PlanInput<'_>) -> Vec<Op> {
     let paths: BTreeSet<&RelPath> =
         input.local.keys().chain(input.synced.keys()).chain(input.remote.keys()).collect();
+    // An entry id is keyed on the NFC form of its path, so a deletion known
+    // under the other Unicode form of a local path is that path's entry: an
+    // upload there must build on the deletion's revision, or the store
+    // refuses it (base 0) round after round and the file never syncs.
+    let tombstones: BTreeMap<String, &RemoteEntry> = input
+        .remote
+        .iter()
+        .filter(|(_, r)| r.live.is_none())
+        .map(|(p, r)| (p.as_str().nfc().collect(), r))
+        .collect();
     let mut ops = Vec::new();
     for path in paths {
         if is_frozen(input.frozen, path) {
             continue;
         }
-        if let Some(op) =
-            plan_path(path, input.local.get(path), input.synced.get(path), input.remote.get(path))
-        {
+        let remote = input.remote.get(path).or_else(|| {
+            let nfc: String = path.as_str().nfc().collect();
+            input.local.contains_key(path).then(|| tombstones.get(&nfc).copied()).flatten()
+        });
+        if let Some(op) = plan_path(path, input.local.get(path), input.synced.get(path), remote) {
             ops.push(op);
         }
     }
@@ -383,6 +396,22 @@ mod tests {
 
         let both_new_differ = Trees::one(Some(file(1)), None, Some((1, Some(file(2)))));
         assert!(matches!(&both_new_differ.plan()[..], [Op::Conflict { .. }]));
+    }
+
+    /// Found by the simulation (coffer-sim seed 8): a file created under
+    /// the NFD form of a name whose entry was deleted under its NFC form
+    /// was uploaded with base 0 and deferred forever.
+    #[test]
+    fn new_file_over_a_tombstone_of_its_other_unicode_form() {
+        let (nfc, nfd) = ("caf\u{e9}.txt", "cafe\u{301}.txt");
+        let mut t = Trees::one(None, None, None);
+        t.local.insert(p(nfd), file(1));
+        t.remote.insert(p(nfc), remote(nfc, 3, None));
+        assert_eq!(t.plan(), vec![Op::Upload { path: p(nfd), base: Revision(3) }]);
+        // A live entry under the other form is another matter (a twin the
+        // scanner reports); its revision is not borrowed.
+        t.remote.insert(p(nfc), remote(nfc, 3, Some(file(2))));
+        assert!(t.plan().contains(&Op::Upload { path: p(nfd), base: Revision(0) }), "{:?}", t.plan());
     }
 
     #[test]
