@@ -612,3 +612,69 @@ pub struct VersionsResponse {
     /// Kept revisions (deletions included), newest first.
     pub versions: Vec<EntryVersion>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_batch_round_trip_and_malformed_bodies() {
+        let a = SealedChunk::from_parts(ChunkId::from_bytes([1; 32]), vec![1, 2, 3]);
+        let b = SealedChunk::from_parts(ChunkId::from_bytes([2; 32]), vec![9; 1000]);
+        let body = chunk_batch::encode([&a, &b]);
+        assert_eq!(body.len(), 2 * 36 + 3 + 1000);
+        assert_eq!(chunk_batch::decode(&body).unwrap(), vec![a.clone(), b]);
+        assert_eq!(chunk_batch::decode(&[]).unwrap(), vec![]);
+        assert_eq!(chunk_batch::decode(&body[..10]).unwrap_err().why, "truncated header");
+        assert_eq!(chunk_batch::decode(&body[..38]).unwrap_err().why, "truncated chunk");
+        let mut empty = chunk_batch::encode([&a]);
+        empty[32..36].copy_from_slice(&0u32.to_be_bytes());
+        empty.truncate(36);
+        assert_eq!(chunk_batch::decode(&empty).unwrap_err().why, "empty chunk");
+    }
+
+    #[test]
+    fn error_codes_are_stable_strings() {
+        for code in [
+            ErrorCode::Unauthorized,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
+            ErrorCode::AlreadyExists,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::ChunkMissing,
+            ErrorCode::ChunkHashMismatch,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::BadRequest,
+            ErrorCode::RateLimited,
+            ErrorCode::CursorExpired,
+            ErrorCode::RetryLater,
+            ErrorCode::Timeout,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+            assert!((400..600).contains(&code.http_status()));
+        }
+        let body: ErrorBody = serde_json::from_str(r#"{"code":"from_the_future","message":"m"}"#).unwrap();
+        assert_eq!(body.code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn tokens_never_print() {
+        let token = SessionToken::new("super-secret-token".into());
+        assert_eq!(format!("{token:?}"), "SessionToken(****)");
+        let resp = LoginFinishResponse {
+            token,
+            session: SessionInfo {
+                id: SessionId::from_bytes([1; 16]),
+                device_id: DeviceId::from_bytes([2; 16]),
+                created_at: UnixMillis(1),
+                expires_at: UnixMillis(2),
+                current: true,
+            },
+            wrapped_key: WrappedKey::from_sealed_bytes(vec![7; 61]),
+        };
+        assert!(!format!("{resp:?}").contains("super-secret"));
+        let json = serde_json::to_string(&resp).unwrap();
+        assert!(json.contains("super-secret-token"), "the wire carries it once");
+    }
+}

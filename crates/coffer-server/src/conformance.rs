@@ -323,7 +323,7 @@ fn gc_mark_and_sweep(s: &dyn MetaStore) {
     s.record_chunks(a, &[(chunk(3), 10)], T0.plus_millis(500)).unwrap();
     let marked = s.gc_mark(T0.plus_millis(100), 10).unwrap();
     assert_eq!(marked, vec![(a, chunk(2))], "only unreferenced chunks past their grace");
-    assert!(s.gc_mark(T0.plus_millis(100), 10).unwrap().is_empty(), "marking is once");
+    assert_eq!(s.gc_mark(T0.plus_millis(100), 10).unwrap(), marked, "marked chunks come back until swept");
     // While marked: missing, not recordable, not committable.
     assert_eq!(s.missing_chunks(a, &[chunk(1), chunk(2)]).unwrap(), vec![chunk(2)]);
     assert_eq!(
@@ -333,6 +333,7 @@ fn gc_mark_and_sweep(s: &dyn MetaStore) {
     let err = s.commit(a, DEV, T0, &[put(entry(2), 0, "v", &[chunk(2)])]).unwrap_err();
     assert_eq!(err, StoreError::ChunkMissing(vec![chunk(2)]));
     s.gc_sweep(&marked).unwrap();
+    assert!(s.gc_mark(T0.plus_millis(100), 10).unwrap().is_empty(), "nothing left marked");
     assert_eq!(s.missing_chunks(a, &[chunk(2)]).unwrap(), vec![chunk(2)]);
     // After the sweep, an upload records it afresh.
     s.record_chunks(a, &[(chunk(2), 10)], T0.plus_millis(300)).unwrap();

@@ -13,6 +13,9 @@
 //! 2. **Delete** the marked blobs.
 //! 3. **Sweep** (`gc_sweep`): forget the marked rows.
 //!
+//! If deleting a blob fails, the pass stops with the rows still marked;
+//! `gc_mark` hands them out again, so the next pass finishes the job.
+//!
 //! Against that, from the moment a chunk is marked:
 //! - a commit naming it is refused `chunk_missing` (rule 1 of
 //!   [`crate::store::commit`] treats marked rows as absent), so no revision

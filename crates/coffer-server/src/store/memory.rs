@@ -378,18 +378,21 @@ impl MetaStore for MemoryMetaStore {
 
     fn gc_mark(&self, cutoff: UnixMillis, limit: u32) -> StoreResult<Vec<(AccountId, ChunkId)>> {
         let mut g = self.lock();
+        let mut newly = 0;
         let mut out = Vec::new();
         for a in &mut g.accounts {
             for (id, (row, uploaded)) in a.chunks.iter_mut() {
-                if out.len() == limit as usize {
-                    return Ok(out);
-                }
-                if row.refs == 0 && !row.deleting && *uploaded < cutoff {
+                if newly < limit && row.refs == 0 && !row.deleting && *uploaded < cutoff {
                     row.deleting = true;
+                    newly += 1;
+                }
+                if row.deleting {
                     out.push((a.record.id, *id));
                 }
             }
         }
+        out.sort_unstable();
+        out.truncate(limit as usize);
         Ok(out)
     }
 

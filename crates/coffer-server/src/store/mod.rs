@@ -219,9 +219,10 @@ pub trait MetaStore: Send + Sync + fmt::Debug + 'static {
     /// deletion is older than `cutoff` (raising the journal floor). Returns
     /// the number of revisions dropped.
     fn prune_versions(&self, cutoff: UnixMillis) -> StoreResult<u64>;
-    /// Marks up to `limit` chunks that no kept revision names and that were
-    /// last uploaded before `cutoff`; returns them. Marked chunks count as
-    /// missing and cannot be committed or re-recorded.
+    /// Marks chunks that no kept revision names and that were last uploaded
+    /// before `cutoff`, and returns every marked chunk (these and any left
+    /// marked by an interrupted pass), at most `limit`. Marked chunks count as
+    /// missing and cannot be committed or re-recorded until swept.
     fn gc_mark(&self, cutoff: UnixMillis, limit: u32) -> StoreResult<Vec<(AccountId, ChunkId)>>;
     /// Forgets marked chunks (after their blobs are gone).
     fn gc_sweep(&self, marked: &[(AccountId, ChunkId)]) -> StoreResult<()>;

@@ -716,17 +716,16 @@ impl MetaStore for SqliteMetaStore {
 
     fn gc_mark(&self, cutoff: UnixMillis, limit: u32) -> StoreResult<Vec<(AccountId, ChunkId)>> {
         self.write(|tx| {
+            tx.execute(
+                "UPDATE chunks SET deleting = 1
+                 WHERE (account, id) IN (SELECT account, id FROM chunks
+                   WHERE refs = 0 AND deleting = 0 AND uploaded_at < ?1 LIMIT ?2)",
+                params![i(cutoff.0), i64::from(limit)],
+            )
+            .map_err(db)?;
             let marked: Vec<(i64, Vec<u8>)> = tx
-                .prepare(
-                    "UPDATE chunks SET deleting = 1
-                     WHERE (account, id) IN (SELECT account, id FROM chunks
-                       WHERE refs = 0 AND deleting = 0 AND uploaded_at < ?1 LIMIT ?2)
-                     RETURNING account, id",
-                )
-                .and_then(|mut s| {
-                    s.query_map(params![i(cutoff.0), i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect()
-                })
+                .prepare("SELECT account, id FROM chunks WHERE deleting = 1 ORDER BY account, id LIMIT ?1")
+                .and_then(|mut s| s.query_map([i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
                 .map_err(db)?;
             marked
                 .into_iter()

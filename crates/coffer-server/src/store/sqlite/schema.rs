@@ -67,6 +67,10 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX revisions_by_seq ON revisions(account, seq);
     ",
+    // 2: find chunks left marked by an interrupted collection.
+    r"
+    CREATE INDEX chunks_marked ON chunks(account) WHERE deleting = 1;
+    ",
 ];
 
 /// Runs the migrations not yet applied.
