@@ -6,7 +6,10 @@
 //!   cache, next to single-thread BLAKE3 from the `blake3` crate.
 //! - `load`: the cloud store under many concurrent committing clients and
 //!   thousands of held long-polls (commits/s, latency, errors, polls held).
+//! - `compare`: Coffer side by side with Syncthing, rclone and Unison on the
+//!   same workloads, on loopback (see `compare/mod.rs`).
 
+mod compare;
 mod load;
 mod pipeline;
 
@@ -21,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Coffer against Syncthing, rclone and Unison, side by side.
+    Compare(compare::Args),
     /// Ingest pipeline throughput, stage by stage, against plain BLAKE3.
     Pipeline(pipeline::Args),
     /// Cloud store load: concurrent commits and held long-polls.
@@ -32,6 +37,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Compare(args) => compare::run(&args),
         Cmd::Pipeline(args) => pipeline::run(&args),
         Cmd::Load(args) => load::run(&args),
         Cmd::LoadServer(args) => load::run_server(&args),

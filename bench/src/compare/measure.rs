@@ -1,0 +1,267 @@
+//! Measuring the tools' processes the same way for all of them: CPU time and
+//! peak resident memory from `/proc` for daemons (peak reset through
+//! `clear_refs` before each measured step), and from GNU `time` for one-shot
+//! commands; and waiting, with a tight poll, until a folder holds what was
+//! written on the other device.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// CPU seconds and peak resident memory of a tool's device-side processes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// User + system CPU seconds, cumulative.
+    pub cpu_s: f64,
+    /// Peak resident set (KiB) since the last reset.
+    pub peak_kib: u64,
+}
+
+/// A child process killed by its pid when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// What it is, for messages.
+    pub what: String,
+    child: Child,
+}
+
+impl Proc {
+    /// Spawns `cmd` (stdin closed, stdout/stderr to `log`).
+    pub fn spawn(what: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        Ok(Self { what: what.to_string(), child })
+    }
+
+    /// Wraps an already spawned child.
+    pub fn from_child(what: &str, child: Child) -> Self {
+        Self { what: what.to_string(), child }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if it has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(st) = self.child.try_wait()? {
+            bail!("{} exited early: {st}", self.what);
+        }
+        Ok(())
+    }
+
+    /// CPU seconds so far (user + system), from `/proc/PID/stat`.
+    pub fn cpu_s(&self) -> f64 {
+        proc_cpu_s(self.pid())
+    }
+
+    /// Peak resident set since start or the last reset (VmHWM), KiB.
+    pub fn peak_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// Resets the peak resident set to the current one.
+    pub fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+
+    /// SIGTERM, a short grace, then SIGKILL; reaps it.
+    pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn clk_tck() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+fn proc_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start at ")".
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    ticks as f64 / clk_tck()
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What one command run under GNU `time` cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timed {
+    /// Wall seconds, measured here.
+    pub wall_s: f64,
+    /// User + system CPU seconds.
+    pub cpu_s: f64,
+    /// Peak resident set, KiB.
+    pub peak_kib: u64,
+}
+
+/// Runs `program args` under `/usr/bin/time`, fails unless it exits 0 (or
+/// with a code in `ok_codes`); stdout and stderr go to `log` (appended).
+pub fn run_timed(
+    program: &str,
+    args: &[String],
+    envs: &[(&str, String)],
+    log: &Path,
+    ok_codes: &[i32],
+) -> anyhow::Result<Timed> {
+    let times = log.with_extension("time");
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("%U %S %M").arg("-o").arg(&times).arg(program).args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    let wall_s = start.elapsed().as_secs_f64();
+    let code = status.code().unwrap_or(-1);
+    if code != 0 && !ok_codes.contains(&code) {
+        bail!("{program} {} exited with {code}; see {}", args.join(" "), log.display());
+    }
+    let t = std::fs::read_to_string(&times)?;
+    let last = t.lines().last().unwrap_or("");
+    let f: Vec<&str> = last.split_whitespace().collect();
+    if f.len() < 3 {
+        bail!("could not read GNU time's output {last:?}");
+    }
+    let cpu_s = f[0].parse::<f64>().unwrap_or(0.0) + f[1].parse::<f64>().unwrap_or(0.0);
+    Ok(Timed { wall_s, cpu_s, peak_kib: f[2].parse().unwrap_or(0) })
+}
+
+/// What a folder should hold when a workload has arrived: relative path →
+/// BLAKE3 of the content.
+pub type Expect = BTreeMap<String, (u64, blake3::Hash)>;
+
+/// Hashes files in `dir` under their path relative to `base`.
+pub fn expect_of(base: &Path, rels: &[String]) -> anyhow::Result<Expect> {
+    let mut e = Expect::new();
+    for rel in rels {
+        let (len, h) = hash_file(&base.join(rel))?;
+        e.insert(rel.clone(), (len, h));
+    }
+    Ok(e)
+}
+
+/// Size and BLAKE3 of a file.
+pub fn hash_file(p: &Path) -> anyhow::Result<(u64, blake3::Hash)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((len, h.finalize()));
+        }
+        len += n as u64;
+        h.update(&buf[..n]);
+    }
+}
+
+/// Polls `root` until every expected file is there with the expected size,
+/// then checks contents (and goes on polling if one differs: a tool may
+/// still be writing in place). Returns when all match; fails at `deadline`.
+pub fn wait_for(root: &Path, expect: &Expect, deadline: Duration, poll: Duration) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let end = Instant::now() + deadline;
+    let keys: Vec<&String> = expect.keys().collect();
+    // Files are checked in order; `done` of them have arrived.
+    let mut done = 0;
+    // A file whose content did not match, by its stat: it is hashed again
+    // only once its stat changes (a 1 GiB hash per poll would be slow).
+    let mut mismatched: BTreeMap<&String, (u64, i64, i64, u64)> = BTreeMap::new();
+    loop {
+        while done < keys.len() {
+            let rel = keys[done];
+            let want = expect[rel];
+            let Ok(m) = std::fs::metadata(root.join(rel)) else { break };
+            if m.len() != want.0 {
+                break;
+            }
+            let st = (m.len(), m.mtime(), m.mtime_nsec(), m.ino());
+            if mismatched.get(rel) == Some(&st) {
+                break;
+            }
+            if hash_file(&root.join(rel)).map(|(_, h)| h == want.1).unwrap_or(false) {
+                done += 1;
+            } else {
+                mismatched.insert(rel, st);
+                break;
+            }
+        }
+        if done == keys.len() {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            bail!(
+                "{} of {} files not on {} after {:?} (first: {})",
+                keys.len() - done,
+                keys.len(),
+                root.display(),
+                deadline,
+                keys[done]
+            );
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// A path under the work folder, created.
+pub fn mkdir(p: PathBuf) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(p)
+}
