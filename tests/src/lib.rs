@@ -130,6 +130,19 @@ impl Server {
     pub fn stop(&mut self) {
         self.proc.terminate();
     }
+
+    /// One counter from the server's `GET /metrics` (Prometheus text).
+    pub fn metric(&self, name: &str) -> u64 {
+        use std::io::Read;
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the server");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read /metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in /metrics: {body}"))
+    }
 }
 
 /// One device: a home folder and a sync folder.

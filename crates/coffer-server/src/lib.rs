@@ -29,6 +29,7 @@ pub mod clock;
 pub mod conformance;
 mod error;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
 pub mod server;

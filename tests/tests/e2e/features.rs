@@ -126,7 +126,7 @@ fn a_deletion_can_be_undone_from_the_trash() {
 /// (and the metadata) travels the second time.
 #[test]
 fn a_one_byte_edit_to_a_large_file_sends_one_chunk() {
-    let (_s, a, b) = pair("big@example.org");
+    let (server, a, b) = pair("big@example.org");
     let mut data = random_bytes(200 << 20, 3);
     a.write("big.bin", &data);
     let first = a.sync().stdout;
@@ -138,9 +138,16 @@ fn a_one_byte_edit_to_a_large_file_sends_one_chunk() {
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
     a.write("big.bin", &data);
+    let received_before = server.metric("coffer_chunk_bytes_received_total");
+    let stored_before = server.metric("coffer_chunk_bytes_stored_total");
     let second = a.sync().stdout;
     let sent = sent_bytes(&second);
     assert!(sent > 0 && sent <= 4 << 20, "a one-byte edit sent {sent} bytes: {second}");
+    // The store's own counters agree: one chunk (at most 4 MiB) came in.
+    let received = server.metric("coffer_chunk_bytes_received_total") - received_before;
+    let stored = server.metric("coffer_chunk_bytes_stored_total") - stored_before;
+    assert!(received > 0 && received <= 4 << 20, "the store received {received} bytes");
+    assert!(stored > 0 && stored <= received, "the store stored {stored} new bytes");
     b.sync();
     assert!(b.read("big.bin") == data, "B has the edited file");
 }

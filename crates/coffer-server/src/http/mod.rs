@@ -23,6 +23,7 @@ mod journal;
 mod journal_wait;
 mod login_finish;
 mod login_start;
+mod metrics;
 mod register_finish;
 mod register_start;
 mod session_revoke;
@@ -255,6 +256,7 @@ pub fn router(service: Service, cfg: HttpConfig) -> Router {
         .route("/chunks/{id}", get(chunk_download::handle));
     Router::new()
         .nest(coffer_proto::api::API_PREFIX, v1)
+        .route("/metrics", get(metrics::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(state.clone(), timeout_layer))

@@ -11,6 +11,7 @@ use coffer_proto::api::{chunk_batch, UploadChunksResponse, MAX_IDS_PER_REQUEST};
 use coffer_proto::{ChunkId, SealedChunk};
 
 use super::{Caller, Service};
+use crate::metrics::Metrics;
 use crate::ServiceError;
 
 fn check_count(n: usize) -> Result<(), ServiceError> {
@@ -53,6 +54,8 @@ impl Service {
                 return Err(ServiceError::ChunkHashMismatch(c.id()));
             }
         }
+        let m = &self.inner.metrics;
+        Metrics::add(&m.chunk_bytes_received, chunks.iter().map(|c| c.len() as u64).sum());
         let ids: Vec<ChunkId> = chunks.iter().map(SealedChunk::id).collect();
         let missing = self.meta(move |m| m.missing_chunks(caller.account, &ids)).await?;
         let sizes: Vec<(ChunkId, u64)> = chunks.iter().map(|c| (c.id(), c.len() as u64)).collect();
@@ -60,6 +63,8 @@ impl Service {
         let stored = u32::try_from(to_write.len()).unwrap_or(u32::MAX);
         let already_present = u32::try_from(sizes.len()).unwrap_or(u32::MAX).saturating_sub(stored);
         if !to_write.is_empty() {
+            Metrics::add(&m.chunks_stored, to_write.len() as u64);
+            Metrics::add(&m.chunk_bytes_stored, to_write.iter().map(|c| c.len() as u64).sum());
             self.blobs(move |b| {
                 for c in &to_write {
                     b.put(caller.account, c.id(), c.as_bytes())?;
@@ -77,6 +82,7 @@ impl Service {
     pub async fn download_chunk(&self, caller: Caller, id: ChunkId) -> Result<SealedChunk, ServiceError> {
         let bytes =
             self.blobs(move |b| b.get(caller.account, id)).await?.ok_or(ServiceError::NotFound("chunk"))?;
+        Metrics::add(&self.inner.metrics.chunk_bytes_served, bytes.len() as u64);
         Ok(SealedChunk::from_parts(id, bytes))
     }
 }

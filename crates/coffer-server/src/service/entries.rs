@@ -49,6 +49,8 @@ impl Service {
                 ChangeResult::Conflict { .. } => None,
             })
             .collect();
+        crate::metrics::Metrics::add(&self.inner.metrics.commits, 1);
+        crate::metrics::Metrics::add(&self.inner.metrics.changes_applied, accepted.len() as u64);
         self.inner.notifier.publish(caller.account, cursor, accepted);
         Ok(CommitResponse { results, cursor })
     }

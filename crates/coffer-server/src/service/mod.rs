@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     /// Bounds store calls in flight, so a burst of requests queues here
     /// instead of spawning hundreds of blocking threads.
     pub(crate) store_slots: tokio::sync::Semaphore,
+    /// Operational counters (`GET /metrics`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// The cloud store's logic. Cheap to clone (one `Arc`).
@@ -130,6 +132,11 @@ const SETUP_SECRET: &str = "opaque_server_setup_v1";
 const STORE_SLOTS: usize = 16;
 
 impl Service {
+    /// The process's operational counters.
+    pub fn metrics(&self) -> crate::metrics::MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
     /// Builds a service over its stores. Loads (or makes and stores) the
     /// OPAQUE server setup.
     pub async fn new(
@@ -158,6 +165,7 @@ impl Service {
                 session_cache: Mutex::new(accounts::SessionCache::default()),
                 notifier: Notifier::default(),
                 store_slots: tokio::sync::Semaphore::new(STORE_SLOTS),
+                metrics: crate::metrics::Metrics::default(),
             }),
         })
     }
