@@ -298,7 +298,22 @@ impl<R: Remote> Engine<R> {
                 }
                 // Someone else committed first: the next round pulls their
                 // change and plans again (a conflict if both differ).
-                ChangeResult::Conflict { .. } => report.deferred += 1,
+                ChangeResult::Conflict { entry_id, current_revision } => {
+                    report.deferred += 1;
+                    // Except a deletion from before this device's first
+                    // snapshot: no page it reads will ever name it, so learn
+                    // it here, or an upload at this path builds on base 0
+                    // and is refused forever.
+                    if current_revision > Revision::ZERO && self.index.remote_entry(&entry_id)?.is_none() {
+                        if let Ok(v) = self.remote.version(entry_id, current_revision).await {
+                            if v.meta.is_none() {
+                                let tombstone =
+                                    RemoteEntry { entry_id, revision: current_revision, live: None };
+                                remote_rows.push((Some(p.path), tombstone));
+                            }
+                        }
+                    }
+                }
             }
         }
         self.index.put_remote(&remote_rows, None)?;
