@@ -5,14 +5,11 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Engine;
 use crate::fs::StatKind;
 use crate::model::RelPath;
 use crate::remote::Remote;
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// One item in the trash.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -33,7 +30,18 @@ impl<R: Remote> Engine<R> {
     /// Moves the node at `path` into a fresh trash slot.
     pub(crate) fn trash_node(&self, path: &RelPath) -> io::Result<()> {
         let ms = self.now_ns() / 1_000_000;
-        let slot = self.trash_dir().join(format!("{ms}-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+        // The first free slot of this millisecond: never one that already
+        // holds something (after a restart, or a clock set back, a counter
+        // would start again and rename over a trashed file), and the same
+        // names for the same history (the simulation replays by seed).
+        let mut n = 0u64;
+        let slot = loop {
+            let slot = self.trash_dir().join(format!("{ms}-{n}"));
+            if !self.fs.exists(&slot)? {
+                break slot;
+            }
+            n += 1;
+        };
         let dest = slot.join(path.as_str());
         let mut dirs = vec![];
         let mut d = dest.parent().map(PathBuf::from);
