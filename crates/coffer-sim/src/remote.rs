@@ -1,0 +1,178 @@
+//! [`SimRemote`]: the engine's [`Remote`] over the in-process
+//! [`coffer_server::Service`] with in-memory stores (no HTTP), plus the two
+//! faults the simulation injects at this seam:
+//!
+//! - **offline**: while a device's network switch is off, every call fails
+//!   with a retryable transport error, as an unreachable store would;
+//! - **crash**: a shared [`Crash`] budget counts every effect a device has
+//!   on the world (each store call here, each disk mutation in
+//!   [`crate::fs::CrashFs`]); when it runs out, every later effect fails, as
+//!   if the process had died there. The harness then drops the engine and
+//!   starts a new one over the same disk and index.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_engine::remote::{Remote, RemoteError};
+use coffer_proto::api::{
+    Change, CommitResponse, EntryVersion, JournalPage, SessionId, SessionInfo, SnapshotPage,
+    UploadChunksResponse, Usage,
+};
+use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
+use coffer_server::{Caller, Service, ServiceError};
+
+/// A countdown of effects after which a simulated process is dead.
+/// Negative means "no crash planned".
+#[derive(Debug)]
+pub struct Crash(AtomicI64);
+
+impl Default for Crash {
+    fn default() -> Self {
+        Self(AtomicI64::new(-1))
+    }
+}
+
+impl Crash {
+    /// Lets `n` more effects happen, then fails every later one.
+    pub fn arm(&self, n: i64) {
+        self.0.store(n.max(0), Ordering::SeqCst);
+    }
+
+    /// No crash planned.
+    pub fn disarm(&self) {
+        self.0.store(-1, Ordering::SeqCst);
+    }
+
+    /// Whether the budget ran out (the process is dead).
+    pub fn fired(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+
+    /// Spends one effect; false if the process is already dead.
+    pub fn spend(&self) -> bool {
+        let mut cur = self.0.load(Ordering::SeqCst);
+        loop {
+            if cur < 0 {
+                return true;
+            }
+            if cur == 0 {
+                return false;
+            }
+            match self.0.compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// One device's session with the in-process store.
+#[derive(Clone, Debug)]
+pub struct SimRemote {
+    service: Service,
+    caller: Caller,
+    online: Arc<AtomicBool>,
+    crash: Arc<Crash>,
+    calls: Arc<AtomicI64>,
+}
+
+fn api(e: ServiceError) -> RemoteError {
+    let body = e.body();
+    RemoteError::Api { status: body.code.http_status(), body }
+}
+
+impl SimRemote {
+    /// A session of `caller` on `service`, online while `online` is set,
+    /// dead once `crash` fires.
+    pub fn new(service: Service, caller: Caller, online: Arc<AtomicBool>, crash: Arc<Crash>) -> Self {
+        Self { service, caller, online, crash, calls: Arc::new(AtomicI64::new(0)) }
+    }
+
+    /// Store calls made so far (attempted, online or not).
+    pub fn calls(&self) -> i64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn gate(&self) -> Result<(), RemoteError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if !self.online.load(Ordering::SeqCst) {
+            return Err(RemoteError::Transport("simulated network is down".into()));
+        }
+        if !self.crash.spend() {
+            return Err(RemoteError::Transport("simulated process crashed".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Remote for SimRemote {
+    async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RemoteError> {
+        self.gate()?;
+        self.service.missing_chunks(self.caller, ids.to_vec()).await.map_err(api)
+    }
+
+    async fn upload_chunks(&self, chunks: &[SealedChunk]) -> Result<UploadChunksResponse, RemoteError> {
+        self.gate()?;
+        self.service.upload_sealed(self.caller, chunks.to_vec()).await.map_err(api)
+    }
+
+    async fn download_chunk(&self, id: ChunkId) -> Result<SealedChunk, RemoteError> {
+        self.gate()?;
+        let c = self.service.download_chunk(self.caller, id).await.map_err(api)?;
+        if blake3::hash(c.as_bytes()).as_bytes() != id.as_bytes() {
+            return Err(RemoteError::CorruptChunk(id));
+        }
+        Ok(c)
+    }
+
+    async fn commit(&self, changes: &[Change]) -> Result<CommitResponse, RemoteError> {
+        self.gate()?;
+        self.service.commit(self.caller, changes.to_vec()).await.map_err(api)
+    }
+
+    async fn journal(&self, after: Cursor, limit: Option<u32>) -> Result<JournalPage, RemoteError> {
+        self.gate()?;
+        self.service.journal(self.caller, after, limit).await.map_err(api)
+    }
+
+    async fn wait_journal(&self, after: Cursor, _timeout: Duration) -> Result<JournalPage, RemoteError> {
+        // Simulated time does not pass while waiting: answer at once.
+        self.gate()?;
+        self.service.journal(self.caller, after, None).await.map_err(api)
+    }
+
+    async fn snapshot(
+        &self,
+        after: Option<EntryId>,
+        limit: Option<u32>,
+    ) -> Result<SnapshotPage, RemoteError> {
+        self.gate()?;
+        self.service.snapshot(self.caller, after, limit).await.map_err(api)
+    }
+
+    async fn versions(&self, entry: EntryId) -> Result<Vec<EntryVersion>, RemoteError> {
+        self.gate()?;
+        Ok(self.service.versions(self.caller, entry).await.map_err(api)?.versions)
+    }
+
+    async fn version(&self, entry: EntryId, revision: Revision) -> Result<EntryVersion, RemoteError> {
+        self.gate()?;
+        self.service.version(self.caller, entry, revision).await.map_err(api)
+    }
+
+    async fn usage(&self) -> Result<Usage, RemoteError> {
+        self.gate()?;
+        self.service.usage(self.caller).await.map_err(api)
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionInfo>, RemoteError> {
+        self.gate()?;
+        self.service.sessions(self.caller).await.map_err(api)
+    }
+
+    async fn revoke_session(&self, id: SessionId) -> Result<(), RemoteError> {
+        self.gate()?;
+        self.service.revoke_session(self.caller, id).await.map_err(api)
+    }
+}
