@@ -104,26 +104,16 @@ impl Server {
     /// Starts a server with extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(coffer_bin())
-            .args(["server", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn coffer server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines.next().expect("server exited before listening").expect("read stdout");
-            if let Some(i) = line.find("http://") {
-                break line[i..].trim().to_string();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { url, proc: Proc { child }, data }
+        let (url, proc) = spawn_server(data.path(), "127.0.0.1:0", extra);
+        Self { url, proc, data }
+    }
+
+    /// Starts the stopped server again, on the same address and data.
+    pub fn restart(&mut self) {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let (url, proc) = spawn_server(self.data.path(), &addr, &[]);
+        assert_eq!(url, self.url);
+        self.proc = proc;
     }
 
     /// Stops the server.
@@ -143,6 +133,29 @@ impl Server {
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no {name} in /metrics: {body}"))
     }
+}
+
+fn spawn_server(data: &Path, listen: &str, extra: &[&str]) -> (String, Proc) {
+    let mut child = Command::new(coffer_bin())
+        .args(["server", "--listen", listen, "--data"])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn coffer server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("server exited before listening").expect("read stdout");
+        if let Some(i) = line.find("http://") {
+            break line[i..].trim().to_string();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (url, Proc { child })
 }
 
 /// One device: a home folder and a sync folder.

@@ -1,7 +1,8 @@
-//! Crashes and missing disks: a client killed with SIGKILL in the middle of
-//! a download never leaves a partial file at the final path and converges
-//! when restarted; a sync folder that disappears is never read as "all
-//! deleted".
+//! Crashes, outages and missing disks: a client killed with SIGKILL in the
+//! middle of a download never leaves a partial file at the final path and
+//! converges when restarted; daemons ride out a store outage and catch up; a
+//! sync folder that disappears is never read as "all deleted"; a round that
+//! would delete many files waits for confirmation.
 
 use std::time::Duration;
 
@@ -74,4 +75,61 @@ fn a_missing_sync_folder_is_not_read_as_everything_deleted() {
     std::fs::rename(&away, &a.root).unwrap();
     a.sync();
     assert_eq!(a.tree(), b.tree());
+}
+
+#[test]
+fn daemons_work_offline_and_catch_up_when_the_store_returns() {
+    let mut server = Server::start();
+    let a = Client::new();
+    let b = Client::new();
+    a.signup(&server, "offline@example.org");
+    b.login(&server, "offline@example.org");
+    a.write("before.txt", b"before the outage");
+    a.sync();
+    b.sync();
+    let _da = a.daemon();
+    let _db = b.daemon();
+
+    server.stop();
+    a.write("during/outage.txt", b"written while the store was down");
+    wait_until("A to notice the store is down", Duration::from_secs(30), || {
+        std::fs::read_to_string(a.path(".coffer/status.json")).is_ok_and(|s| s.contains("offline"))
+    });
+    server.restart();
+    wait_until("the change to reach B after the outage", Duration::from_secs(90), || {
+        std::fs::read(b.path("during/outage.txt")).is_ok_and(|d| d == b"written while the store was down")
+    });
+    assert_eq!(b.read("before.txt"), b"before the outage");
+}
+
+#[test]
+fn a_mass_deletion_waits_for_confirmation() {
+    let server = Server::start();
+    let a = Client::new();
+    let b = Client::new();
+    a.signup(&server, "mass@example.org");
+    b.login(&server, "mass@example.org");
+    for i in 0..1001 {
+        a.write(&format!("many/f{i:04}"), b"x");
+    }
+    a.sync();
+    b.sync();
+    std::fs::remove_dir_all(a.path("many")).unwrap();
+    let r = a.run(&["sync", a.root.to_str().unwrap(), "--once", "--quiet"]);
+    assert_ne!(r.code, 0, "a round deleting 1,002 entries must not just run");
+    assert!(r.stderr.contains("confirm"), "{}", r.stderr);
+    b.sync();
+    assert_eq!(b.tree().len(), 1002, "nothing was deleted on the store");
+
+    a.run(&["sync", a.root.to_str().unwrap(), "--once", "--quiet", "--confirm-deletions"]).ok();
+    // Each device confirms a mass deletion it would carry out, whoever
+    // started it: a store (or a device) gone wrong cannot empty them all.
+    let r = b.run(&["sync", b.root.to_str().unwrap(), "--once", "--quiet"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("confirm"), "{}", r.stderr);
+    assert_eq!(b.tree().len(), 1002);
+    b.run(&["sync", b.root.to_str().unwrap(), "--once", "--quiet", "--confirm-deletions"]).ok();
+    assert!(b.tree().is_empty(), "confirmed: deleted everywhere ({} left)", b.tree().len());
+    let trash = b.run(&["trash", "--dir", b.root.to_str().unwrap()]).ok().stdout;
+    assert!(trash.contains("many/f0000"), "B's copies are in its trash");
 }
