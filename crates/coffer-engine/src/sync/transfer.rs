@@ -146,6 +146,7 @@ impl<R: Remote> Engine<R> {
             if let Some(c) = sealed {
                 self.moved_up(c.len).await;
                 chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
+                self.update_status(|s| s.bytes_done += u64::from(c.len));
                 batcher.add(c.sealed).await?;
             }
             return self.finish_upload(&abs, &before, chunks);
@@ -163,6 +164,7 @@ impl<R: Remote> Engine<R> {
         while let Some(c) = rx.recv().await {
             self.moved_up(c.len).await;
             chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
+            self.update_status(|s| s.bytes_done += u64::from(c.len));
             if let Err(e) = batcher.add(c.sealed).await {
                 failed = Some(e);
                 break;
