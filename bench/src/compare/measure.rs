@@ -60,19 +60,24 @@ impl Proc {
         Ok(())
     }
 
-    /// CPU seconds so far (user + system), from `/proc/PID/stat`.
+    /// CPU seconds so far (user + system) of it and its descendants,
+    /// reaped ones included, from `/proc/PID/stat` (Syncthing, for one,
+    /// runs its work in a child of the process started).
     pub fn cpu_s(&self) -> f64 {
-        proc_cpu_s(self.pid())
+        family(self.pid()).into_iter().map(proc_cpu_s).sum()
     }
 
-    /// Peak resident set since start or the last reset (VmHWM), KiB.
+    /// Peak resident set since start or the last reset (VmHWM), KiB: the
+    /// largest of it and its descendants.
     pub fn peak_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmHWM:")
+        family(self.pid()).into_iter().map(|p| proc_status_kib(p, "VmHWM:")).max().unwrap_or(0)
     }
 
-    /// Resets the peak resident set to the current one.
+    /// Resets the peak resident set to the current one (it and descendants).
     pub fn reset_peak(&self) {
-        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+        for p in family(self.pid()) {
+            let _ = std::fs::write(format!("/proc/{p}/clear_refs"), "5");
+        }
     }
 
     /// SIGTERM, a short grace, then SIGKILL; reaps it.
@@ -110,14 +115,40 @@ fn clk_tck() -> f64 {
     })
 }
 
+/// `pid` and its live descendants.
+fn family(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some(pp) = stat_fields(p).and_then(|f| f.get(1).and_then(|x| x.parse::<u32>().ok())) {
+                parent_of.push((p, pp));
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let me = out[i];
+        out.extend(parent_of.iter().filter(|(_, pp)| *pp == me).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold
+/// spaces): index 0 is the state, 1 the parent pid.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
 fn proc_cpu_s(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the command name (which may hold spaces) start at ")".
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let Some(f) = stat_fields(pid) else { return 0.0 };
+    // utime, stime, cutime, cstime are fields 14 to 17 of the line, 11 to
+    // 14 here.
+    let ticks: u64 = (11..=14).map(|i| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)).sum();
     ticks as f64 / clk_tck()
 }
 

@@ -130,6 +130,12 @@ fn write_tree(
     Ok((rels, total))
 }
 
+/// A pause (not measured) so that the next change's modification time is
+/// in a later second than the last one's.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
 fn expect_one(rel: &str, path: &Path) -> anyhow::Result<Expect> {
     let mut e = Expect::new();
     e.insert(rel.to_string(), measure::hash_file(path)?);
@@ -164,7 +170,10 @@ pub fn round(
         )?;
     }
     if want("w3") {
-        // (a) one byte in the middle, in place.
+        // (a) one byte in the middle, in place. Not in the same second as
+        // the last write: rclone over SFTP keeps modification times to the
+        // second and would, rightly for it, see no change.
+        settle();
         let mid = sizes.w1_bytes / 2;
         let a_big = peer.root_a().join(BIG);
         let staged = stage(ctx, "w3a.bin")?;
@@ -187,6 +196,7 @@ pub fn round(
             Ok(())
         })?;
         // (b) ten bytes inserted, saved through a new file and a rename.
+        settle();
         let staged = stage(ctx, "w3b.bin")?;
         {
             let mut src = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&a_big)?);
