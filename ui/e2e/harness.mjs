@@ -17,12 +17,16 @@ const procs = new Set();
 
 /** Waits for `cond` (sync or async) with a deadline. */
 export async function waitFor(what, cond, timeoutMs = 30000) {
-  const end = Date.now() + timeoutMs;
+  const start = Date.now();
+  const end = start + timeoutMs;
   let last;
   while (Date.now() < end) {
     try {
       last = await cond();
-      if (last) return last;
+      if (last) {
+        if (process.env.COFFER_E2E_TIMING) console.log(`  ${Date.now() - start} ms: ${what}`);
+        return last;
+      }
     } catch (e) {
       last = e;
     }

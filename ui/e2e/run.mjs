@@ -33,6 +33,13 @@ async function scenario(name, fn) {
   }
 }
 
+/** Shows `url` in `page`, brought to the front: a background tab gets no
+ * animation frames, which would slow every click down. */
+async function visit(page, url) {
+  await page.bringToFront();
+  await page.goto(url);
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
@@ -76,8 +83,8 @@ try {
     p.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
     p.on('pageerror', (e) => { throw e; });
   }
-  await pa.goto(a.loginLink);
-  await pb.goto(b.loginLink);
+  await visit(pa, a.loginLink);
+  await visit(pb, b.loginLink);
 
   await scenario('status shows live state and quota', async () => {
     await waitFor('B to have A\'s files', () => b.read('docs/report.txt') === 'version one' && fs.existsSync(b.file('music/song.mp3')));
@@ -95,13 +102,13 @@ try {
   });
 
   await scenario('activity lists transfers, names as text', async () => {
-    await pb.goto(`${b.url}#activity`);
+    await visit(pb, `${b.url}#activity`);
     await pb.locator('#activity-list li[data-kind="downloaded"]', { hasText: 'docs/report.txt' }).waitFor();
     const evil = pb.locator('#activity-list li', { hasText: '<img src=x onerror=alert(1)>.txt' });
     await evil.first().waitFor();
     assert.equal(await pb.locator('#activity-list img').count(), 0, 'a file name never becomes markup');
     assert.equal(dialogs.length, 0, 'no script ran from a name');
-    await pa.goto(`${a.url}#activity`);
+    await visit(pa, `${a.url}#activity`);
     await pa.locator('#activity-list li[data-kind="uploaded"]', { hasText: 'photos/cat.jpg' }).waitFor();
     await shot(pb, 'activity');
   });
@@ -109,7 +116,7 @@ try {
   await scenario('version history restores an old version everywhere', async () => {
     a.write('docs/report.txt', 'version two');
     await waitFor('B to get version two', () => b.read('docs/report.txt') === 'version two');
-    await pa.goto(`${a.url}#versions`);
+    await visit(pa, `${a.url}#versions`);
     await pa.locator('#version-files button[data-path="docs"]').click();
     await pa.locator('#version-files button[data-path="docs/report.txt"]').click();
     await waitFor('two versions listed', async () => (await pa.locator('#version-table tbody tr').count()) === 2);
@@ -122,7 +129,7 @@ try {
   });
 
   await scenario('a conflict from two devices is resolved in the dialog and both converge', async () => {
-    await pb.goto(`${b.url}#status`);
+    await visit(pb, `${b.url}#status`);
     await pb.locator('#pause-button').click();
     await pb.locator('#sync-state[data-state="paused"]').waitFor();
     b.write('docs/report.txt', 'B edited this while paused');
@@ -134,7 +141,7 @@ try {
     });
     await pb.locator('#pause-button').click();
     await pb.locator('#conflict-badge', { hasText: '1' }).waitFor({ timeout: 30000 });
-    await pb.goto(`${b.url}#conflicts`);
+    await visit(pb, `${b.url}#conflicts`);
     await pb.locator('.conflict-item', { hasText: 'docs/report.txt' }).locator('button.resolve').click();
     const mine = pb.locator('dialog .side.mine');
     const theirs = pb.locator('dialog .side.theirs');
@@ -143,7 +150,9 @@ try {
     assert.equal(await theirs.locator('.side-device').textContent(), 'alice-laptop');
     assert.equal(await mine.locator('.side-size').textContent(), '26 B');
     assert.equal(await theirs.locator('.side-size').textContent(), '23 B');
-    assert.equal(await mine.locator('a', { hasText: 'Open' }).count(), 1, 'either side can be opened');
+    const href = await mine.locator('a', { hasText: 'Open' }).getAttribute('href');
+    const opened = await pb.evaluate((u) => fetch(u).then((r) => r.text()), href);
+    assert.equal(opened, 'B edited this while paused', 'either side can be opened');
     await shot(pb, 'conflict-dialog');
     await pb.locator('#keep-mine').click();
     await pb.locator('#no-conflicts').waitFor();
@@ -156,7 +165,7 @@ try {
   });
 
   await scenario('unchecking a folder in selective sync removes its local copy', async () => {
-    await pb.goto(`${b.url}#selective`);
+    await visit(pb, `${b.url}#selective`);
     const photos = pb.locator('#folder-tree input[data-path="photos"]');
     await photos.waitFor();
     assert.equal(await photos.isChecked(), true);
@@ -175,18 +184,23 @@ try {
   });
 
   await scenario('a large upload moves the progress bar and the quota bar', async () => {
-    await pa.goto(`${a.url}#settings`);
+    await visit(pa, `${a.url}#settings`);
     await pa.locator('#set-upload').fill('6000');
     await pa.locator('#settings-save').click();
     await pa.locator('#settings-saved', { hasText: 'Saved.' }).waitFor();
     await shot(pa, 'settings');
-    await pa.goto(`${a.url}#status`);
+    await visit(pa, `${a.url}#status`);
     await pa.locator('#quota-text', { hasText: 'of 50 GB used' }).waitFor();
     const quotaBefore = Number(await pa.locator('#quota-bar').getAttribute('data-used'));
     a.write('video/holiday.mov', crypto.randomBytes(30 * 1024 * 1024));
     const seen = [];
+    const boxes = new Set();
     await waitFor('the overall bar to move', async () => {
       if ((await pa.locator('#sync-state').getAttribute('data-state')) !== 'syncing') return false;
+      if (await pa.locator('#current-files li', { hasText: 'holiday.mov' }).count()) {
+        const box = await pa.locator('#quota-bar').boundingBox();
+        boxes.add(`${box.x},${box.y},${box.width},${box.height}`);
+      }
       const v = Number(await pa.locator('#overall-progress').getAttribute('value') ?? (await pa.locator('#overall-progress').evaluate((e) => e.value)));
       if (v > 0 && v < 100 && !seen.includes(v)) seen.push(v);
       return seen.length >= 3;
@@ -199,12 +213,28 @@ try {
     await waitFor('the quota bar to count the upload', async () =>
       Number(await pa.locator('#quota-bar').getAttribute('data-used')) >= quotaBefore + 30 * 1024 * 1024);
     assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]), `progress only grows: ${seen}`);
+    assert.equal(boxes.size, 1, `nothing below the progress moves while it updates: ${[...boxes]}`);
     await pa.locator('#set-upload').count(); // still on the page
     await a.api({ type: 'update_settings', upload_limit_kib: 0 });
   });
 
+  await scenario('the screens can be reached with the keyboard', async () => {
+    await visit(pa, `${a.url}#status`);
+    await pa.locator('#sync-state').waitFor();
+    let reached = false;
+    for (let i = 0; i < 12 && !reached; i++) {
+      await pa.keyboard.press('Tab');
+      reached = await pa.evaluate(() => document.activeElement?.id === 'nav-settings');
+    }
+    assert.ok(reached, 'Tab reaches the Settings link');
+    await pa.keyboard.press('Enter');
+    await pa.locator('#settings-title').waitFor();
+    await pa.locator('label[for="set-device-name"]').waitFor();
+    assert.equal(await pa.locator('#nav-settings').getAttribute('aria-current'), 'page');
+  });
+
   await scenario('account shows both devices', async () => {
-    await pa.goto(`${a.url}#account`);
+    await visit(pa, `${a.url}#account`);
     await pa.locator('#account-email', { hasText: 'alice@example.org' }).waitFor();
     assert.equal(await pa.locator('#session-table tbody tr').count(), 2);
     await shot(pa, 'account');

@@ -106,6 +106,17 @@ fn the_api_needs_the_token_the_right_host_and_no_foreign_origin() {
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")));
     assert!(r.body.contains(r#""type":"status""#), "{}", r.body);
 
+    // A file of the folder, only with the token, as a sandboxed download.
+    let r = http(host, "GET", "/api/file?path=hello.txt", &[("Host", host)], None, None);
+    assert_eq!(r.status, 401);
+    let r = http(host, "GET", "/api/file?path=hello.txt", &[("Host", host), ("Cookie", &pair)], None, None);
+    assert_eq!((r.status, r.body.as_str()), (200, "hello"));
+    assert_eq!(r.header("content-security-policy"), Some("sandbox"));
+    assert!(r.header("content-disposition").is_some_and(|d| d.starts_with("attachment")));
+    let r =
+        http(host, "GET", "/api/file?path=.coffer/ui.json", &[("Host", host), ("Cookie", &pair)], None, None);
+    assert_eq!(r.status, 400, "the state folder is not served");
+
     // A bad request has a stable code too.
     let h = [("Host", host), json, ("Authorization", bearer.as_str())];
     let r = http(host, "POST", "/api", &h, Some(r#"{"type":"list_versions","path":"../x"}"#), None);

@@ -27,7 +27,9 @@ export function statusScreen(app: App): Screen {
   const problem = h('p', { id: 'last-error', class: 'error-text', hidden: true });
   const meter = new SpeedMeter();
   let quotaTimer: number | undefined;
+  let quotaSoon: number | undefined;
   let lastQuota = 0;
+  let lastState = '';
 
   const el = h(
     'section',
@@ -75,6 +77,17 @@ export function statusScreen(app: App): Screen {
     }
   }
 
+  /** A quota read soon, at most one every half second, never dropped: the
+   * last change of a burst is always read. */
+  function scheduleQuota(): void {
+    if (quotaSoon !== undefined) return;
+    const wait = Math.max(0, 500 - (Date.now() - lastQuota));
+    quotaSoon = window.setTimeout(() => {
+      quotaSoon = undefined;
+      void refreshQuota();
+    }, wait);
+  }
+
   function showQuota(q: Quota): void {
     quotaBar.value = percent(q.used, q.limit);
     quotaBar.setAttribute('data-used', String(q.used));
@@ -82,6 +95,8 @@ export function statusScreen(app: App): Screen {
   }
 
   function render(s: Status): void {
+    if (lastState === 'syncing' && s.state !== 'syncing') scheduleQuota();
+    lastState = s.state;
     setText(state, stateLabel(s.state));
     state.setAttribute('data-state', s.state);
     setText(root, s.root);
@@ -156,10 +171,11 @@ export function statusScreen(app: App): Screen {
     el,
     onEvent(e: EngineEvent) {
       if (e.type === 'status') render(e);
-      else if (Date.now() - lastQuota > 500) void refreshQuota();
+      else scheduleQuota();
     },
     close() {
       window.clearInterval(quotaTimer);
+      window.clearTimeout(quotaSoon);
     },
   };
 }

@@ -42,6 +42,7 @@ pub async fn dispatch<R: Remote>(ctl: &Control<R>, req: Request) -> Result<Respo
             // The status counts open conflicts; settle it now rather than
             // at the end of the next round.
             engine.update_status(|s| s.conflicts = left);
+            engine.wake();
             Ok(Response::Done)
         }
         Request::ListFolder { path } => Ok(Response::Folder(list_folder(engine, &path)?)),
@@ -69,6 +70,7 @@ pub async fn dispatch<R: Remote>(ctl: &Control<R>, req: Request) -> Result<Respo
         }
         Request::RestoreVersion { path, revision } => {
             let r = engine.restore(&rel(&path)?, Some(Revision(revision))).await.map_err(action_error)?;
+            engine.wake();
             Ok(Response::Restored { revision: r.0 })
         }
         Request::GetAccount => Ok(Response::Account(account(ctl).await?)),
@@ -313,6 +315,7 @@ fn set_folder_sync<R: Remote>(
         })? as u64;
     }
     engine.request_full_scan();
+    engine.wake();
     Ok(Response::FolderSync { path: folder.to_string(), included, removed })
 }
 
@@ -364,6 +367,9 @@ fn update_settings<R: Remote>(ctl: &Control<R>, p: SettingsPatch) -> Result<(), 
     if let Some(paused) = p.paused {
         index.set_meta(PAUSED_KEY, if paused { "1" } else { "0" }).map_err(internal)?;
         engine.set_paused(paused);
+        if !paused {
+            engine.wake();
+        }
     }
     Ok(())
 }

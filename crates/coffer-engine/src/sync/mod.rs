@@ -188,6 +188,9 @@ pub struct Engine<R: Remote> {
     pub(crate) activity: activity::ActivityLog,
     /// Bandwidth limits.
     pub(crate) limits: limit::Limits,
+    /// Asks the daemon for a round now (after a change it cannot see on
+    /// disk or in the journal, like including a folder again).
+    wake: tokio::sync::Notify,
 }
 
 impl<R: Remote> std::fmt::Debug for Engine<R> {
@@ -252,7 +255,14 @@ impl<R: Remote> Engine<R> {
             dirty: Mutex::new(None),
             activity: activity::ActivityLog::default(),
             limits: limit::Limits::default(),
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Runs a round soon in the daemon ([`Engine::run`]), as if something
+    /// had changed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Recent activity (uploads, downloads, deletions, conflicts).
@@ -582,6 +592,7 @@ impl<R: Remote> Engine<R> {
                     }
                 }
                 Some(()) = wake_rx.recv() => {}
+                _ = self.wake.notified() => {}
                 _ = shutdown.changed() => break,
             }
             if *shutdown.borrow() {
