@@ -11,12 +11,13 @@ use coffer_engine::fs::{RealFs, SystemClock};
 use coffer_engine::home::Home;
 use coffer_engine::index::Index;
 use coffer_engine::model::STATE_DIR;
-use coffer_engine::remote::HttpRemote;
+use coffer_engine::remote::{HttpRemote, RetryRemote};
 use coffer_engine::sync::{init_root, Engine, EngineConfig, EngineRng};
 use rand_core::SeedableRng;
 
-/// The engine type of the CLI.
-pub type CliEngine = Engine<HttpRemote>;
+/// The engine type of the CLI: the store over HTTP, single failed requests
+/// retried with backoff.
+pub type CliEngine = Engine<RetryRemote<HttpRemote>>;
 
 /// Argon2 cost for OPAQUE. `COFFER_INSECURE_FAST_KDF=1` selects cheap
 /// parameters for tests (an account made with them must log in with them).
@@ -109,7 +110,7 @@ pub fn open_engine(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
         init_root(fs.as_ref(), &root, &id)?;
     }
     let index = Index::open(&root.join(STATE_DIR).join("index.db"))?;
-    let remote = HttpRemote::new(&creds.server, creds.token)?;
+    let remote = RetryRemote::new(HttpRemote::new(&creds.server, creds.token)?);
     let config = EngineConfig::new(root, device.id, device.name);
     Ok(Engine::new(
         remote,

@@ -15,6 +15,7 @@
 mod account;
 mod error;
 mod http;
+mod retry;
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
 pub use account::{Accounts, LoggedIn};
 pub use error::RemoteError;
 pub use http::HttpRemote;
+pub use retry::RetryRemote;
 
 /// What the sync engine needs from the cloud store, for one logged-in
 /// device session.
