@@ -145,6 +145,16 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Renames `from` to `to`, atomically replacing a file at `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Moves the file or symlink `from` to `to` only if nothing is at `to`
+    /// (`AlreadyExists` otherwise): a file a user saves there meanwhile is
+    /// never replaced. [`RealFs`] does it atomically; this default (a check,
+    /// then a rename) serves fakes that nothing races, like [`MemFs`].
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.exists(to)? {
+            return Err(err(io::ErrorKind::AlreadyExists, "already exists"));
+        }
+        self.rename(from, to)
+    }
     /// Removes a file or symlink (never a directory).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Removes an empty directory.
@@ -264,6 +274,21 @@ impl Fs for RealFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // link(2) fails if `to` exists: an atomic no-clobber move without
+        // renameat2. Filesystems without hard links fall back to a check.
+        match std::fs::hard_link(from, to) {
+            Ok(()) => std::fs::remove_file(from),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+            Err(_) => {
+                if std::fs::symlink_metadata(to).is_ok() {
+                    return Err(err(io::ErrorKind::AlreadyExists, "already exists"));
+                }
+                std::fs::rename(from, to)
+            }
+        }
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -883,6 +908,19 @@ mod tests {
         assert!(!fs.exists(&root.join("nope")).unwrap());
         assert_eq!(fs.symlink_metadata(&root.join("nope")).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(fs.open_read(&root.join("nope")).err().unwrap().kind(), io::ErrorKind::NotFound);
+
+        // A no-clobber move never replaces what is there.
+        let g = root.join("g.txt");
+        write(fs, &g, b"mine");
+        let t = root.join("t.tmp");
+        write(fs, &t, b"theirs");
+        assert_eq!(fs.rename_noreplace(&t, &g).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!((read(fs, &g), read(fs, &t)), (b"mine".to_vec(), b"theirs".to_vec()));
+        fs.remove_file(&g).unwrap();
+        fs.rename_noreplace(&t, &g).unwrap();
+        assert_eq!(read(fs, &g), b"theirs");
+        assert!(!fs.exists(&t).unwrap());
+        fs.remove_file(&g).unwrap();
 
         // Directories.
         let d = root.join("d");

@@ -457,7 +457,12 @@ impl<R: Remote> Engine<R> {
             self.trash_node(path).map_err(err("cannot move the old version to the trash"))?;
         }
         let abs = self.abs(path);
-        self.fs.rename(tmp, &abs).map_err(err("cannot move it into place"))?;
+        // Never over a file saved there since the check above (the old
+        // version is in the trash by now): that is the user's, keep it.
+        match self.fs.rename_noreplace(tmp, &abs) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            r => r.map_err(err("cannot move it into place"))?,
+        }
         if let Some(parent) = abs.parent() {
             self.fs.sync_dir(parent).map_err(err("cannot sync its folder"))?;
         }
