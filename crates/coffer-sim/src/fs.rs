@@ -116,6 +116,11 @@ impl Fs for CrashFs {
         self.inner.rename(from, to)
     }
 
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.effect("rename", &[from, to])?;
+        self.inner.rename_noreplace(from, to)
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.effect("remove", &[path])?;
         self.inner.remove_file(path)

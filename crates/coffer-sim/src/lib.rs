@@ -47,12 +47,14 @@ pub struct SimConfig {
     pub steps: usize,
     /// Devices of the account (at least 1).
     pub devices: usize,
+    /// Lines of the log a failure shows.
+    pub log_lines: usize,
 }
 
 impl SimConfig {
     /// The defaults the CI run uses for `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { seed, steps: DEFAULT_STEPS, devices: DEFAULT_DEVICES }
+        Self { seed, steps: DEFAULT_STEPS, devices: DEFAULT_DEVICES, log_lines: 25 }
     }
 
     /// The command that replays this run.

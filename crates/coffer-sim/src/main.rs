@@ -16,7 +16,7 @@ struct Args {
     /// The first seed of a multi-seed run.
     #[arg(long, default_value_t = 0)]
     first_seed: u64,
-    /// Replay exactly this seed (prints its history).
+    /// Replay exactly this seed (a failure prints its whole history).
     #[arg(long)]
     seed: Option<u64>,
     /// Random steps per seed.
@@ -33,7 +33,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(seed) = args.seed {
-        let config = SimConfig { seed, steps: args.steps, devices: args.devices };
+        let config = SimConfig { seed, steps: args.steps, devices: args.devices, log_lines: usize::MAX };
         let summary = run_catching(config).map_err(|f| anyhow::anyhow!("{f}"))?;
         println!("seed {seed}: ok {summary:?}");
         return Ok(());
@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
                 if seed >= end {
                     break;
                 }
-                let config = SimConfig { seed, steps: args.steps, devices: args.devices };
+                let config = SimConfig { seed, steps: args.steps, devices: args.devices, log_lines: 25 };
                 if let Err(f) = run_catching(config) {
                     eprintln!("{f}\n");
                     if let Ok(mut v) = failures.lock() {

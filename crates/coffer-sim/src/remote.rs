@@ -8,11 +8,16 @@
 //!   on the world (each store call here, each disk mutation in
 //!   [`crate::fs::CrashFs`]); when it runs out, every later effect fails, as
 //!   if the process had died there. The harness then drops the engine and
-//!   starts a new one over the same disk and index.
+//!   starts a new one over the same disk and index;
+//! - **a user edit mid-round**: a planned [`UserEdit`] lands between two
+//!   effects, as a user saving a file while sync runs.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use coffer_engine::fs::{Fs, MemFs};
 
 use coffer_engine::remote::{Remote, RemoteError};
 use coffer_proto::api::{
@@ -22,36 +27,97 @@ use coffer_proto::api::{
 use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
 use coffer_server::{Caller, Service, ServiceError};
 
-/// A countdown of effects after which a simulated process is dead.
-/// Negative means "no crash planned".
+/// What happens at a device's effects: a countdown after which the
+/// simulated process is dead (negative: no crash planned), and a user edit
+/// that lands between two effects of a round (the user does not wait for
+/// sync to finish).
 #[derive(Debug)]
-pub struct Crash(AtomicI64);
+pub struct Crash {
+    budget: AtomicI64,
+    edit: Mutex<Option<UserEdit>>,
+}
+
+/// A user's write (or, with `data` `None`, deletion) of one file, due
+/// after `after` more effects.
+#[derive(Debug)]
+pub struct UserEdit {
+    /// Effects to let pass first.
+    pub after: u32,
+    /// The disk.
+    pub disk: Arc<MemFs>,
+    /// The file.
+    pub path: PathBuf,
+    /// New content, or `None` to delete it.
+    pub data: Option<Vec<u8>>,
+    /// Once done: the content the file had before (`None`: no file).
+    pub replaced: Option<Option<Vec<u8>>>,
+}
+
+impl UserEdit {
+    fn apply(&mut self) {
+        let old = self.disk.open_read(&self.path).ok().map(|mut r| {
+            let mut v = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut r, &mut v);
+            v
+        });
+        let _ = match &self.data {
+            Some(d) => self.disk.write_file(&self.path, d),
+            None => self.disk.remove_file(&self.path),
+        };
+        self.replaced = Some(old);
+    }
+}
 
 impl Default for Crash {
     fn default() -> Self {
-        Self(AtomicI64::new(-1))
+        Self { budget: AtomicI64::new(-1), edit: Mutex::new(None) }
     }
 }
 
 impl Crash {
     /// Lets `n` more effects happen, then fails every later one.
     pub fn arm(&self, n: i64) {
-        self.0.store(n.max(0), Ordering::SeqCst);
+        self.budget.store(n.max(0), Ordering::SeqCst);
     }
 
     /// No crash planned.
     pub fn disarm(&self) {
-        self.0.store(-1, Ordering::SeqCst);
+        self.budget.store(-1, Ordering::SeqCst);
     }
 
     /// Whether the budget ran out (the process is dead).
     pub fn fired(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == 0
+        self.budget.load(Ordering::SeqCst) == 0
+    }
+
+    /// Plans a user edit during the coming round.
+    pub fn plan_edit(&self, edit: UserEdit) {
+        if let Ok(mut e) = self.edit.lock() {
+            *e = Some(edit);
+        }
+    }
+
+    /// Takes the planned edit back, doing it now if it is still due.
+    pub fn finish_edit(&self) -> Option<UserEdit> {
+        let mut edit = self.edit.lock().ok()?.take()?;
+        if edit.replaced.is_none() {
+            edit.apply();
+        }
+        Some(edit)
     }
 
     /// Spends one effect; false if the process is already dead.
     pub fn spend(&self) -> bool {
-        let mut cur = self.0.load(Ordering::SeqCst);
+        if let Ok(mut guard) = self.edit.lock() {
+            if let Some(e) = guard.as_mut().filter(|e| e.replaced.is_none()) {
+                if e.after == 0 {
+                    e.apply();
+                } else {
+                    e.after -= 1;
+                }
+            }
+        }
+        let mut cur = self.budget.load(Ordering::SeqCst);
         loop {
             if cur < 0 {
                 return true;
@@ -59,7 +125,7 @@ impl Crash {
             if cur == 0 {
                 return false;
             }
-            match self.0.compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.budget.compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }

@@ -27,7 +27,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::check;
 use crate::fs::CrashFs;
-use crate::remote::{Crash, SimRemote};
+use crate::remote::{Crash, SimRemote, UserEdit};
 use crate::{Failure, SimConfig};
 
 /// Where the devices' roots live on the shared disk.
@@ -134,7 +134,7 @@ pub fn run(config: SimConfig) -> Result<RunSummary, Failure> {
         result.map_err(|message| Failure {
             config,
             message,
-            log_tail: world.log.iter().rev().take(25).rev().cloned().collect(),
+            log_tail: world.log.iter().rev().take(config.log_lines).rev().cloned().collect(),
         })?;
         Ok(world.summary.clone())
     })
@@ -299,6 +299,54 @@ impl World {
         self.note(format!("dev{d} round: {line}"));
         self.watch(d, &before);
         Ok(line)
+    }
+
+    /// One sync round of device `d` during which a user saves `data` to
+    /// `rel` after `after` of the round's effects (disk mutations, writes,
+    /// store calls).
+    pub async fn sync_while_user_writes(
+        &mut self,
+        d: usize,
+        rel: &str,
+        data: &[u8],
+        after: u32,
+    ) -> Result<String, String> {
+        let before = self.tree(d);
+        let line = self.round_with_edit(d, rel, Some(data.to_vec()), after, "test").await?;
+        self.note(format!("dev{d} round with a user write of {rel:?} after {after} effects: {line}"));
+        self.watch(d, &before);
+        Ok(line)
+    }
+
+    async fn round_with_edit(
+        &mut self,
+        d: usize,
+        rel: &str,
+        data: Option<Vec<u8>>,
+        after: u32,
+        when: &str,
+    ) -> Result<String, String> {
+        if let Some(data) = &data {
+            let hash = h(data);
+            self.written.insert(hash);
+            self.destroyed.remove(&hash);
+            self.ledger.entry(hash).or_insert_with(|| format!("dev{d}:{rel} (mid-round write, step {when})"));
+        }
+        let path = self.devices[d].root.join(rel);
+        self.devices[d].crash.plan_edit(UserEdit {
+            after,
+            disk: self.mem.clone(),
+            path,
+            data,
+            replaced: None,
+        });
+        let r = self.round(d).await;
+        if let Some(edit) = self.devices[d].crash.finish_edit() {
+            if let Some(Some(old)) = edit.replaced {
+                self.destroyed.insert(h(&old));
+            }
+        }
+        r
     }
 
     /// The final phase and the final checks (see the crate doc).
@@ -579,6 +627,23 @@ impl World {
             63 => {
                 self.start(d)?;
                 self.note(format!("{step} dev{d} restart"));
+            }
+            64..=71 => {
+                // A user saves (or deletes) a file while the round runs.
+                let rel = match self.pick_existing(d, Some(false)) {
+                    Some(p) if self.rng.gen_bool(0.7) => p,
+                    _ => Self::join(
+                        &self.pick_parent(d),
+                        FILE_NAMES.choose(&mut self.rng).copied().unwrap_or("f"),
+                    ),
+                };
+                let data = if self.rng.gen_bool(0.85) { Some(self.fresh()) } else { None };
+                let after = self.rng.gen_range(0..30);
+                let what = if data.is_some() { "write" } else { "delete" };
+                let r = self.round_with_edit(d, &rel, data, after, &step.to_string()).await?;
+                self.note(format!(
+                    "{step} dev{d} round with a user {what} of {rel:?} after {after} effects: {r}"
+                ));
             }
             _ => {
                 let r = self.round(d).await?;

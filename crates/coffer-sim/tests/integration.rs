@@ -14,7 +14,7 @@ fn seeds() -> u64 {
 
 fn world(devices: usize) -> (tokio::runtime::Runtime, SimConfig) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    (rt, SimConfig { seed: 7, steps: 0, devices })
+    (rt, SimConfig { seed: 7, steps: 0, devices, log_lines: 100 })
 }
 
 /// CI's run: every seed converges, loses nothing, writes nothing partial or
@@ -53,21 +53,21 @@ fn many_seeds_keep_every_invariant() {
 #[test]
 fn the_same_seed_gives_the_same_history() {
     for seed in [1, 2, 3, 1000, 123_456] {
-        let config = SimConfig { seed, steps: 60, devices: 3 };
+        let config = SimConfig { seed, steps: 60, ..SimConfig::new(seed) };
         let a = run(config).unwrap();
         let _ = run(SimConfig::new(seed + 1));
         let b = run(config).unwrap();
         assert_eq!(a, b, "seed {seed}");
     }
-    let x = run(SimConfig { seed: 5, steps: 60, devices: 3 }).unwrap();
-    let y = run(SimConfig { seed: 6, steps: 60, devices: 3 }).unwrap();
+    let x = run(SimConfig { steps: 60, ..SimConfig::new(5) }).unwrap();
+    let y = run(SimConfig { steps: 60, ..SimConfig::new(6) }).unwrap();
     assert_ne!(x.digest, y.digest, "different seeds, different histories");
 }
 
 /// A failure names the command that replays it.
 #[test]
 fn a_failure_prints_the_replay_command() {
-    let config = SimConfig { seed: 42, steps: 17, devices: 2 };
+    let config = SimConfig { steps: 17, devices: 2, ..SimConfig::new(42) };
     let f = coffer_sim::Failure { config, message: "x".into(), log_tail: vec![] };
     assert!(f.to_string().contains("cargo run -p coffer-sim -- --seed 42 --steps 17 --devices 2"), "{f}");
 }
@@ -110,6 +110,29 @@ fn a_name_deleted_in_one_unicode_form_can_be_created_in_the_other() {
         w.sync(0).await.unwrap();
         w.converge_and_check().await.map_err(|e| format!("{e}\n{:#?}", w.log())).unwrap();
     });
+}
+
+/// Found by the simulation: a user saving a file just before sync moved a
+/// downloaded version into place lost the save (the rename replaced it).
+/// Every effect of the round is tried as the moment of the save.
+#[test]
+fn a_save_during_a_download_is_never_replaced() {
+    for after in 0..40 {
+        let (rt, config) = world(2);
+        rt.block_on(async {
+            let mut w = World::new(config).await.unwrap();
+            w.write(0, "doc.txt", b"version 1").unwrap();
+            w.sync(0).await.unwrap();
+            w.sync(1).await.unwrap();
+            w.write(0, "doc.txt", b"version 2, from dev0").unwrap();
+            w.sync(0).await.unwrap();
+            w.sync_while_user_writes(1, "doc.txt", b"saved on dev1 while sync ran", after).await.unwrap();
+            w.converge_and_check()
+                .await
+                .map_err(|e| format!("save after {after} effects: {e}\n{:#?}", w.log()))
+                .unwrap();
+        });
+    }
 }
 
 /// The per-step check catches a file at a final path that no user wrote
