@@ -20,6 +20,8 @@ const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 fs.mkdirSync(SHOTS, { recursive: true });
 
 const results = [];
+/** Called on a failure to print what the devices were doing. */
+let diagnose = async () => {};
 async function scenario(name, fn) {
   const t0 = Date.now();
   try {
@@ -29,6 +31,7 @@ async function scenario(name, fn) {
   } catch (e) {
     results.push([name, 'FAILED', Date.now() - t0]);
     console.log(`FAIL ${name}\n${e.stack ?? e}`);
+    await diagnose().catch((d) => console.log(`(no diagnosis: ${d})`));
     throw e;
   }
 }
@@ -64,6 +67,12 @@ try {
   a.write('<img src=x onerror=alert(1)>.txt', 'a name that looks like markup');
   await a.startDaemon();
   await b.startDaemon();
+  diagnose = async () => {
+    for (const c of [a, b]) {
+      console.log(`${c.name} status:`, JSON.stringify(await c.api({ type: 'get_status' })));
+      console.log(`${c.name} tree:`, JSON.stringify(c.tree()).slice(0, 2000));
+    }
+  };
 
   // A fresh profile; flags from PLATFORM.md; loopback only. One profile
   // holds both devices' cookies: their names differ by port.
@@ -133,11 +142,11 @@ try {
     await pb.locator('#pause-button').click();
     await pb.locator('#sync-state[data-state="paused"]').waitFor();
     b.write('docs/report.txt', 'B edited this while paused');
-    const before = Date.now();
     a.write('docs/report.txt', 'A edited this meanwhile');
-    await waitFor('A to upload its edit', async () => {
-      const r = await a.api({ type: 'get_activity' });
-      return r.items.some((i) => i.kind === 'uploaded' && i.path === 'docs/report.txt' && i.time_ms >= before - 1000);
+    await waitFor('A\'s edit to be the current version on the store', async () => {
+      const r = await a.api({ type: 'list_versions', path: 'docs/report.txt' });
+      const cur = r.items.find((v) => v.current);
+      return cur && cur.size === 'A edited this meanwhile'.length && cur.device === 'alice-laptop';
     });
     await pb.locator('#pause-button').click();
     await pb.locator('#conflict-badge', { hasText: '1' }).waitFor({ timeout: 30000 });

@@ -43,8 +43,8 @@ export function versionsScreen(app: App): Screen {
       h(
         'button',
         { type: 'button', class: `entry ${e.kind}`, 'data-path': e.path, onclick: open },
-        h('span', { class: 'icon', 'aria-hidden': 'true' }, e.kind === 'folder' ? '📁' : '📄'),
-        h('span', { class: 'file-name' }, e.name),
+        h('span', { class: 'kind muted' }, e.kind === 'folder' ? 'Folder' : 'File'),
+        h('span', { class: 'file-name' }, e.kind === 'folder' ? `${e.name}/` : e.name),
         h('span', { class: 'num muted' }, formatBytes(e.size)),
       ),
     );
