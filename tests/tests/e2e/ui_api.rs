@@ -4,6 +4,7 @@
 //! SameSite=Strict cookie, and the event stream starts with the status.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use coffer_e2e::ui::http;
 use coffer_e2e::{Client, Server};
@@ -16,7 +17,7 @@ fn the_api_needs_the_token_the_right_host_and_no_foreign_origin() {
     let a = Client::new();
     a.signup(&server, "ui@example.org");
     a.write("hello.txt", b"hello");
-    let ui = a.ui_daemon();
+    let mut ui = a.ui_daemon();
     let host = ui.host.as_str();
     let token = a.ui_token();
     let mode = std::fs::metadata(a.home.join("ui-token")).unwrap().permissions().mode();
@@ -122,5 +123,26 @@ fn the_api_needs_the_token_the_right_host_and_no_foreign_origin() {
     let r = http(host, "POST", "/api", &h, Some(r#"{"type":"list_versions","path":"../x"}"#), None);
     assert_eq!(r.status, 400);
     assert!(r.body.contains(r#""code":"bad_request""#), "{}", r.body);
-    drop(ui);
+
+    // The "serve the web UI" setting: a plain `coffer sync` serves it too.
+    let h = [("Host", host), json, ("Authorization", bearer.as_str())];
+    let r = http(host, "POST", "/api", &h, Some(r#"{"type":"update_settings","serve_ui":true}"#), None);
+    assert!(r.status == 200 && r.body.contains(r#""serve_ui":true"#), "{r:?}");
+    ui.proc.terminate();
+    let address = a.root.join(".coffer/ui.json");
+    assert!(!address.exists(), "a daemon that stops forgets its address");
+    let _daemon = a.daemon();
+    coffer_e2e::wait_until("the plain daemon to serve the UI", Duration::from_secs(20), || address.exists());
+    let link = a.run(&["ui", "--dir", a.root.to_str().unwrap()]).ok().stdout;
+    let new_host = link.trim().trim_start_matches("http://").split('/').next().unwrap().to_string();
+    assert_ne!(new_host, host);
+    let r = http(
+        &new_host,
+        "POST",
+        "/api",
+        &[("Host", &new_host), json, ("Authorization", &bearer)],
+        Some(STATUS),
+        None,
+    );
+    assert_eq!(r.status, 200, "the same token works: it is per install");
 }

@@ -16,6 +16,7 @@ export interface SettingsPatch {
   download_limit_kib?: number;
   paused?: boolean;
   start_at_login?: boolean;
+  serve_ui?: boolean;
 }
 
 export type Request =
@@ -69,6 +70,7 @@ export interface Settings {
   download_limit_kib: number;
   paused: boolean;
   start_at_login: boolean;
+  serve_ui: boolean;
   excluded: string[];
 }
 export interface Version { revision: number; time_ms: number; device: string; size: number; deleted: boolean; current: boolean }

@@ -11,6 +11,7 @@ export function settingsScreen(app: App): Screen {
   const down = h('input', { id: 'set-download', type: 'number', min: 0, step: 1, inputmode: 'numeric' });
   const paused = h('input', { id: 'set-paused', type: 'checkbox' });
   const login = h('input', { id: 'set-login', type: 'checkbox' });
+  const serve = h('input', { id: 'set-serve-ui', type: 'checkbox' });
   const excluded = h('ul', { id: 'set-excluded', class: 'plain' });
   const saved = h('span', { role: 'status', class: 'muted', id: 'settings-saved' });
   const form = h(
@@ -25,6 +26,7 @@ export function settingsScreen(app: App): Screen {
     down,
     h('div', { class: 'check' }, paused, h('label', { for: 'set-paused' }, 'Pause syncing')),
     h('div', { class: 'check' }, login, h('label', { for: 'set-login' }, 'Start Coffer when I log in (desktop app)')),
+    h('div', { class: 'check' }, serve, h('label', { for: 'set-serve-ui' }, 'Serve this web UI whenever Coffer syncs (on this computer only)')),
     h('div', { class: 'dialog-buttons' }, h('button', { type: 'submit', class: 'primary', id: 'settings-save' }, 'Save'), saved),
   );
   const el = h(
@@ -41,6 +43,7 @@ export function settingsScreen(app: App): Screen {
     down.value = String(s.download_limit_kib);
     paused.checked = s.paused;
     login.checked = s.start_at_login;
+    serve.checked = s.serve_ui;
     replace(excluded, s.excluded.length ? s.excluded.map((p) => h('li', { class: 'file-name' }, p)) : h('li', { class: 'muted' }, 'None: every folder syncs here.'));
   }
 
@@ -55,6 +58,7 @@ export function settingsScreen(app: App): Screen {
           download_limit_kib: kib(down),
           paused: paused.checked,
           start_at_login: login.checked,
+          serve_ui: serve.checked,
         }),
       );
       saved.textContent = 'Saved.';

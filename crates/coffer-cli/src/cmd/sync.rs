@@ -41,11 +41,12 @@ pub struct Args {
     /// No progress display.
     #[arg(long)]
     pub quiet: bool,
-    /// Serve the web UI on 127.0.0.1 (see `coffer ui`).
+    /// Serve the web UI on 127.0.0.1 (see `coffer ui`); the UI's "serve
+    /// the web UI" setting turns this on for every start.
     #[arg(long)]
     pub ui: bool,
     /// The UI's port (default: any free one).
-    #[arg(long, default_value_t = 0, requires = "ui")]
+    #[arg(long, default_value_t = 0)]
     pub ui_port: u16,
 }
 
@@ -62,7 +63,8 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<std::process::ExitCode> {
     if args.confirm_deletions {
         engine.confirm_deletions();
     }
-    let ui = (args.ui && !args.once).then(|| UiOptions { home: home.clone(), port: args.ui_port });
+    let wanted = args.ui || coffer_engine::control::ui_enabled(&engine);
+    let ui = (wanted && !args.once).then(|| UiOptions { home: home.clone(), port: args.ui_port });
     runtime()?.block_on(drive(
         engine,
         args.once,

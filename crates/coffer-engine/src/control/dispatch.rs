@@ -9,7 +9,7 @@ use coffer_proto::api::SessionId;
 use coffer_proto::Revision;
 
 use super::dto::*;
-use super::{Control, DOWNLOAD_LIMIT_KEY, PAUSED_KEY, START_AT_LOGIN_KEY, UPLOAD_LIMIT_KEY};
+use super::{Control, DOWNLOAD_LIMIT_KEY, PAUSED_KEY, SERVE_UI_KEY, START_AT_LOGIN_KEY, UPLOAD_LIMIT_KEY};
 use crate::home::Home;
 use crate::model::{NodeKind, RelPath};
 use crate::remote::{Remote, RemoteError};
@@ -336,6 +336,7 @@ fn settings<R: Remote>(ctl: &Control<R>) -> Result<SettingsDto, ControlError> {
         download_limit_kib: num(DOWNLOAD_LIMIT_KEY)?,
         paused: engine.is_paused() || flag(engine, PAUSED_KEY)?.as_deref() == Some("1"),
         start_at_login: flag(engine, START_AT_LOGIN_KEY)?.as_deref() == Some("1"),
+        serve_ui: flag(engine, SERVE_UI_KEY)?.as_deref() == Some("1"),
         excluded: engine.index().excluded().map_err(internal)?.iter().map(|p| p.to_string()).collect(),
     })
 }
@@ -363,6 +364,9 @@ fn update_settings<R: Remote>(ctl: &Control<R>, p: SettingsPatch) -> Result<(), 
     }
     if let Some(on) = p.start_at_login {
         index.set_meta(START_AT_LOGIN_KEY, if on { "1" } else { "0" }).map_err(internal)?;
+    }
+    if let Some(on) = p.serve_ui {
+        index.set_meta(SERVE_UI_KEY, if on { "1" } else { "0" }).map_err(internal)?;
     }
     if let Some(paused) = p.paused {
         index.set_meta(PAUSED_KEY, if paused { "1" } else { "0" }).map_err(internal)?;

@@ -102,6 +102,9 @@ pub struct SettingsPatch {
     /// Start Coffer when the person logs in (the desktop shell applies it).
     #[serde(default)]
     pub start_at_login: Option<bool>,
+    /// Serve the web UI whenever the daemon runs (from its next start).
+    #[serde(default)]
+    pub serve_ui: Option<bool>,
 }
 
 /// An answer.
@@ -298,6 +301,8 @@ pub struct SettingsDto {
     pub paused: bool,
     /// Start at login (applied by the desktop shell).
     pub start_at_login: bool,
+    /// The daemon serves the web UI even without `--ui`.
+    pub serve_ui: bool,
     /// Folders not synced to this device.
     pub excluded: Vec<String>,
 }

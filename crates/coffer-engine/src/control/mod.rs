@@ -30,8 +30,15 @@ use crate::sync::Engine;
 pub(crate) const UPLOAD_LIMIT_KEY: &str = "settings.upload_limit_kib";
 pub(crate) const DOWNLOAD_LIMIT_KEY: &str = "settings.download_limit_kib";
 pub(crate) const START_AT_LOGIN_KEY: &str = "settings.start_at_login";
+pub(crate) const SERVE_UI_KEY: &str = "settings.serve_ui";
 /// The pause flag `coffer pause` sets too.
 pub(crate) const PAUSED_KEY: &str = "paused";
+
+/// Whether the person asked for the web UI whenever the daemon runs (the
+/// "serve the web UI" setting), so `coffer sync` serves it without `--ui`.
+pub fn ui_enabled<R: Remote>(engine: &Engine<R>) -> bool {
+    engine.index().get_meta(SERVE_UI_KEY).ok().flatten().as_deref() == Some("1")
+}
 
 /// An engine as the control API drives it.
 #[derive(Debug)]
