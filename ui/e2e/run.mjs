@@ -63,6 +63,7 @@ try {
   a.write('docs/report.txt', 'version one');
   a.write('photos/2024/beach.jpg', crypto.randomBytes(300_000));
   a.write('photos/cat.jpg', crypto.randomBytes(120_000));
+  a.write('photos/2023/old.jpg', crypto.randomBytes(50_000));
   a.write('music/song.mp3', crypto.randomBytes(200_000));
   a.write('<img src=x onerror=alert(1)>.txt', 'a name that looks like markup');
   await a.startDaemon();
@@ -102,7 +103,7 @@ try {
       await p.locator('#quota-text', { hasText: 'of 50 GB used' }).waitFor();
     }
     const used = Number(await pa.locator('#quota-bar').getAttribute('data-used'));
-    assert.ok(used >= 600_000, `quota counts the files (${used})`);
+    assert.ok(used >= 650_000, `quota counts the files (${used})`);
     assert.match(await pa.locator('#sync-root').textContent(), /Coffer$/);
     await shot(pa, 'status');
     await pa.emulateMedia({ colorScheme: 'dark' });
@@ -180,7 +181,7 @@ try {
     assert.equal(await photos.isChecked(), true);
     await pb.locator('li[data-path="photos"] .expander').click();
     await pb.locator('#folder-tree input[data-path="photos/2024"]').waitFor();
-    assert.match(await pb.locator('li[data-path="photos"] > .tree-row .size').textContent(), /420 KB/);
+    assert.match(await pb.locator('li[data-path="photos"] > .tree-row .size').textContent(), /470 KB/);
     await photos.uncheck();
     await pb.locator('#confirm-uncheck').waitFor();
     await shot(pb, 'selective-warning');
@@ -190,6 +191,21 @@ try {
     await waitFor('the box to show unchecked', async () => !(await photos.isChecked()));
     assert.equal(await pb.locator('#folder-tree input[data-path="docs"]').isChecked(), true);
     await shot(pb, 'selective');
+
+    // Checking one folder inside the unchecked one brings that folder back
+    // (and the files directly in its parents), not its sibling folders;
+    // the parent shows mixed.
+    const closed = pb.locator('li[data-path="photos"] > .tree-row .expander[aria-expanded="false"]');
+    if (await closed.count()) await closed.click();
+    const y2024 = pb.locator('#folder-tree input[data-path="photos/2024"]');
+    await y2024.waitFor();
+    assert.equal(await y2024.isChecked(), false, 'inside an unchecked folder');
+    await y2024.check();
+    await waitFor('B to get photos/2024 back', () => fs.existsSync(b.file('photos/2024/beach.jpg')));
+    assert.ok(!fs.existsSync(b.file('photos/2023')), 'the sibling folder stays off this device');
+    await waitFor('photos to show mixed', async () => photos.evaluate((e) => e.indeterminate && e.getAttribute('aria-checked') === 'mixed'));
+    assert.equal(await y2024.isChecked(), true);
+    await shot(pb, 'selective-mixed');
   });
 
   await scenario('a large upload moves the progress bar and the quota bar', async () => {
