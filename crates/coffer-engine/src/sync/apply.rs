@@ -31,8 +31,6 @@ use crate::scan::ScanResult;
 
 /// Changes per commit request.
 const COMMIT_BATCH: usize = 500;
-/// Files downloaded at once (each also fetches a few chunks ahead).
-const PARALLEL_DOWNLOADS: usize = 8;
 
 /// A change waiting for its commit.
 struct Pending {
@@ -92,7 +90,7 @@ impl<R: Remote> Engine<R> {
                     }
                     (path, r)
                 })
-                .buffer_unordered(PARALLEL_DOWNLOADS)
+                .buffer_unordered(self.config.parallel_downloads.max(1))
                 .collect()
                 .await;
             for (path, result) in results {

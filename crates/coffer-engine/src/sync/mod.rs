@@ -64,6 +64,11 @@ pub struct EngineConfig {
     pub mass_delete_threshold: usize,
     /// Days a file stays in `.coffer/trash`.
     pub trash_days: u32,
+    /// Files downloaded at once (each also fetches a few chunks ahead).
+    /// The simulation sets 1: concurrent downloads finish in an order set
+    /// by blocking-pool threads (chunks are opened there), which would make
+    /// a seed's history vary from run to run.
+    pub parallel_downloads: usize,
 }
 
 impl EngineConfig {
@@ -76,6 +81,7 @@ impl EngineConfig {
             chunker: ChunkerParams::default(),
             mass_delete_threshold: 1000,
             trash_days: 30,
+            parallel_downloads: 8,
         }
     }
 }
