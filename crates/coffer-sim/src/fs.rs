@@ -24,6 +24,12 @@ pub struct CrashFs {
     violations: Arc<Mutex<Vec<String>>>,
 }
 
+/// Whether `COFFER_SIM_TRACE` asks for every effect on stderr (for
+/// replaying one seed).
+pub fn trace() -> bool {
+    std::env::var_os("COFFER_SIM_TRACE").is_some()
+}
+
 fn dead() -> io::Error {
     io::Error::other("simulated process crashed")
 }
@@ -50,7 +56,12 @@ impl CrashFs {
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, "outside the sync root"));
             }
         }
-        if self.crash.spend() {
+        let alive = self.crash.spend();
+        if trace() {
+            let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("  effect {what} {} {}", paths.join(" -> "), if alive { "" } else { "(dead)" });
+        }
+        if alive {
             Ok(())
         } else {
             Err(dead())

@@ -5,7 +5,7 @@
 //! - **offline**: while a device's network switch is off, every call fails
 //!   with a retryable transport error, as an unreachable store would;
 //! - **crash**: a shared [`Crash`] budget counts every effect a device has
-//!   on the world (each store call here, each disk mutation in
+//!   on the world (each store call that changes it here, each disk mutation in
 //!   [`crate::fs::CrashFs`]); when it runs out, every later effect fails, as
 //!   if the process had died there. The harness then drops the engine and
 //!   starts a new one over the same disk and index;
@@ -25,7 +25,7 @@ use coffer_proto::api::{
     UploadChunksResponse, Usage,
 };
 use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
-use coffer_server::{Caller, Service, ServiceError};
+use coffer_server::{BlobStore, Caller, Service, ServiceError};
 
 /// What happens at a device's effects: a countdown after which the
 /// simulated process is dead (negative: no crash planned), and a user edit
@@ -64,6 +64,13 @@ impl UserEdit {
             Some(d) => self.disk.write_file(&self.path, d),
             None => self.disk.remove_file(&self.path),
         };
+        if crate::fs::trace() {
+            eprintln!(
+                "  USER EDIT {} ({})",
+                self.path.display(),
+                if self.data.is_some() { "write" } else { "delete" }
+            );
+        }
         self.replaced = Some(old);
     }
 }
@@ -137,6 +144,7 @@ impl Crash {
 #[derive(Clone, Debug)]
 pub struct SimRemote {
     service: Service,
+    blobs: Arc<dyn BlobStore>,
     caller: Caller,
     online: Arc<AtomicBool>,
     crash: Arc<Crash>,
@@ -149,10 +157,16 @@ fn api(e: ServiceError) -> RemoteError {
 }
 
 impl SimRemote {
-    /// A session of `caller` on `service`, online while `online` is set,
-    /// dead once `crash` fires.
-    pub fn new(service: Service, caller: Caller, online: Arc<AtomicBool>, crash: Arc<Crash>) -> Self {
-        Self { service, caller, online, crash, calls: Arc::new(AtomicI64::new(0)) }
+    /// A session of `caller` on `service` (whose blob store is `blobs`),
+    /// online while `online` is set, dead once `crash` fires.
+    pub fn new(
+        service: Service,
+        blobs: Arc<dyn BlobStore>,
+        caller: Caller,
+        online: Arc<AtomicBool>,
+        crash: Arc<Crash>,
+    ) -> Self {
+        Self { service, blobs, caller, online, crash, calls: Arc::new(AtomicI64::new(0)) }
     }
 
     /// Store calls made so far (attempted, online or not).
@@ -160,12 +174,21 @@ impl SimRemote {
         self.calls.load(Ordering::SeqCst)
     }
 
-    fn gate(&self) -> Result<(), RemoteError> {
+    /// Every call fails while offline or once the process is dead; calls
+    /// that change the store also spend one effect. Reads spend none: they
+    /// change nothing, and concurrent chunk fetches issue them in an order
+    /// that depends on blocking-pool timing.
+    fn gate(&self, what: &str) -> Result<(), RemoteError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if crate::fs::trace() {
+            eprintln!("  store {what}");
+        }
         if !self.online.load(Ordering::SeqCst) {
             return Err(RemoteError::Transport("simulated network is down".into()));
         }
-        if !self.crash.spend() {
+        let mutates = matches!(what, "upload_chunks" | "commit" | "revoke_session");
+        let alive = if mutates { self.crash.spend() } else { !self.crash.fired() };
+        if !alive {
             return Err(RemoteError::Transport("simulated process crashed".into()));
         }
         Ok(())
@@ -174,18 +197,28 @@ impl SimRemote {
 
 impl Remote for SimRemote {
     async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RemoteError> {
-        self.gate()?;
+        self.gate("missing_chunks")?;
         self.service.missing_chunks(self.caller, ids.to_vec()).await.map_err(api)
     }
 
     async fn upload_chunks(&self, chunks: &[SealedChunk]) -> Result<UploadChunksResponse, RemoteError> {
-        self.gate()?;
+        self.gate("upload_chunks")?;
         self.service.upload_sealed(self.caller, chunks.to_vec()).await.map_err(api)
     }
 
     async fn download_chunk(&self, id: ChunkId) -> Result<SealedChunk, RemoteError> {
-        self.gate()?;
-        let c = self.service.download_chunk(self.caller, id).await.map_err(api)?;
+        self.gate("download_chunk")?;
+        // Read from the blob store here rather than through the service,
+        // which runs it on tokio's blocking pool: the engine fetches chunks
+        // and files concurrently (buffer_unordered), and completions racing
+        // on pool threads would reorder the round's effects from run to run.
+        // What the service adds to a read is only this not-found mapping.
+        let bytes = self
+            .blobs
+            .get(self.caller.account, id)
+            .map_err(|e| api(e.into()))?
+            .ok_or_else(|| api(ServiceError::NotFound("chunk")))?;
+        let c = SealedChunk::from_parts(id, bytes);
         if blake3::hash(c.as_bytes()).as_bytes() != id.as_bytes() {
             return Err(RemoteError::CorruptChunk(id));
         }
@@ -193,18 +226,18 @@ impl Remote for SimRemote {
     }
 
     async fn commit(&self, changes: &[Change]) -> Result<CommitResponse, RemoteError> {
-        self.gate()?;
+        self.gate("commit")?;
         self.service.commit(self.caller, changes.to_vec()).await.map_err(api)
     }
 
     async fn journal(&self, after: Cursor, limit: Option<u32>) -> Result<JournalPage, RemoteError> {
-        self.gate()?;
+        self.gate("journal")?;
         self.service.journal(self.caller, after, limit).await.map_err(api)
     }
 
     async fn wait_journal(&self, after: Cursor, _timeout: Duration) -> Result<JournalPage, RemoteError> {
         // Simulated time does not pass while waiting: answer at once.
-        self.gate()?;
+        self.gate("wait_journal")?;
         self.service.journal(self.caller, after, None).await.map_err(api)
     }
 
@@ -213,32 +246,32 @@ impl Remote for SimRemote {
         after: Option<EntryId>,
         limit: Option<u32>,
     ) -> Result<SnapshotPage, RemoteError> {
-        self.gate()?;
+        self.gate("snapshot")?;
         self.service.snapshot(self.caller, after, limit).await.map_err(api)
     }
 
     async fn versions(&self, entry: EntryId) -> Result<Vec<EntryVersion>, RemoteError> {
-        self.gate()?;
+        self.gate("versions")?;
         Ok(self.service.versions(self.caller, entry).await.map_err(api)?.versions)
     }
 
     async fn version(&self, entry: EntryId, revision: Revision) -> Result<EntryVersion, RemoteError> {
-        self.gate()?;
+        self.gate("version")?;
         self.service.version(self.caller, entry, revision).await.map_err(api)
     }
 
     async fn usage(&self) -> Result<Usage, RemoteError> {
-        self.gate()?;
+        self.gate("usage")?;
         self.service.usage(self.caller).await.map_err(api)
     }
 
     async fn sessions(&self) -> Result<Vec<SessionInfo>, RemoteError> {
-        self.gate()?;
+        self.gate("sessions")?;
         self.service.sessions(self.caller).await.map_err(api)
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<(), RemoteError> {
-        self.gate()?;
+        self.gate("revoke_session")?;
         self.service.revoke_session(self.caller, id).await.map_err(api)
     }
 }

@@ -18,7 +18,7 @@ use coffer_proto::DeviceId;
 use coffer_proto::WrappedKey;
 use coffer_server::service::accounts::token_hash;
 use coffer_server::store::memory::{MemoryBlobStore, MemoryMetaStore};
-use coffer_server::store::{MetaStore, NewAccount, SessionRecord};
+use coffer_server::store::{BlobStore, MetaStore, NewAccount, SessionRecord};
 use coffer_server::{Caller, Clock as _, ManualClock, Service, ServiceConfig};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -94,6 +94,7 @@ pub struct World {
     rng: ChaCha20Rng,
     pub(crate) mem: Arc<MemFs>,
     pub(crate) service: Service,
+    blobs: Arc<dyn BlobStore>,
     clock: Arc<ManualClock>,
     pub(crate) master: MasterKey,
     pub(crate) devices: Vec<Device>,
@@ -154,9 +155,10 @@ impl World {
             u64::try_from(mem.now_ns() / 1_000_000).unwrap_or_default(),
         )));
         let meta = Arc::new(MemoryMetaStore::new());
+        let blobs: Arc<dyn BlobStore> = Arc::new(MemoryBlobStore::new());
         let service = Service::new(
             meta.clone(),
-            Arc::new(MemoryBlobStore::new()),
+            blobs.clone(),
             clock.clone(),
             Box::new(ChaCha20Rng::seed_from_u64(rng.gen())),
             ServiceConfig::default(),
@@ -214,6 +216,7 @@ impl World {
             rng,
             mem,
             service,
+            blobs,
             clock,
             master,
             devices,
@@ -239,9 +242,16 @@ impl World {
         dev.restarts += 1;
         let index =
             Index::open(Path::new(&dev.index_uri)).map_err(|e| format!("re-opening the index: {e}"))?;
-        let remote = SimRemote::new(self.service.clone(), dev.caller, dev.online.clone(), dev.crash.clone());
+        let remote = SimRemote::new(
+            self.service.clone(),
+            self.blobs.clone(),
+            dev.caller,
+            dev.online.clone(),
+            dev.crash.clone(),
+        );
         let mut config = EngineConfig::new(dev.root.clone(), dev.device_id, format!("dev{d}"));
         config.chunker = SIM_CHUNKER;
+        config.parallel_downloads = 1;
         let rng_seed = seed ^ ((d as u64) << 48) ^ (dev.restarts << 32);
         dev.engine = Some(Engine::new(
             remote,
@@ -358,6 +368,9 @@ impl World {
     }
 
     fn note(&mut self, line: String) {
+        if crate::fs::trace() {
+            eprintln!("{line}");
+        }
         self.log.push(line);
     }
 
