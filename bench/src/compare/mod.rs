@@ -165,6 +165,20 @@ fn start_peer(ctx: &Ctx, tool: &str, dir: &Path) -> anyhow::Result<Box<dyn Peer>
     })
 }
 
+/// Copies the tools' logs (`*.log`, `*.time`) of a failed round out of the
+/// work folder, which is removed, so the failure can be read later.
+fn keep_logs(dir: &Path, to: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let _ = std::fs::create_dir_all(to);
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") || name.ends_with(".time") {
+            let _ = std::fs::copy(e.path(), to.join(&name));
+        }
+    }
+    eprintln!("   logs kept in {}", to.display());
+}
+
 /// Runs the comparison and writes the CSV and chart.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let sizes = Sizes::from(args);
@@ -209,6 +223,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if let Err(e) = outcome {
                 eprintln!("   {tool}: round failed: {e:#}");
                 results.failures.push(format!("{tool} round {}: {e:#}", rep + 1));
+                keep_logs(&dir, &args.out.join(format!("failed-{tool}-{}", rep + 1)));
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -224,6 +239,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if let Err(e) = outcome {
                 eprintln!("   {tool}: W5 failed: {e:#}");
                 results.failures.push(format!("{tool} W5: {e:#}"));
+                keep_logs(&dir, &args.out.join(format!("failed-{tool}-w5")));
             }
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -142,7 +142,9 @@ fn expect_one(rel: &str, path: &Path) -> anyhow::Result<Expect> {
     Ok(e)
 }
 
-/// One round of W1–W4 on a fresh pair of replicas.
+/// One round of W1, W3, W4 then W2 on a fresh pair of replicas (W4 before
+/// W2, so that tools which list the whole folder per run do not list W2's
+/// 10,000 files for each of W4's samples).
 pub fn round(
     ctx: &Ctx,
     peer: &mut dyn Peer,
@@ -211,16 +213,6 @@ pub fn round(
             std::fs::rename(&staged, a.join(BIG)).context("moving W3's file in")
         })?;
     }
-    if want("w2") {
-        let staged = stage(ctx, "w2")?;
-        let (rels, total) =
-            write_tree(&staged, sizes.w2_files, sizes.w2_dirs, 1024, 16 * 1024, 100 + rep as u64)?;
-        let expect = measure::expect_of(staged.parent().unwrap(), &rels)?;
-        let timeout = Duration::from_secs(60 + sizes.w2_files as u64 / 10);
-        step(peer, results, "W2", rep, total, &expect, timeout, Duration::from_millis(20), |a| {
-            std::fs::rename(&staged, a.join("w2")).context("moving W2's tree in")
-        })?;
-    }
     if want("w4") {
         measure::mkdir(peer.root_a().join("w4"))?;
         // Let the new folder reach B first, so each sample is one file.
@@ -250,6 +242,16 @@ pub fn round(
             )?;
         }
     }
+    if want("w2") {
+        let staged = stage(ctx, "w2")?;
+        let (rels, total) =
+            write_tree(&staged, sizes.w2_files, sizes.w2_dirs, 1024, 16 * 1024, 100 + rep as u64)?;
+        let expect = measure::expect_of(staged.parent().unwrap(), &rels)?;
+        let timeout = Duration::from_secs(60 + sizes.w2_files as u64 / 10);
+        step(peer, results, "W2", rep, total, &expect, timeout, Duration::from_millis(20), |a| {
+            std::fs::rename(&staged, a.join("w2")).context("moving W2's tree in")
+        })?;
+    }
     Ok(())
 }
 
@@ -266,6 +268,7 @@ pub fn w5(ctx: &Ctx, peer: &mut dyn Peer, sizes: &Sizes, results: &mut Results) 
     for rep in 0..sizes.reps {
         let (wa0, wt0) = peer.wire();
         let u0 = peer.usage();
+        peer.reset_peak();
         let (wall_s, rss_kib) = peer.idle_rescan()?;
         let (wa1, wt1) = peer.wire();
         let u1 = peer.usage();
