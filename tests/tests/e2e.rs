@@ -6,5 +6,6 @@ mod e2e {
     mod conflicts;
     mod features;
     mod robustness;
+    mod scale_out;
     mod ui_api;
 }

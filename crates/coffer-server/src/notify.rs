@@ -19,9 +19,10 @@
 //!   the same rules ([`crate::store::commit`]); retention clears every tail
 //!   ([`Notifier::clear_tails`]) so a pruned journal is never served.
 //!
-//! Several instances behind a load balancer would need a shared signal
-//! (PostgreSQL `LISTEN/NOTIFY`, Redis pub/sub) feeding [`Notifier::publish`];
-//! this process only sees its own commits.
+//! Several instances behind a load balancer share a signal: with PostgreSQL,
+//! each commit sends `NOTIFY` and every instance's listener feeds the new
+//! head to [`Notifier::publish`] (with no changes, so the page is then read
+//! from the store); see `server::open_stores`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -127,6 +128,11 @@ impl Notifier {
                 false
             });
         }
+    }
+
+    /// Accounts with a channel (watched now or before).
+    pub fn watched(&self) -> Vec<AccountId> {
+        self.lock().keys().copied().collect()
     }
 
     /// How many long-polls are waiting right now, over all accounts.

@@ -1,5 +1,7 @@
-//! Running the store: open the embedded stores, bind, serve (plain HTTP on
-//! loopback, HTTPS with rustls otherwise), and run maintenance periodically.
+//! Running the store: open the stores (the embedded SQLite + folder, or
+//! PostgreSQL and an S3 bucket shared by several instances, see
+//! [`open_stores`]), bind, serve (plain HTTP on loopback, HTTPS with rustls
+//! otherwise), and run maintenance periodically.
 //!
 //! Plain HTTP is refused on a non-loopback address unless the operator says
 //! `insecure_plain_http` (e.g. behind a TLS-terminating proxy on a private
@@ -93,6 +95,172 @@ pub async fn open_embedded(data_dir: &Path, config: ServiceConfig) -> Result<Ser
         config,
     )
     .await?)
+}
+
+/// Where the metadata lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MetaLocation {
+    /// A SQLite file (the embedded default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://user:pass@host:port/db`); needs the
+    /// `postgres` feature.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for MetaLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+        }
+    }
+}
+
+/// `scheme://user:****@host/...`: a URL with its password hidden.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:****@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+/// Where chunk bytes live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// A folder (the embedded default).
+    Disk(PathBuf),
+    /// An S3-compatible bucket; needs the `s3` feature.
+    #[cfg(feature = "s3")]
+    S3(crate::store::s3::S3Config),
+}
+
+/// Opens the stores and builds a service with the system clock and OS
+/// randomness. With PostgreSQL, a background thread also listens for
+/// commits made through other instances and wakes this one's long-polls; it
+/// stops when the service is dropped.
+pub async fn open_stores(
+    meta: MetaLocation,
+    blobs: BlobLocation,
+    config: ServiceConfig,
+) -> Result<Service, ServerError> {
+    let opened = tokio::task::spawn_blocking(move || open_blocking(meta, blobs))
+        .await
+        .map_err(|e| ServerError::Io(std::io::Error::other(e)))??;
+    let service =
+        Service::new(opened.meta, opened.blobs, Arc::new(SystemClock), Box::new(rand::rngs::OsRng), config)
+            .await?;
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = opened.postgres {
+        wake_across_instances(pg, &service);
+    }
+    Ok(service)
+}
+
+struct Opened {
+    meta: Arc<dyn crate::store::MetaStore>,
+    blobs: Arc<dyn crate::store::BlobStore>,
+    #[cfg(feature = "postgres")]
+    postgres: Option<Arc<crate::store::postgres::PostgresMetaStore>>,
+}
+
+/// Opening may connect to a database: blocking work, off the async threads.
+fn open_blocking(meta: MetaLocation, blobs: BlobLocation) -> Result<Opened, ServerError> {
+    #[cfg(feature = "postgres")]
+    let mut postgres = None;
+    let meta: Arc<dyn crate::store::MetaStore> = match meta {
+        MetaLocation::Sqlite(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            Arc::new(SqliteMetaStore::open(path)?)
+        }
+        #[cfg(feature = "postgres")]
+        MetaLocation::Postgres(url) => {
+            let store = Arc::new(crate::store::postgres::PostgresMetaStore::open(&url)?);
+            postgres = Some(store.clone());
+            store
+        }
+        #[cfg(not(feature = "postgres"))]
+        MetaLocation::Postgres(_) => {
+            return Err(ServerError::Store(StoreError::Backend(
+                "this build has no PostgreSQL support (cargo feature `postgres` of coffer-server)".into(),
+            )))
+        }
+    };
+    let blobs: Arc<dyn crate::store::BlobStore> = match blobs {
+        BlobLocation::Disk(dir) => Arc::new(DiskBlobStore::open(dir)?),
+        #[cfg(feature = "s3")]
+        BlobLocation::S3(config) => Arc::new(crate::store::s3::S3BlobStore::open(&config)?),
+    };
+    Ok(Opened {
+        meta,
+        blobs,
+        #[cfg(feature = "postgres")]
+        postgres,
+    })
+}
+
+/// Feeds commit announcements from PostgreSQL (`LISTEN`) to the service's
+/// notifier, on a thread that ends soon after the service is dropped. After
+/// a lost connection it reconnects and re-reads the head of every watched
+/// account, since announcements sent meanwhile are gone.
+#[cfg(feature = "postgres")]
+fn wake_across_instances(store: Arc<crate::store::postgres::PostgresMetaStore>, service: &Service) {
+    use crate::store::MetaStore;
+    let weak = Arc::downgrade(&service.inner);
+    let spawned = std::thread::Builder::new().name("coffer-pg-listen".into()).spawn(move || {
+        let mut listener = None;
+        let mut first = true;
+        while weak.strong_count() > 0 {
+            let Some(l) = listener.as_mut() else {
+                match store.listen() {
+                    Ok(l) => {
+                        listener = Some(l);
+                        if !first {
+                            let Some(inner) = weak.upgrade() else { break };
+                            for account in inner.notifier.watched() {
+                                if let Ok(head) = store.head(account) {
+                                    inner.notifier.publish(account, head, Vec::new());
+                                }
+                            }
+                        }
+                        first = false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for other instances' commits; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+                continue;
+            };
+            match l.wait(Duration::from_millis(250)) {
+                Ok(notes) if !notes.is_empty() => {
+                    let Some(inner) = weak.upgrade() else { break };
+                    for (account, head) in notes {
+                        inner.notifier.publish(account, head, Vec::new());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the commit listener; reconnecting");
+                    listener = None;
+                    first = false;
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the commit listener: long-polls wake only for this instance's commits");
+    }
 }
 
 /// A server that is accepting connections. Dropping it stops it.

@@ -9,6 +9,10 @@ mod integration {
     pub mod chunks_commit;
     pub mod conformance;
     pub mod journal;
+    #[cfg(all(feature = "postgres", feature = "s3"))]
+    pub mod scale_out;
+    #[cfg(all(feature = "postgres", feature = "s3"))]
+    pub mod services;
     pub mod support;
     pub mod tls;
     pub mod versions_gc;

@@ -4,7 +4,9 @@
 //! `COFFER_SERVER_*` environment variables, then the optional TOML file
 //! given by `--config` (keys are the flag names with `_` for `-`), then the
 //! defaults shown in `--help`. Embedded storage lives under `--data`:
-//! `coffer.db` (SQLite) and `chunks/`.
+//! `coffer.db` (SQLite) and `chunks/`. For several instances, `--meta
+//! postgres://...` and `--blobs s3://bucket` put them in PostgreSQL and an
+//! S3-compatible bucket instead (see `docs/deploy.md`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ use anyhow::Context;
 use clap::Parser;
 use coffer_server::http::HttpConfig;
 use coffer_server::ratelimit::RateLimit;
-use coffer_server::server::{open_embedded, serve, ListenConfig, TlsFiles};
+use coffer_server::server::{open_stores, serve, BlobLocation, ListenConfig, MetaLocation, TlsFiles};
+use coffer_server::store::s3::S3Config;
 use coffer_server::ServiceConfig;
 use serde::Deserialize;
 
@@ -33,6 +36,33 @@ pub struct Args {
     /// Data folder: SQLite metadata and chunk files [default: ./coffer-data].
     #[arg(long, env = "COFFER_SERVER_DATA")]
     pub data: Option<PathBuf>,
+    /// Metadata store: `sqlite` (the file `coffer.db` under --data) or a
+    /// PostgreSQL URL `postgres://USER:PASSWORD@HOST:PORT/DB`, which several
+    /// instances can share [default: sqlite].
+    #[arg(long, env = "COFFER_SERVER_META", value_name = "sqlite|postgres://...")]
+    pub meta: Option<Secret>,
+    /// Chunk store: `disk` (the folder `chunks/` under --data) or an
+    /// S3-compatible bucket `s3://BUCKET[/PREFIX]`, which several instances
+    /// can share [default: disk].
+    #[arg(long, env = "COFFER_SERVER_BLOBS", value_name = "disk|s3://...")]
+    pub blobs: Option<String>,
+    /// S3 endpoint for stores other than AWS, e.g. `https://s3.example.com`
+    /// (else `AWS_ENDPOINT`, else AWS).
+    #[arg(long, env = "COFFER_SERVER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (else `AWS_REGION`) [default: us-east-1].
+    #[arg(long, env = "COFFER_SERVER_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id (else `AWS_ACCESS_KEY_ID`).
+    #[arg(long, env = "COFFER_SERVER_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (else `AWS_SECRET_ACCESS_KEY`). Never printed;
+    /// prefer the environment or the config file to a flag.
+    #[arg(long, env = "COFFER_SERVER_S3_SECRET_ACCESS_KEY")]
+    pub s3_secret_access_key: Option<Secret>,
+    /// Allow plain HTTP to a non-loopback S3 endpoint (private networks only).
+    #[arg(long, env = "COFFER_SERVER_S3_ALLOW_HTTP", num_args = 0..=1, default_missing_value = "true")]
+    pub s3_allow_http: Option<bool>,
     /// TLS certificate chain (PEM). With --tls-key, serves HTTPS.
     #[arg(long, env = "COFFER_SERVER_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -93,6 +123,29 @@ pub struct Args {
     pub log: Option<String>,
 }
 
+/// A setting that may hold a password: printed as `****` (a URL keeps all
+/// but its password).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.contains("://") {
+            f.write_str(&coffer_server::server::redact_url(&self.0))
+        } else {
+            f.write_str("****")
+        }
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// The settings after merging flags, environment, file and defaults.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -100,6 +153,10 @@ pub struct Settings {
     pub listen: ListenConfig,
     /// The data folder.
     pub data: PathBuf,
+    /// Where metadata lives.
+    pub meta: MetaLocation,
+    /// Where chunk bytes live.
+    pub blobs: BlobLocation,
     /// Service settings.
     pub service: ServiceConfig,
     /// Transport settings.
@@ -117,6 +174,13 @@ impl Args {
         merge!(
             listen,
             data,
+            meta,
+            blobs,
+            s3_endpoint,
+            s3_region,
+            s3_access_key_id,
+            s3_secret_access_key,
+            s3_allow_http,
             tls_cert,
             tls_key,
             insecure_plain_http,
@@ -147,14 +211,39 @@ impl Args {
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
+        let data = self.data.clone().unwrap_or_else(|| PathBuf::from("coffer-data"));
+        let meta = match self.meta.as_ref().map(|m| m.0.as_str()) {
+            None | Some("sqlite") => MetaLocation::Sqlite(data.join("coffer.db")),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                MetaLocation::Postgres(url.to_owned())
+            }
+            Some(other) => {
+                anyhow::bail!("--meta {:?}: expected `sqlite` or a postgres:// URL", Secret(other.to_owned()))
+            }
+        };
+        let blobs = match self.blobs.as_deref() {
+            None | Some("disk") => BlobLocation::Disk(data.join("chunks")),
+            Some(url) if url.starts_with("s3://") => {
+                let mut c = S3Config::from_url(url).map_err(|e| anyhow::anyhow!("--blobs {url}: {e}"))?;
+                c.endpoint = self.s3_endpoint.clone();
+                c.region = self.s3_region.clone();
+                c.access_key_id = self.s3_access_key_id.clone();
+                c.secret_access_key = self.s3_secret_access_key.as_ref().map(|s| s.0.clone());
+                c.allow_http = self.s3_allow_http.unwrap_or(false);
+                BlobLocation::S3(c)
+            }
+            Some(other) => anyhow::bail!("--blobs {other}: expected `disk` or an s3:// URL"),
+        };
         Ok(Settings {
+            meta,
+            blobs,
             listen: ListenConfig {
                 addr: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7878))),
                 tls,
                 insecure_plain_http: self.insecure_plain_http.unwrap_or(false),
                 maintenance_every: Duration::from_secs(self.maintenance_interval_secs.unwrap_or(600).max(1)),
             },
-            data: self.data.clone().unwrap_or_else(|| PathBuf::from("coffer-data")),
+            data,
             service: ServiceConfig {
                 default_quota_bytes: self.default_quota_bytes.unwrap_or(sd.default_quota_bytes),
                 session_ttl: self.session_ttl_days.map_or(sd.session_ttl, |d| Duration::from_secs(d * DAY)),
@@ -209,9 +298,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let service = open_embedded(&settings.data, settings.service.clone())
-            .await
-            .with_context(|| format!("opening the data folder {}", settings.data.display()))?;
+        let (meta, blobs) = (settings.meta.clone(), settings.blobs.clone());
+        let service = open_stores(meta, blobs, settings.service.clone()).await.with_context(|| {
+            format!(
+                "opening the stores (data folder {}, {:?}, {:?})",
+                settings.data.display(),
+                settings.meta,
+                settings.blobs
+            )
+        })?;
         if let Some(spec) = &args.set_quota {
             let (name, bytes) = spec.rsplit_once('=').context("--set-quota wants NAME=BYTES")?;
             let bytes: u64 = bytes.parse().context("--set-quota: BYTES must be a number")?;
@@ -270,5 +365,41 @@ mod tests {
         assert_eq!(s.listen.tls.unwrap().key, PathBuf::from("k.pem"));
         assert_eq!(s.http.chunk_body_limit, 64 << 20);
         assert!(toml::from_str::<Args>("no_such_setting = 1").is_err());
+        assert_eq!(s.meta, MetaLocation::Sqlite(PathBuf::from("/srv/coffer/coffer.db")));
+        assert_eq!(s.blobs, BlobLocation::Disk(PathBuf::from("/srv/coffer/chunks")));
+    }
+
+    #[test]
+    fn scale_out_stores_and_secrets_stay_hidden() {
+        let flags = Args::try_parse_from([
+            "server",
+            "--meta",
+            "postgres://coffer:pa55word@db.internal:5432/coffer",
+            "--blobs",
+            "s3://coffer-chunks/prod",
+            "--s3-endpoint",
+            "https://s3.example.com",
+        ])
+        .unwrap();
+        let file: Args = toml::from_str(
+            "s3_region = \"eu-west-1\"\ns3_access_key_id = \"AKIA1\"\ns3_secret_access_key = \"sekrit\"",
+        )
+        .unwrap();
+        let args = flags.or(file);
+        let s = args.settings().unwrap();
+        assert_eq!(
+            s.meta,
+            MetaLocation::Postgres("postgres://coffer:pa55word@db.internal:5432/coffer".into())
+        );
+        let BlobLocation::S3(c) = &s.blobs else { panic!("expected S3, got {:?}", s.blobs) };
+        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("coffer-chunks", "prod"));
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.secret_access_key.as_deref(), Some("sekrit"));
+        for printed in [format!("{args:?}"), format!("{s:?}")] {
+            assert!(!printed.contains("pa55word") && !printed.contains("sekrit"), "{printed}");
+            assert!(printed.contains("db.internal"), "{printed}");
+        }
+        assert!(Args::try_parse_from(["server", "--meta", "mysql://x"]).unwrap().settings().is_err());
+        assert!(Args::try_parse_from(["server", "--blobs", "gs://x"]).unwrap().settings().is_err());
     }
 }

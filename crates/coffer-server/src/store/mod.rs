@@ -27,6 +27,10 @@
 pub mod commit;
 pub mod disk;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sqlite;
 
 use std::fmt;
