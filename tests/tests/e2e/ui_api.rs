@@ -80,6 +80,9 @@ fn the_api_needs_the_token_the_right_host_and_no_foreign_origin() {
     assert_eq!(http(host, "POST", "/api", &h, Some(STATUS), None).status, 200, "same origin is fine");
     let h = [("Host", host), json, ("Authorization", bearer.as_str()), ("Sec-Fetch-Site", "cross-site")];
     assert_eq!(http(host, "POST", "/api", &h, Some(STATUS), None).status, 403);
+    // Another port of this host is "same-site": the cookie would go along.
+    let h = [("Host", host), json, ("Authorization", bearer.as_str()), ("Sec-Fetch-Site", "same-site")];
+    assert_eq!(http(host, "POST", "/api", &h, Some(STATUS), None).status, 403);
     // A form post (no JSON content type) is refused even with the token.
     let h = [("Host", host), ("Content-Type", "text/plain"), ("Authorization", bearer.as_str())];
     assert_eq!(http(host, "POST", "/api", &h, Some(STATUS), None).status, 400);

@@ -15,8 +15,9 @@
 //! - `Host` must be `127.0.0.1:PORT` or `localhost:PORT` (DNS rebinding: a
 //!   page from evil.example whose name now points at 127.0.0.1 still sends
 //!   `Host: evil.example`);
-//! - `Origin`, when sent, must be this very origin, and `Sec-Fetch-Site`
-//!   must not be `cross-site` (CSRF);
+//! - `Origin`, when sent, must be this very origin; `Sec-Fetch-Site`, when
+//!   sent, must not be `cross-site`, and for `/api*` must be `same-origin`
+//!   or `none` (CSRF, also from another port of this host);
 //! - `/api*` needs the per-install token, as `Authorization: Bearer` or as
 //!   the HttpOnly, SameSite=Strict cookie the login link sets (one cookie
 //!   name per port, so two daemons on one machine do not clash);
@@ -211,10 +212,16 @@ async fn guard(State(gate): State<Arc<Gate>>, req: HttpRequest, next: Next) -> H
             return error(ErrorCode::Forbidden, "requests from other sites are refused");
         }
     }
-    if h.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
-        return error(ErrorCode::Forbidden, "requests from other sites are refused");
+    let api = req.uri().path().starts_with("/api");
+    // Browsers say where a request comes from: the API answers only this
+    // origin and typed addresses (another port of this host is "same-site"
+    // and would carry the cookie); the UI's files are public.
+    if let Some(site) = h.get("sec-fetch-site").map(HeaderValue::as_bytes) {
+        if site == b"cross-site" || (api && site != b"same-origin" && site != b"none") {
+            return error(ErrorCode::Forbidden, "requests from other sites are refused");
+        }
     }
-    if req.uri().path().starts_with("/api") && !gate.authorized(h) {
+    if api && !gate.authorized(h) {
         return error(ErrorCode::Unauthorized, "not signed in: open the link `coffer ui` prints");
     }
     let mut resp = next.run(req).await;
@@ -319,18 +326,37 @@ async fn file<R: Remote + 'static>(
             Err(_) => return error(ErrorCode::NotFound, "no such file here"),
         }
     }
-    let data = match tokio::fs::read(&abs).await {
-        Ok(d) => d,
+    let file = match tokio::fs::File::open(&abs).await {
+        Ok(f) => f,
         Err(_) => return error(ErrorCode::NotFound, "no such file here"),
     };
+    let len = match file.metadata().await {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return error(ErrorCode::NotFound, "no such file here"),
+    };
+    // Streamed in 64 KiB pieces: a large file is never held in memory.
+    let body = futures::stream::unfold(Some(file), |f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = f?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, io::Error>(Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
     let name: String = rel
         .file_name()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || ".-_ ".contains(c) { c } else { '_' })
         .collect();
-    let mut resp = (StatusCode::OK, Body::from(data)).into_response();
+    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
     let hs = resp.headers_mut();
     hs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    hs.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     hs.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         hs.insert(header::CONTENT_DISPOSITION, v);
