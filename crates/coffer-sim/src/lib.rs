@@ -67,7 +67,7 @@ impl SimConfig {
 }
 
 /// Steps per seed in CI.
-pub const DEFAULT_STEPS: usize = 40;
+pub const DEFAULT_STEPS: usize = 60;
 /// Devices per seed in CI.
 pub const DEFAULT_DEVICES: usize = 3;
 

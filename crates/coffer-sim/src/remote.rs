@@ -113,8 +113,8 @@ impl Crash {
         Some(edit)
     }
 
-    /// Spends one effect; false if the process is already dead.
-    pub fn spend(&self) -> bool {
+    /// Counts one step towards the planned user edit, doing it when due.
+    pub fn tick_edit(&self) {
         if let Ok(mut guard) = self.edit.lock() {
             if let Some(e) = guard.as_mut().filter(|e| e.replaced.is_none()) {
                 if e.after == 0 {
@@ -124,6 +124,11 @@ impl Crash {
                 }
             }
         }
+    }
+
+    /// Spends one effect; false if the process is already dead.
+    pub fn spend(&self) -> bool {
+        self.tick_edit();
         let mut cur = self.budget.load(Ordering::SeqCst);
         loop {
             if cur < 0 {
@@ -187,7 +192,16 @@ impl SimRemote {
             return Err(RemoteError::Transport("simulated network is down".into()));
         }
         let mutates = matches!(what, "upload_chunks" | "commit" | "revoke_session");
-        let alive = if mutates { self.crash.spend() } else { !self.crash.fired() };
+        let alive = if mutates {
+            self.crash.spend()
+        } else {
+            // Reads may still be the moment a user's save lands, except
+            // chunk fetches, whose order depends on blocking-pool timing.
+            if what != "download_chunk" {
+                self.crash.tick_edit();
+            }
+            !self.crash.fired()
+        };
         if !alive {
             return Err(RemoteError::Transport("simulated process crashed".into()));
         }

@@ -141,6 +141,33 @@ fn a_save_during_a_download_is_never_replaced() {
     }
 }
 
+/// The same, when the round makes a conflicted copy first: every effect of
+/// the round is tried as the moment of the save.
+#[test]
+fn a_save_during_a_conflict_is_never_replaced() {
+    // The ignore file too: saving it changes the rules mid-round.
+    for name in ["doc.txt", ".cofferignore"] {
+        for after in 0..40 {
+            let (rt, config) = world(2);
+            rt.block_on(async {
+                let mut w = World::new(config).await.unwrap();
+                w.write(0, "a.bin", b"a file some rules ignore").unwrap();
+                w.write(0, name, b"*.md\n").unwrap();
+                w.sync(0).await.unwrap();
+                w.sync(1).await.unwrap();
+                w.write(0, name, b"*.bin\n").unwrap();
+                w.sync(0).await.unwrap();
+                w.write(1, name, b"*.txt\n").unwrap();
+                w.sync_while_user_writes(1, name, b"*.bin\n*.txt\n", after).await.unwrap();
+                w.converge_and_check()
+                    .await
+                    .map_err(|e| format!("{name} saved after {after} effects: {e}\n{:#?}", w.log()))
+                    .unwrap();
+            });
+        }
+    }
+}
+
 /// The per-step check catches a file at a final path that no user wrote
 /// (what a partial download would look like).
 #[test]
