@@ -39,7 +39,7 @@ pub struct Args {
     /// Metadata store: `sqlite` (the file `coffer.db` under --data) or a
     /// PostgreSQL URL `postgres://USER:PASSWORD@HOST:PORT/DB`, which several
     /// instances can share [default: sqlite].
-    #[arg(long, env = "COFFER_SERVER_META", value_name = "sqlite|postgres://...")]
+    #[arg(long, env = "COFFER_SERVER_META", value_name = "sqlite|postgres://...", hide_env_values = true)]
     pub meta: Option<Secret>,
     /// Chunk store: `disk` (the folder `chunks/` under --data) or an
     /// S3-compatible bucket `s3://BUCKET[/PREFIX]`, which several instances
@@ -58,7 +58,7 @@ pub struct Args {
     pub s3_access_key_id: Option<String>,
     /// S3 secret access key (else `AWS_SECRET_ACCESS_KEY`). Never printed;
     /// prefer the environment or the config file to a flag.
-    #[arg(long, env = "COFFER_SERVER_S3_SECRET_ACCESS_KEY")]
+    #[arg(long, env = "COFFER_SERVER_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<Secret>,
     /// Allow plain HTTP to a non-loopback S3 endpoint (private networks only).
     #[arg(long, env = "COFFER_SERVER_S3_ALLOW_HTTP", num_args = 0..=1, default_missing_value = "true")]
