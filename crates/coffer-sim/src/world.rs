@@ -623,7 +623,10 @@ impl World {
                 self.note(format!("{step} dev{d} {}", if now { "online" } else { "offline" }));
             }
             54..=61 => {
-                let budget = self.rng.gen_range(0..60);
+                // Most rounds make few effects: small budgets, so that the
+                // crash does fire, and now and then a long one.
+                let budget =
+                    if self.rng.gen_bool(0.7) { self.rng.gen_range(0..8) } else { self.rng.gen_range(8..60) };
                 self.devices[d].crash.arm(budget);
                 let r = self.round(d).await?;
                 let fired = self.devices[d].crash.fired();
