@@ -170,3 +170,104 @@ fn commits_are_announced_to_other_instances() {
     assert_eq!(got, vec![(a, Cursor(1))]);
     eprintln!("cross-instance commit announcement arrived after {took:?}");
 }
+
+/// Two running instances (the real HTTP service) on one database and
+/// bucket: a long-poll held by one wakes for a commit made through the
+/// other, and still does after both instances lose their listening
+/// connections (they reconnect and re-read the heads they watch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_wake_across_instances_and_survive_a_lost_listener() {
+    use coffer_engine::remote::{Accounts, Remote};
+    use coffer_server::http::HttpConfig;
+    use coffer_server::server::{open_stores, serve, BlobLocation, ListenConfig, MetaLocation};
+    use coffer_server::ServiceConfig;
+    use rand_chacha::rand_core::SeedableRng;
+
+    let (Some(pg), Some(s3)) = (postgres(), seaweed()) else { return };
+    let url = pg.fresh_database();
+    let config = s3_config(&s3, s3.fresh_bucket());
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let service = open_stores(
+            MetaLocation::Postgres(url.clone()),
+            BlobLocation::S3(config.clone()),
+            ServiceConfig::default(),
+        )
+        .await
+        .unwrap();
+        let listen = ListenConfig {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            insecure_plain_http: false,
+            maintenance_every: Duration::from_secs(3600),
+        };
+        servers.push(serve(service, HttpConfig::default(), listen).await.unwrap());
+    }
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let ksf = super::support::KSF;
+    let master = coffer_crypto::MasterKey::generate(&mut rng);
+    let on_one = Accounts::new(&servers[0].base_url()).unwrap();
+    let on_two = Accounts::new(&servers[1].base_url()).unwrap();
+    on_one.signup(&mut rng, "alice", super::support::PASSWORD, &master, &ksf).await.unwrap();
+    let writer = on_one
+        .login(&mut rng, "alice", super::support::PASSWORD, DeviceId::from_bytes([1; 16]), &ksf)
+        .await
+        .unwrap();
+    let reader = on_two
+        .login(&mut rng, "alice", super::support::PASSWORD, DeviceId::from_bytes([2; 16]), &ksf)
+        .await
+        .unwrap();
+    // Bytes uploaded through one instance are served by the other.
+    let sealed = super::support::chunk(b"sealed bytes through instance one");
+    writer.remote.upload_chunks(std::slice::from_ref(&sealed)).await.unwrap();
+
+    for round in 1..=2u64 {
+        if round == 2 {
+            // Cut both instances' LISTEN connections, as a database restart
+            // or a network blip would.
+            let url = url.clone();
+            let cut = tokio::task::spawn_blocking(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                c.query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .len()
+            })
+            .await
+            .unwrap();
+            assert_eq!(cut, 2, "one listening connection per instance");
+        }
+        let after = Cursor(round - 1);
+        let waiting = tokio::spawn({
+            let remote = reader.remote.clone();
+            async move {
+                let page = remote.wait_journal(after, Duration::from_secs(30)).await.unwrap();
+                (page, Instant::now())
+            }
+        });
+        let two = servers[1].service().clone();
+        let end = Instant::now() + Duration::from_secs(10);
+        while two.long_polls_waiting() == 0 {
+            assert!(Instant::now() < end, "the long-poll is never held");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let committed = Instant::now();
+        let change = Change {
+            entry_id: EntryId::from_bytes([round as u8; 32]),
+            base_revision: Revision(0),
+            meta: Some(SealedMeta::from_sealed_bytes(vec![round as u8])),
+            chunks: vec![sealed.id()],
+        };
+        writer.remote.commit(&[change]).await.unwrap();
+        let (page, woke) = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the long-poll on instance two did not wake (its own timeout is 30 s)")
+            .unwrap();
+        assert_eq!(page.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![Cursor(round)]);
+        eprintln!("round {round}: instance two woke {:?} after the commit on instance one", woke - committed);
+    }
+    assert_eq!(reader.remote.download_chunk(sealed.id()).await.unwrap(), sealed);
+}

@@ -235,6 +235,7 @@ impl Drop for Postgres {
 pub struct SeaweedS3 {
     child: Child,
     s3_port: u16,
+    ports: Vec<String>,
     dir: tempfile::TempDir,
     made: AtomicUsize,
 }
@@ -273,7 +274,7 @@ impl SeaweedS3 {
             .spawn()
             .expect("start weed");
         let s3_port: u16 = p[6].parse().expect("port");
-        let mut me = Self { child, s3_port, dir, made: AtomicUsize::new(0) };
+        let mut me = Self { child, s3_port, ports: p, dir, made: AtomicUsize::new(0) };
         let port = me.s3_port;
         wait_for("SeaweedFS S3", Duration::from_secs(90), &mut me.child, &log, || {
             http_status(port, "PUT", "/coffer-probe") == Some(200)
@@ -297,7 +298,16 @@ impl SeaweedS3 {
 
 impl Drop for SeaweedS3 {
     fn drop(&mut self) {
-        stop(&mut self.child, "TERM", Duration::from_secs(20));
+        // weed can take long to stop on SIGTERM; its data is a temp folder.
+        stop(&mut self.child, "TERM", Duration::from_secs(2));
+        // It leaves `/tmp/seaweedfs-<role>-<port>.sock` behind: remove ours.
+        let ours: Vec<String> = self.ports.iter().map(|p| format!("-{p}.sock")).collect();
+        for e in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("seaweedfs-") && ours.iter().any(|o| name.ends_with(o.as_str())) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
