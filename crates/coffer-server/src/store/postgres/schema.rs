@@ -80,7 +80,10 @@ const MIGRATION_LOCK: i64 = 0x00c0_ffe7_0000_0009;
 pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS coffer_migrations (version INTEGER PRIMARY KEY)")?;
+    let fresh: bool = tx.query_one("SELECT to_regclass('coffer_migrations') IS NULL", &[])?.get(0);
+    if fresh {
+        tx.batch_execute("CREATE TABLE coffer_migrations (version INTEGER PRIMARY KEY)")?;
+    }
     let done: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM coffer_migrations", &[])?.get(0);
     for (n, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
         tx.batch_execute(sql)?;
