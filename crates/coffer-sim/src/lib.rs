@@ -36,6 +36,7 @@ pub mod world;
 
 use std::fmt;
 
+pub use remote::Hostile;
 pub use world::{run, RunSummary, World};
 
 /// What to simulate.

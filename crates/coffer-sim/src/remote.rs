@@ -145,6 +145,18 @@ impl Crash {
     }
 }
 
+/// What a hostile store does to one device's session (a test double of
+/// the real protocol: it answers with the real wire types).
+#[derive(Debug, Default)]
+pub struct Hostile {
+    /// Entries appended to the next journal page, as if the store had them.
+    pub inject: Vec<EntryVersion>,
+    /// Answer journal calls with this cursor (a store gone back in time).
+    pub rollback_to: Option<Cursor>,
+    /// Flip a byte of every chunk served.
+    pub tamper_chunks: bool,
+}
+
 /// One device's session with the in-process store.
 #[derive(Clone, Debug)]
 pub struct SimRemote {
@@ -154,6 +166,7 @@ pub struct SimRemote {
     online: Arc<AtomicBool>,
     crash: Arc<Crash>,
     calls: Arc<AtomicI64>,
+    hostile: Arc<Mutex<Hostile>>,
 }
 
 fn api(e: ServiceError) -> RemoteError {
@@ -171,7 +184,21 @@ impl SimRemote {
         online: Arc<AtomicBool>,
         crash: Arc<Crash>,
     ) -> Self {
-        Self { service, blobs, caller, online, crash, calls: Arc::new(AtomicI64::new(0)) }
+        Self {
+            service,
+            blobs,
+            caller,
+            online,
+            crash,
+            calls: Arc::new(AtomicI64::new(0)),
+            hostile: Arc::new(Mutex::new(Hostile::default())),
+        }
+    }
+
+    /// Makes this session answer as `hostile` says.
+    pub fn with_hostile(mut self, hostile: Arc<Mutex<Hostile>>) -> Self {
+        self.hostile = hostile;
+        self
     }
 
     /// Store calls made so far (attempted, online or not).
@@ -232,6 +259,12 @@ impl Remote for SimRemote {
             .get(self.caller.account, id)
             .map_err(|e| api(e.into()))?
             .ok_or_else(|| api(ServiceError::NotFound("chunk")))?;
+        let mut bytes = bytes;
+        if self.hostile.lock().is_ok_and(|h| h.tamper_chunks) {
+            if let Some(b) = bytes.last_mut() {
+                *b ^= 1;
+            }
+        }
         let c = SealedChunk::from_parts(id, bytes);
         if blake3::hash(c.as_bytes()).as_bytes() != id.as_bytes() {
             return Err(RemoteError::CorruptChunk(id));
@@ -246,7 +279,14 @@ impl Remote for SimRemote {
 
     async fn journal(&self, after: Cursor, limit: Option<u32>) -> Result<JournalPage, RemoteError> {
         self.gate("journal")?;
-        self.service.journal(self.caller, after, limit).await.map_err(api)
+        let mut page = self.service.journal(self.caller, after, limit).await.map_err(api)?;
+        if let Ok(mut h) = self.hostile.lock() {
+            page.changes.append(&mut h.inject);
+            if let Some(c) = h.rollback_to {
+                page.cursor = c;
+            }
+        }
+        Ok(page)
     }
 
     async fn wait_journal(&self, after: Cursor, _timeout: Duration) -> Result<JournalPage, RemoteError> {

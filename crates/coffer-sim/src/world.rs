@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use coffer_crypto::MasterKey;
 use coffer_engine::chunker::ChunkerParams;
@@ -27,7 +27,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::check;
 use crate::fs::CrashFs;
-use crate::remote::{Crash, SimRemote, UserEdit};
+use crate::remote::{Crash, Hostile, SimRemote, UserEdit};
 use crate::{Failure, SimConfig};
 
 /// Where the devices' roots live on the shared disk.
@@ -83,6 +83,8 @@ pub(crate) struct Device {
     _keeper: Index,
     pub(crate) engine: Option<Engine<SimRemote>>,
     pub(crate) caller: Caller,
+    hostile: Arc<Mutex<Hostile>>,
+    mass_delete_threshold: Option<usize>,
     device_id: DeviceId,
     restarts: u64,
 }
@@ -207,6 +209,8 @@ impl World {
                 _keeper: keeper,
                 engine: None,
                 caller: Caller { account, session, device: device_id },
+                hostile: Arc::new(Mutex::new(Hostile::default())),
+                mass_delete_threshold: None,
                 device_id,
                 restarts: 0,
             });
@@ -248,10 +252,14 @@ impl World {
             dev.caller,
             dev.online.clone(),
             dev.crash.clone(),
-        );
+        )
+        .with_hostile(dev.hostile.clone());
         let mut config = EngineConfig::new(dev.root.clone(), dev.device_id, format!("dev{d}"));
         config.chunker = SIM_CHUNKER;
         config.parallel_downloads = 1;
+        if let Some(n) = dev.mass_delete_threshold {
+            config.mass_delete_threshold = n;
+        }
         let rng_seed = seed ^ ((d as u64) << 48) ^ (dev.restarts << 32);
         dev.engine = Some(Engine::new(
             remote,
@@ -274,6 +282,49 @@ impl World {
     /// Device `d`'s sync root on the disk.
     pub fn root(&self, d: usize) -> &Path {
         &self.devices[d].root
+    }
+
+    /// What the store does to device `d`'s session from now on (a hostile
+    /// store: injected entries, a rollback, tampered chunks).
+    pub fn hostile(&self, d: usize) -> &Mutex<Hostile> {
+        &self.devices[d].hostile
+    }
+
+    /// Restarts device `d` with a mass-deletion threshold of `n`.
+    pub fn set_mass_delete_threshold(&mut self, d: usize, n: usize) -> Result<(), String> {
+        self.devices[d].mass_delete_threshold = Some(n);
+        self.start(d)
+    }
+
+    /// The account's keys (to forge what a hostile store would send).
+    pub fn keys(&self) -> coffer_crypto::AccountKeys {
+        self.master.derive()
+    }
+
+    /// The last problems and round report of device `d`'s engine.
+    pub fn problems(&self, d: usize) -> Vec<String> {
+        self.devices[d]
+            .engine
+            .as_ref()
+            .map(|e| e.problems().into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Device `d`'s user-visible tree: path → content (`None`: a folder).
+    pub fn files(&self, d: usize) -> BTreeMap<String, Option<Vec<u8>>> {
+        self.tree(d)
+    }
+
+    /// Every path on the whole disk (to check nothing is outside the roots).
+    pub fn everything(&self) -> Vec<String> {
+        let mut all = BTreeMap::new();
+        walk(self.mem.as_ref(), Path::new("/"), "", &mut all, false);
+        all.into_keys().collect()
+    }
+
+    /// Mutations device `d` attempted outside its root.
+    pub fn violations(&self, d: usize) -> Vec<String> {
+        self.devices[d].fs.violations()
     }
 
     /// The log of what happened so far.

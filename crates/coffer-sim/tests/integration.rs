@@ -1,12 +1,16 @@
 //! The simulation's tests: many seeds (`COFFER_SIM_SEEDS`, default 2000),
 //! determinism, scenarios for the bugs it found, and proof that its checks
-//! do catch what they claim to.
+//! do catch what they claim to; a hostile store (`integration/hostile.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use coffer_sim::{run, run_catching, SimConfig, World};
+
+mod integration {
+    pub mod hostile;
+}
 
 fn seeds() -> u64 {
     std::env::var("COFFER_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000)
