@@ -8,24 +8,27 @@
 //! picks a history of **steps**: user edits (create, edit, append, truncate,
 //! delete, rename and move of files and folders, case-only and NFC/NFD
 //! renames), `.cofferignore` changes, selective-sync exclude/include,
-//! offline periods, sync rounds, rounds cut by a crash at a random effect
+//! offline periods, sync rounds, rounds during which a user saves a file,
+//! rounds cut by a crash at a random effect
 //! (the engine is dropped and a new one starts over the same disk and the
 //! same index, re-opened), and clean restarts.
 //!
 //! Words: an **effect** is one thing a device does to the world (a disk
-//! mutation, a write, a store call); a **crash** stops all effects after a
-//! chosen one. The **ledger** holds every file content a device held when a
-//! sync round that completed looked at it; the **written** set holds every
-//! content a user ever wrote.
+//! mutation, a write, a store call that changes the store); a **crash**
+//! stops all effects after a chosen one. The **ledger** holds every version
+//! (file content) a user wrote; a version the user later **destroyed**
+//! (overwrote, truncated, deleted, renamed a file over) is excused, every
+//! other one must stay recoverable.
 //!
 //! Invariants, checked by [`check`]:
 //! - after each round: no device wrote outside its root, and no file at a
 //!   final path holds bytes no user wrote (a partial or corrupted file);
 //! - at the end, once every device is online and syncs until quiet within a
 //!   bound ("planning terminates"): all device trees equal each other and
-//!   the store's live tree; every ledger content is still recoverable (in a
-//!   device tree, a conflicted copy, a trash, or a store version); nothing
-//!   exists on the disk outside the roots; no panic happened.
+//!   the store's live tree; every ledger version not destroyed by a user is
+//!   still recoverable (in a device tree, a conflicted copy, a trash, or a
+//!   store version); nothing exists on the disk outside the roots; no panic
+//!   happened.
 //! - the same seed gives the same history: [`run`] returns a digest of the
 //!   log of steps and of the final trees, and the tests compare two runs.
 

@@ -65,7 +65,7 @@ pub struct RunSummary {
     pub crashes: usize,
     /// Times a device went offline.
     pub offline_periods: usize,
-    /// Contents in the ledger, all found recoverable.
+    /// Versions in the ledger not destroyed by a user, all found recoverable.
     pub ledger: usize,
     /// Conflicted copies made.
     pub conflicts: usize,
