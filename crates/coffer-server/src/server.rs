@@ -210,11 +210,12 @@ fn open_blocking(meta: MetaLocation, blobs: BlobLocation) -> Result<Opened, Serv
 }
 
 /// Feeds commit announcements from PostgreSQL (`LISTEN`) to the service's
-/// notifier, on a thread that ends soon after the service is dropped. After
+/// notifier (and clears its journal tails when any instance pruned), on a thread that ends soon after the service is dropped. After
 /// a lost connection it reconnects and re-reads the head of every watched
 /// account, since announcements sent meanwhile are gone.
 #[cfg(feature = "postgres")]
 fn wake_across_instances(store: Arc<crate::store::postgres::PostgresMetaStore>, service: &Service) {
+    use crate::store::postgres::Announcement;
     use crate::store::MetaStore;
     let weak = Arc::downgrade(&service.inner);
     let spawned = std::thread::Builder::new().name("coffer-pg-listen".into()).spawn(move || {
@@ -245,8 +246,13 @@ fn wake_across_instances(store: Arc<crate::store::postgres::PostgresMetaStore>, 
             match l.wait(Duration::from_millis(250)) {
                 Ok(notes) if !notes.is_empty() => {
                     let Some(inner) = weak.upgrade() else { break };
-                    for (account, head) in notes {
-                        inner.notifier.publish(account, head, Vec::new());
+                    for note in notes {
+                        match note {
+                            Announcement::Commit(account, head) => {
+                                inner.notifier.publish(account, head, Vec::new());
+                            }
+                            Announcement::Pruned => inner.notifier.clear_tails(),
+                        }
                     }
                 }
                 Ok(_) => {}

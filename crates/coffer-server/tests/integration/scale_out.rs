@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use coffer_proto::api::{Change, ChangeResult, UnixMillis};
 use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedMeta, WrappedKey};
 use coffer_server::conformance;
-use coffer_server::store::postgres::PostgresMetaStore;
+use coffer_server::store::postgres::{Announcement, PostgresMetaStore};
 use coffer_server::store::s3::{S3BlobStore, S3Config};
 use coffer_server::store::{AccountId, NewAccount, StoreError};
 use coffer_server::{BlobStore, MetaStore};
@@ -167,8 +167,16 @@ fn commits_are_announced_to_other_instances() {
         got = listener.wait(Duration::from_secs(1)).unwrap();
     }
     let took = start.elapsed();
-    assert_eq!(got, vec![(a, Cursor(1))]);
+    assert_eq!(got, vec![Announcement::Commit(a, Cursor(1))]);
     eprintln!("cross-instance commit announcement arrived after {took:?}");
+    // Retention that drops something is announced too (tails are then stale).
+    one.commit(a, DEV, T0, &[Change { base_revision: Revision(1), ..put(1, &[]) }]).unwrap();
+    assert_eq!(one.prune_versions(UnixMillis(T0.0 + 1)).unwrap(), 1);
+    let mut got = Vec::new();
+    while !got.contains(&Announcement::Pruned) && start.elapsed() < Duration::from_secs(10) {
+        got.extend(listener.wait(Duration::from_secs(1)).unwrap());
+    }
+    assert_eq!(got, vec![Announcement::Commit(a, Cursor(2)), Announcement::Pruned]);
 }
 
 /// Two running instances (the real HTTP service) on one database and

@@ -255,7 +255,13 @@ impl SeaweedS3 {
         let child = Command::new(weed)
             .arg("server")
             .arg(format!("-dir={}", dir.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-volume.max=0"])
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                "-volume.max=200",
+                "-master.volumeSizeLimitMB=64",
+            ])
             .arg(format!("-master.port={}", p[0]))
             .arg(format!("-master.port.grpc={}", p[1]))
             .arg(format!("-volume.port={}", p[2]))
@@ -277,7 +283,10 @@ impl SeaweedS3 {
         let mut me = Self { child, s3_port, ports: p, dir, made: AtomicUsize::new(0) };
         let port = me.s3_port;
         wait_for("SeaweedFS S3", Duration::from_secs(90), &mut me.child, &log, || {
-            http_status(port, "PUT", "/coffer-probe") == Some(200)
+            // Ready when an object can be written (a volume is assigned),
+            // not merely when the gateway answers.
+            http_status(port, "PUT", "/coffer-probe", "") == Some(200)
+                && http_status(port, "PUT", "/coffer-probe/ready", "ok") == Some(200)
         });
         Some(me)
     }
@@ -290,7 +299,7 @@ impl SeaweedS3 {
     /// Creates a fresh, empty bucket and returns its name.
     pub fn fresh_bucket(&self) -> String {
         let name = format!("coffer-{}", self.made.fetch_add(1, Ordering::Relaxed));
-        let status = http_status(self.s3_port, "PUT", &format!("/{name}"));
+        let status = http_status(self.s3_port, "PUT", &format!("/{name}"), "");
         assert_eq!(status, Some(200), "creating bucket {name}");
         name
     }
@@ -311,12 +320,16 @@ impl Drop for SeaweedS3 {
     }
 }
 
-/// One bodiless, unsigned HTTP/1.1 request to loopback; the status code.
-fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
+/// One unsigned HTTP/1.1 request to loopback; the status code.
+fn http_status(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    let len = body.len();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}"
+    )
+    .ok()?;
     let mut head = String::new();
     s.read_to_string(&mut head).ok()?;
     head.split_whitespace().nth(1)?.parse().ok()

@@ -14,7 +14,8 @@
 //!
 //! Wake-ups: each successful commit sends `NOTIFY coffer_journal,
 //! '<account>:<head>'` inside its transaction, so PostgreSQL delivers it only
-//! once the commit is visible. [`PostgresMetaStore::listen`] opens a
+//! once the commit is visible; retention that dropped revisions sends
+//! `'pruned'`, so every instance forgets the journal tails it keeps in memory. [`PostgresMetaStore::listen`] opens a
 //! dedicated connection that receives them; the server feeds them to its
 //! [`crate::notify::Notifier`], so a long-poll on one instance wakes for a
 //! commit made through another.
@@ -307,7 +308,7 @@ impl CommitListener {
     /// (empty on timeout). An error means the connection is gone: open a new
     /// listener, and re-read the heads of watched accounts, since
     /// announcements sent meanwhile are lost.
-    pub fn wait(&mut self, timeout: Duration) -> StoreResult<Vec<(AccountId, Cursor)>> {
+    pub fn wait(&mut self, timeout: Duration) -> StoreResult<Vec<Announcement>> {
         let client = self.client.as_mut().ok_or_else(|| StoreError::Backend("listener closed".into()))?;
         let mut out = Vec::new();
         {
@@ -338,9 +339,23 @@ impl Drop for CommitListener {
     }
 }
 
-fn parse_note(payload: &str) -> Option<(AccountId, Cursor)> {
+/// What another instance (or this one) announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announcement {
+    /// A commit raised the account's journal head.
+    Commit(AccountId, Cursor),
+    /// Retention dropped revisions: journal tails kept in memory may be stale.
+    Pruned,
+}
+
+const PRUNED: &str = "pruned";
+
+fn parse_note(payload: &str) -> Option<Announcement> {
+    if payload == PRUNED {
+        return Some(Announcement::Pruned);
+    }
     let (a, h) = payload.split_once(':')?;
-    Some((AccountId(a.parse().ok()?), Cursor(h.parse().ok()?)))
+    Some(Announcement::Commit(AccountId(a.parse().ok()?), Cursor(h.parse().ok()?)))
 }
 
 /// Locks the account row for the rest of the transaction; `NoSuchAccount`
@@ -807,6 +822,9 @@ impl MetaStore for PostgresMetaStore {
                     &[account, seq],
                 )?;
             }
+            if dropped > 0 || !tombs.is_empty() {
+                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &PRUNED])?;
+            }
             Ok(dropped)
         })
     }
@@ -853,7 +871,8 @@ mod tests {
 
     #[test]
     fn notification_payloads_parse() {
-        assert_eq!(parse_note("12:345"), Some((AccountId(12), Cursor(345))));
+        assert_eq!(parse_note("12:345"), Some(Announcement::Commit(AccountId(12), Cursor(345))));
+        assert_eq!(parse_note("pruned"), Some(Announcement::Pruned));
         assert_eq!(parse_note("12"), None);
         assert_eq!(parse_note("x:1"), None);
     }
