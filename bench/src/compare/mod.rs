@@ -59,6 +59,13 @@ pub struct Args {
     /// Work folder for the replicas (default: OUT/work; removed after).
     #[arg(long)]
     pub work: Option<PathBuf>,
+    /// Added to the output files' names (compare-full-LABEL.csv, ...), so
+    /// separate runs (e.g. W5 alone) do not overwrite each other.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Summarize the samples of an earlier run's CSV again (no tools run).
+    #[arg(long)]
+    pub from_csv: Option<PathBuf>,
     /// Override: W1's file size in MiB.
     #[arg(long)]
     pub w1_mib: Option<u64>,
@@ -182,6 +189,10 @@ fn keep_logs(dir: &Path, to: &Path) {
 /// Runs the comparison and writes the CSV and chart.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let sizes = Sizes::from(args);
+    if let Some(csv) = &args.from_csv {
+        let results = report::read_csv(csv)?;
+        return report::finish(&results, &sizes, args, std::time::SystemTime::now());
+    }
     let coffer_bin = match &args.coffer_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("coffer"),

@@ -45,6 +45,18 @@ struct Row {
     peak_kib: u64,
 }
 
+/// The median: the mean of the two middle values when their count is even.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -56,11 +68,34 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 fn median_u64(v: &mut [u64]) -> u64 {
     v.sort_unstable();
-    if v.is_empty() {
+    let f: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+    if f.is_empty() {
         0
     } else {
-        v[(v.len() - 1) / 2]
+        median(&f).round() as u64
     }
+}
+
+/// Reads back the samples of an earlier run's CSV (to summarize it again).
+pub fn read_csv(path: &std::path::Path) -> anyhow::Result<Results> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut r = Results::default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        anyhow::ensure!(f.len() == 9, "unexpected CSV line {line:?}");
+        r.samples.push(Sample {
+            tool: f[0].to_string(),
+            workload: f[1].to_string(),
+            rep: f[2].parse()?,
+            wall_s: f[3].parse()?,
+            payload_bytes: f[4].parse()?,
+            wire_a: f[5].parse()?,
+            wire_total: f[6].parse()?,
+            cpu_s: f[7].parse()?,
+            peak_kib: f[8].parse()?,
+        });
+    }
+    Ok(r)
 }
 
 const ORDER: [&str; 7] = ["W1", "W2", "W3a", "W3b", "W4", "W5seed", "W5"];
@@ -76,7 +111,7 @@ fn summarize(results: &Results, tools: &[String]) -> Vec<Row> {
             }
             let mut walls: Vec<f64> = s.iter().map(|x| x.wall_s).collect();
             walls.sort_by(f64::total_cmp);
-            let median_s = quantile(&walls, 0.5);
+            let median_s = median(&walls);
             let mut payload: Vec<u64> = s.iter().map(|x| x.payload_bytes).collect();
             let payload = median_u64(&mut payload);
             let mut cpus: Vec<f64> = s.iter().map(|x| x.cpu_s).collect();
@@ -91,7 +126,7 @@ fn summarize(results: &Results, tools: &[String]) -> Vec<Row> {
                 mb_s: payload as f64 / median_s / 1e6,
                 wire_a: median_u64(&mut s.iter().map(|x| x.wire_a).collect::<Vec<_>>()),
                 wire_total: median_u64(&mut s.iter().map(|x| x.wire_total).collect::<Vec<_>>()),
-                cpu_s: quantile(&cpus, 0.5),
+                cpu_s: median(&cpus),
                 peak_kib: s.iter().map(|x| x.peak_kib).max().unwrap_or(0),
             });
         }
@@ -301,7 +336,7 @@ fn svg(rows: &[Row], tools: &[String], title: &str) -> String {
             let bw = (r.median_s / max) * (pw - 200.0);
             let _ = writeln!(
                 s,
-                r#"<rect x="{}" y="{y}" width="{bw:.1}" height="{bar_h}" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+                r#"<rect x="{:.1}" y="{y:.1}" width="{bw:.1}" height="{bar_h}" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
                 x0 + 96.0,
                 COLORS[j % COLORS.len()],
                 x0 + 100.0 + bw,
@@ -324,6 +359,10 @@ pub fn finish(
     let rows = summarize(results, &args.tools);
     let when = started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mode = if args.quick { "quick" } else { "full" };
+    let stem = match &args.label {
+        Some(l) => format!("compare-{mode}-{l}"),
+        None => format!("compare-{mode}"),
+    };
     println!(
         "\nSide by side ({mode}: W1 {} MiB, W2 {} files, W3 insert at {} MiB, W4 {} samples, W5 {} files; {} rounds; started at unix {when})\n",
         sizes.w1_bytes >> 20,
@@ -349,9 +388,9 @@ pub fn finish(
         println!("wrote {}", p.display());
         Ok(())
     };
-    write(&format!("compare-{mode}.csv"), csv(results))?;
-    write(&format!("compare-{mode}-summary.csv"), summary_csv(&rows))?;
-    write(&format!("compare-{mode}.md"), format!("{}\n{}", table(&rows), targets(&rows)))?;
-    write(&format!("compare-{mode}.svg"), svg(&rows, &args.tools, &format!("Coffer side by side ({mode})")))?;
+    write(&format!("{stem}.csv"), csv(results))?;
+    write(&format!("{stem}-summary.csv"), summary_csv(&rows))?;
+    write(&format!("{stem}.md"), format!("{}\n{}", table(&rows), targets(&rows)))?;
+    write(&format!("{stem}.svg"), svg(&rows, &args.tools, &format!("Coffer side by side ({mode})")))?;
     Ok(())
 }
