@@ -129,7 +129,11 @@ pub fn open_engine(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
 pub fn open_set_up(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
     let root = absolute(root)?;
     if !home.roots()?.contains_key(&root) {
-        bail!("{} is not a Coffer folder on this device; `coffer sync {}` sets it up", root.display(), root.display());
+        bail!(
+            "{} is not a Coffer folder on this device; `coffer sync {}` sets it up",
+            root.display(),
+            root.display()
+        );
     }
     open_engine(home, &root)
 }
