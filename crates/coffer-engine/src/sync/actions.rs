@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use coffer_proto::api::{Change, ChangeResult};
+use coffer_proto::api::ChangeResult;
 use coffer_proto::Revision;
 use serde::Serialize;
 
 use super::{Engine, EngineError};
-use crate::model::{EntryMeta, NodeKind, RelPath};
+use crate::model::{NodeKind, RelPath};
 use crate::plan::{RemoteEntry, RemoteLive};
 use crate::remote::Remote;
 
@@ -103,26 +103,7 @@ impl<R: Remote> Engine<R> {
         .ok_or_else(|| ActionError::Refused(format!("no such version of {path} is kept on the store")))?;
         let (_, old) = self.open_entry(chosen).map_err(ActionError::Refused)?;
         let live = old.live.ok_or_else(|| ActionError::Refused("that version is a deletion".into()))?;
-        let new_rev = current.next();
-        let meta = EntryMeta {
-            v: EntryMeta::VERSION,
-            path: path.clone(),
-            node: live.node.clone(),
-            chunks: live.chunks.clone(),
-            device_name: self.config.device_name.clone(),
-        };
-        let sealed = {
-            let mut rng =
-                self.rng.lock().map_err(|_| ActionError::Refused("internal: RNG poisoned".into()))?;
-            self.keys.meta.seal(&mut *rng, &id, new_rev, &meta.to_bytes())
-        };
-        let mut chunks: Vec<_> = live.chunks.iter().map(|c| c.id).collect();
-        chunks.sort_unstable();
-        chunks.dedup();
-        let resp = self
-            .remote
-            .commit(&[Change { entry_id: id, base_revision: current, meta: Some(sealed), chunks }])
-            .await?;
+        let resp = self.remote.commit(&[self.change_for(path, current, &live.node, &live.chunks)]).await?;
         match resp.results.first() {
             Some(ChangeResult::Applied { revision, .. }) => {
                 let entry = RemoteEntry {

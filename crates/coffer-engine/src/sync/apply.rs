@@ -230,28 +230,43 @@ impl<R: Remote> Engine<R> {
         chunks: Vec<crate::model::ChunkRef>,
         pending: &mut Vec<Pending>,
     ) -> Result<(), OpError> {
+        let change = self.change_for(path, base, &node, &chunks);
+        let entry_id = change.entry_id;
+        pending.push(Pending {
+            path: path.clone(),
+            change,
+            synced: Some(SyncedEntry { entry_id, revision: base.next(), node, chunks }),
+        });
+        Ok(())
+    }
+
+    /// The change that makes `node` (with `chunks`) the next revision of
+    /// `path` after `base`: metadata sealed for that entry and revision, and
+    /// the chunk ids it references. Shared by uploads and restores.
+    pub(crate) fn change_for(
+        &self,
+        path: &RelPath,
+        base: Revision,
+        node: &Node,
+        chunks: &[crate::model::ChunkRef],
+    ) -> Change {
         let entry_id = self.keys.path.entry_id(path.as_str());
-        let revision = base.next();
         let meta = EntryMeta {
             v: EntryMeta::VERSION,
             path: path.clone(),
             node: node.clone(),
-            chunks: chunks.clone(),
+            chunks: chunks.to_vec(),
             device_name: self.config.device_name.clone(),
         };
+        // The RNG holds no invariant a panic elsewhere could break.
         let sealed = {
-            let mut rng = self.rng.lock().map_err(|_| OpError::Path("internal: RNG poisoned".into()))?;
-            self.keys.meta.seal(&mut *rng, &entry_id, revision, &meta.to_bytes())
+            let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.keys.meta.seal(&mut *rng, &entry_id, base.next(), &meta.to_bytes())
         };
         let mut ids: Vec<_> = chunks.iter().map(|c| c.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        pending.push(Pending {
-            path: path.clone(),
-            change: Change { entry_id, base_revision: base, meta: Some(sealed), chunks: ids },
-            synced: Some(SyncedEntry { entry_id, revision, node, chunks }),
-        });
-        Ok(())
+        Change { entry_id, base_revision: base, meta: Some(sealed), chunks: ids }
     }
 
     /// Sends queued chunks, then commits queued changes; records what the
