@@ -128,6 +128,17 @@ fn u64_of(i: i64) -> u64 {
     u64::try_from(i).unwrap_or(0)
 }
 
+/// One `stat_cache` row's columns, parsed.
+fn cache_row(size: i64, mtime_ns: i64, inode: i64, mode: i64, node: &str) -> Result<(CachedStat, Node)> {
+    let stat = CachedStat {
+        size: u64_of(size),
+        mtime_ns,
+        inode: u64_of(inode),
+        mode: u32::try_from(mode).unwrap_or(0),
+    };
+    Ok((stat, unjson(node)?))
+}
+
 fn i64_of(u: u64) -> i64 {
     i64::try_from(u).unwrap_or(i64::MAX)
 }
@@ -342,18 +353,8 @@ impl Index {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        row.map(|(size, mtime_ns, inode, mode, node)| {
-            Ok((
-                CachedStat {
-                    size: u64_of(size),
-                    mtime_ns,
-                    inode: u64_of(inode),
-                    mode: u32::try_from(mode).unwrap_or(0),
-                },
-                unjson(&node)?,
-            ))
-        })
-        .transpose()
+        row.map(|(size, mtime_ns, inode, mode, node)| cache_row(size, mtime_ns, inode, mode, &node))
+            .transpose()
     }
 
     /// Every cached stat (a full scan reads them all at once).
@@ -373,18 +374,7 @@ impl Index {
         let mut out = BTreeMap::new();
         for row in rows {
             let (path, size, mtime_ns, inode, mode, node) = row?;
-            out.insert(
-                rel(path)?,
-                (
-                    CachedStat {
-                        size: u64_of(size),
-                        mtime_ns,
-                        inode: u64_of(inode),
-                        mode: u32::try_from(mode).unwrap_or(0),
-                    },
-                    unjson(&node)?,
-                ),
-            );
+            out.insert(rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?);
         }
         Ok(out)
     }
