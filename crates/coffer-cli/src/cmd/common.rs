@@ -19,6 +19,20 @@ use rand_core::SeedableRng;
 /// retried with backoff.
 pub type CliEngine = Engine<RetryRemote<HttpRemote>>;
 
+/// The store and account a signup or login names.
+#[derive(Debug, clap::Args)]
+pub struct AccountArgs {
+    /// The store's URL, e.g. http://127.0.0.1:7878.
+    #[arg(long, env = "COFFER_SERVER_URL")]
+    pub server: String,
+    /// Account name (an email address, for example).
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input instead of a prompt.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
 /// Argon2 cost for OPAQUE. `COFFER_INSECURE_FAST_KDF=1` selects cheap
 /// parameters for tests (an account made with them must log in with them).
 pub fn ksf() -> KsfParams {

@@ -6,36 +6,30 @@ use coffer_engine::home::{Credentials, Home};
 use coffer_engine::remote::{Accounts, Remote};
 use rand_core::OsRng;
 
-use super::common::{ksf, read_password, runtime};
+use super::common::{ksf, read_password, runtime, AccountArgs};
 
 /// Log this device in to an existing account.
 #[derive(Debug, Parser)]
 pub struct Args {
-    /// The store's URL.
-    #[arg(long, env = "COFFER_SERVER_URL")]
-    pub server: String,
-    /// Account name.
-    #[arg(long)]
-    pub email: String,
-    /// Read the password from standard input instead of a prompt.
-    #[arg(long)]
-    pub password_stdin: bool,
+    /// Which store and account.
+    #[command(flatten)]
+    pub account: AccountArgs,
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
-    let password = zeroize::Zeroizing::new(read_password(args.password_stdin, false)?);
+    let password = zeroize::Zeroizing::new(read_password(args.account.password_stdin, false)?);
     let device = home.device()?;
-    let accounts = Accounts::new(&args.server)?;
+    let accounts = Accounts::new(&args.account.server)?;
     let logged = runtime()?
-        .block_on(accounts.login(&mut OsRng, &args.email, &password, device.id, &ksf()))
+        .block_on(accounts.login(&mut OsRng, &args.account.email, &password, device.id, &ksf()))
         .context("login failed")?;
     home.save_credentials(&Credentials {
-        server: args.server,
-        username: args.email.clone(),
+        server: args.account.server,
+        username: args.account.email.clone(),
         token: logged.remote.token().clone(),
         master: logged.master,
     })?;
-    println!("Logged in as {} on device {}.", args.email, device.name);
+    println!("Logged in as {} on device {}.", args.account.email, device.name);
     Ok(())
 }
 

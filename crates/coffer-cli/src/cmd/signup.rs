@@ -10,44 +10,38 @@ use coffer_engine::home::{Credentials, Home};
 use coffer_engine::remote::Accounts;
 use rand_core::OsRng;
 
-use super::common::{ksf, read_password, runtime};
+use super::common::{ksf, read_password, runtime, AccountArgs};
 
 /// Create an account on a store.
 #[derive(Debug, Parser)]
 pub struct Args {
-    /// The store's URL, e.g. http://127.0.0.1:7878.
-    #[arg(long, env = "COFFER_SERVER_URL")]
-    pub server: String,
-    /// Account name (an email address, for example).
-    #[arg(long)]
-    pub email: String,
-    /// Read the password from standard input instead of a prompt.
-    #[arg(long)]
-    pub password_stdin: bool,
+    /// Which store and account.
+    #[command(flatten)]
+    pub account: AccountArgs,
     /// Write the recovery key to this file (mode 0600) instead of printing it.
     #[arg(long)]
     pub recovery_key_file: Option<PathBuf>,
 }
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
-    let password = zeroize::Zeroizing::new(read_password(args.password_stdin, true)?);
+    let password = zeroize::Zeroizing::new(read_password(args.account.password_stdin, true)?);
     let device = home.device()?;
     let master = MasterKey::generate(&mut OsRng);
-    let accounts = Accounts::new(&args.server)?;
+    let accounts = Accounts::new(&args.account.server)?;
     let rt = runtime()?;
     let logged = rt.block_on(async {
         accounts
-            .signup(&mut OsRng, &args.email, &password, &master, &ksf())
+            .signup(&mut OsRng, &args.account.email, &password, &master, &ksf())
             .await
             .context("signup failed")?;
         accounts
-            .login(&mut OsRng, &args.email, &password, device.id, &ksf())
+            .login(&mut OsRng, &args.account.email, &password, device.id, &ksf())
             .await
             .context("login after signup failed")
     })?;
     home.save_credentials(&Credentials {
-        server: args.server.clone(),
-        username: args.email.clone(),
+        server: args.account.server.clone(),
+        username: args.account.email.clone(),
         token: logged.remote.token().clone(),
         master: logged.master,
     })?;
@@ -64,10 +58,10 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("writing the recovery key to {}", path.display()))?;
             writeln!(f, "{recovery}")?;
             f.sync_all()?;
-            println!("Account {} created. Recovery key written to {}.", args.email, path.display());
+            println!("Account {} created. Recovery key written to {}.", args.account.email, path.display());
         }
         None => {
-            println!("Account {} created and this device logged in.", args.email);
+            println!("Account {} created and this device logged in.", args.account.email);
             println!();
             println!("Your recovery key (shown once; write it down and keep it safe):");
             println!();
