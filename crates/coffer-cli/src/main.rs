@@ -3,7 +3,7 @@
 //! failure (0 success, 1 error, 2 synced with some paths left out). One file
 //! per command under `cmd/`; each has an `Args` (clap) and a `run`.
 
-mod cmd;
+use coffer_cli::cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,12 +1,10 @@
 //! `coffer login` and `coffer logout`.
 
-use anyhow::Context;
 use clap::Parser;
-use coffer_engine::home::{Credentials, Home};
-use coffer_engine::remote::{Accounts, Remote};
-use rand_core::OsRng;
+use coffer_engine::home::Home;
+use coffer_engine::remote::Remote;
 
-use super::common::{ksf, read_password, runtime, AccountArgs};
+use super::common::{read_password, runtime, AccountArgs};
 
 /// Log this device in to an existing account.
 #[derive(Debug, Parser)]
@@ -19,16 +17,7 @@ pub struct Args {
 pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
     let password = zeroize::Zeroizing::new(read_password(args.account.password_stdin, false)?);
     let device = home.device()?;
-    let accounts = Accounts::new(&args.account.server)?;
-    let logged = runtime()?
-        .block_on(accounts.login(&mut OsRng, &args.account.email, &password, device.id, &ksf()))
-        .context("login failed")?;
-    home.save_credentials(&Credentials {
-        server: args.account.server,
-        username: args.account.email.clone(),
-        token: logged.remote.token().clone(),
-        master: logged.master,
-    })?;
+    runtime()?.block_on(super::account::login(home, &args.account.server, &args.account.email, &password))?;
     println!("Logged in as {} on device {}.", args.account.email, device.name);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! One module per `coffer` subcommand (or pair of twin subcommands).
 
+pub mod account;
 pub mod common;
 pub mod conflicts;
 pub mod login;

@@ -5,12 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use coffer_crypto::{MasterKey, RecoveryKey};
-use coffer_engine::home::{Credentials, Home};
-use coffer_engine::remote::Accounts;
-use rand_core::OsRng;
+use coffer_engine::home::Home;
 
-use super::common::{ksf, read_password, runtime, AccountArgs};
+use super::common::{read_password, runtime, AccountArgs};
 
 /// Create an account on a store.
 #[derive(Debug, Parser)]
@@ -25,27 +22,12 @@ pub struct Args {
 
 pub fn run(home: &Home, args: Args) -> anyhow::Result<()> {
     let password = zeroize::Zeroizing::new(read_password(args.account.password_stdin, true)?);
-    let device = home.device()?;
-    let master = MasterKey::generate(&mut OsRng);
-    let accounts = Accounts::new(&args.account.server)?;
-    let rt = runtime()?;
-    let logged = rt.block_on(async {
-        accounts
-            .signup(&mut OsRng, &args.account.email, &password, &master, &ksf())
-            .await
-            .context("signup failed")?;
-        accounts
-            .login(&mut OsRng, &args.account.email, &password, device.id, &ksf())
-            .await
-            .context("login after signup failed")
-    })?;
-    home.save_credentials(&Credentials {
-        server: args.account.server.clone(),
-        username: args.account.email.clone(),
-        token: logged.remote.token().clone(),
-        master: logged.master,
-    })?;
-    let recovery = RecoveryKey::from_master(&master);
+    let recovery = runtime()?.block_on(super::account::signup(
+        home,
+        &args.account.server,
+        &args.account.email,
+        &password,
+    ))?;
     match &args.recovery_key_file {
         Some(path) => {
             use std::io::Write;

@@ -98,21 +98,54 @@ pub async fn drive(
         }
         None => None,
     };
-    let status_task = tokio::spawn(keep_status_file(engine.clone()));
     let show = !quiet && std::io::stderr().is_terminal();
     let progress = show.then(|| tokio::spawn(show_progress(engine.clone())));
-    let code = if once_only { once(&engine).await } else { daemon(engine.clone(), rescan).await };
+    let code = if once_only {
+        let status_task = tokio::spawn(keep_status_file(engine.clone()));
+        let code = once(&engine).await;
+        status_task.abort();
+        write_status(&engine, &engine.status());
+        code
+    } else {
+        run_daemon(engine.clone(), rescan, shutdown_signal()).await.map(|()| std::process::ExitCode::SUCCESS)
+    };
     if let Some(p) = progress {
         p.abort();
     }
-    status_task.abort();
     if server.is_some() {
         http::remove_address(&root);
     }
     drop(server);
-    write_status(&engine, &engine.status());
-    let _ = std::fs::remove_file(engine.config().root.join(STATE_DIR).join("daemon.pid"));
     code
+}
+
+/// Keeps an engine syncing (file watcher, periodic full rescans every
+/// `rescan`) until `stop` completes, keeping `.coffer/status.json` and
+/// `.coffer/daemon.pid` up to date for `coffer status`. The round at hand
+/// ends cleanly before this returns.
+pub async fn run_daemon(
+    engine: Arc<CliEngine>,
+    rescan: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let root = engine.config().root.clone();
+    let pid_file = root.join(STATE_DIR).join("daemon.pid");
+    std::fs::write(&pid_file, std::process::id().to_string()).context("writing the daemon's pid file")?;
+    let status_task = tokio::spawn(keep_status_file(engine.clone()));
+    let result = async {
+        let (_watch, changes) = Watcher::start(&root, Duration::from_millis(100))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let run = tokio::spawn(engine.clone().run(changes, rescan, stop_rx));
+        stop.await;
+        let _ = stop_tx.send(true);
+        let _ = run.await;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    status_task.abort();
+    write_status(&engine, &engine.status());
+    let _ = std::fs::remove_file(&pid_file);
+    result
 }
 
 async fn once(engine: &CliEngine) -> anyhow::Result<std::process::ExitCode> {
@@ -140,19 +173,6 @@ async fn once(engine: &CliEngine) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("not synced: {}: {}", p.path, p.message);
     }
     Ok(if problems.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(2) })
-}
-
-async fn daemon(engine: Arc<CliEngine>, rescan: Duration) -> anyhow::Result<std::process::ExitCode> {
-    let root = engine.config().root.clone();
-    std::fs::write(root.join(STATE_DIR).join("daemon.pid"), std::process::id().to_string())
-        .context("writing the daemon's pid file")?;
-    let (_watch, changes) = Watcher::start(&root, Duration::from_millis(100))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let run = tokio::spawn(engine.clone().run(changes, rescan, stop_rx));
-    shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let _ = run.await;
-    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {

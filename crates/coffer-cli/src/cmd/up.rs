@@ -20,7 +20,7 @@ use coffer_crypto::{MasterKey, RecoveryKey};
 use coffer_engine::home::{Credentials, Home};
 use coffer_engine::remote::Accounts;
 use coffer_server::http::HttpConfig;
-use coffer_server::server::{open_embedded, serve, ListenConfig};
+use coffer_server::server::{open_embedded, serve, ListenConfig, RunningServer};
 use coffer_server::ServiceConfig;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -82,15 +82,28 @@ fn save_state(home: &Home, state: &UpState) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(home: &Home, args: Args) -> anyhow::Result<std::process::ExitCode> {
-    let mut state = load_state(home)?;
-    let root = match args.dir {
-        Some(d) => super::common::absolute(&d)?,
-        None => default_root(home)?,
-    };
-    let data = home.path("store");
-    let rt = runtime()?;
-    let server = rt.block_on(async {
+/// The embedded store of `coffer up` and of the desktop app's "this
+/// computer" choice: SQLite and a folder under the home folder, served on a
+/// loopback port that stays the same across runs, with one local account
+/// whose generated password lives in `up.json` (mode 0600).
+#[derive(Debug)]
+pub struct LocalStore {
+    server: RunningServer,
+    state: UpState,
+}
+
+impl std::fmt::Debug for UpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpState").field("port", &self.port).field("username", &self.username).finish()
+    }
+}
+
+impl LocalStore {
+    /// Opens the store in `home` and serves it on its remembered port (or
+    /// a new free one when that is taken).
+    pub async fn start(home: &Home) -> anyhow::Result<Self> {
+        let mut state = load_state(home)?;
+        let data = home.path("store");
         let service = open_embedded(&data, ServiceConfig::default())
             .await
             .with_context(|| format!("opening the local store in {}", data.display()))?;
@@ -100,45 +113,76 @@ pub fn run(home: &Home, args: Args) -> anyhow::Result<std::process::ExitCode> {
             insecure_plain_http: false,
             maintenance_every: Duration::from_secs(600),
         };
-        match serve(service.clone(), HttpConfig::default(), listen(state.port)).await {
-            Ok(s) => Ok::<_, anyhow::Error>(s),
+        let server = match serve(service.clone(), HttpConfig::default(), listen(state.port)).await {
+            Ok(s) => s,
             Err(_) => {
                 // The remembered port is taken: take another.
                 state.port = free_port()?;
                 save_state(home, &state)?;
-                Ok(serve(service, HttpConfig::default(), listen(state.port)).await?)
+                serve(service, HttpConfig::default(), listen(state.port)).await?
             }
+        };
+        Ok(Self { server, state })
+    }
+
+    /// The store's address.
+    pub fn url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// Logs this device in to the local account, creating the account on
+    /// first use. Returns the recovery key when the account is new (show
+    /// it once), `None` when this device was already logged in to it.
+    pub async fn ensure_account(&self, home: &Home) -> anyhow::Result<Option<RecoveryKey>> {
+        let url = self.url();
+        let creds = home.credentials()?;
+        if creds.as_ref().is_some_and(|c| c.server == url && c.username == self.state.username) {
+            return Ok(None);
         }
-    })?;
-    let url = server.base_url();
-    let creds = home.credentials()?;
-    if creds.as_ref().is_none_or(|c| c.server != url || c.username != state.username) {
         let device = home.device()?;
         let accounts = Accounts::new(&url)?;
-        let logged = rt.block_on(async {
-            if let Ok(l) =
-                accounts.login(&mut OsRng, &state.username, &state.password, device.id, &ksf()).await
-            {
-                return Ok::<_, anyhow::Error>(l);
+        let (user, pw) = (&self.state.username, &self.state.password);
+        let (logged, recovery) = match accounts.login(&mut OsRng, user, pw, device.id, &ksf()).await {
+            Ok(l) => (l, None),
+            Err(_) => {
+                let master = MasterKey::generate(&mut OsRng);
+                accounts.signup(&mut OsRng, user, pw, &master, &ksf()).await?;
+                let l = accounts.login(&mut OsRng, user, pw, device.id, &ksf()).await?;
+                (l, Some(RecoveryKey::from_master(&master)))
             }
-            let master = MasterKey::generate(&mut OsRng);
-            accounts.signup(&mut OsRng, &state.username, &state.password, &master, &ksf()).await?;
-            println!("Created a local account. Your recovery key (shown once; keep it safe):");
-            println!("\n    {}\n", RecoveryKey::from_master(&master));
-            Ok(accounts.login(&mut OsRng, &state.username, &state.password, device.id, &ksf()).await?)
-        })?;
+        };
         home.save_credentials(&Credentials {
-            server: url.clone(),
-            username: state.username.clone(),
+            server: url,
+            username: user.clone(),
             token: logged.remote.token().clone(),
             master: logged.master,
         })?;
+        Ok(recovery)
+    }
+
+    /// Stops serving, letting requests in flight finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        Ok(self.server.shutdown(Duration::from_secs(5)).await?)
+    }
+}
+
+pub fn run(home: &Home, args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let root = match args.dir {
+        Some(d) => super::common::absolute(&d)?,
+        None => default_root(home)?,
+    };
+    let rt = runtime()?;
+    let store = rt.block_on(LocalStore::start(home))?;
+    let url = store.url();
+    if let Some(recovery) = rt.block_on(store.ensure_account(home))? {
+        println!("Created a local account. Your recovery key (shown once; keep it safe):");
+        println!("\n    {recovery}\n");
     }
     println!("Coffer is up: store on {url}, syncing {}", root.display());
     let engine = Arc::new(open_engine(home, &root)?);
     let ui = (!args.no_ui && !args.once)
         .then(|| super::sync::UiOptions { home: home.clone(), port: args.ui_port });
     let code = rt.block_on(super::sync::drive(engine, args.once, false, Duration::from_secs(600), ui));
-    rt.block_on(server.shutdown(Duration::from_secs(5)))?;
+    rt.block_on(store.shutdown())?;
     code
 }

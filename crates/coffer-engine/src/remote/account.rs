@@ -59,6 +59,23 @@ impl Accounts {
         decode(self.client.post(url).json(req).send().await?).await
     }
 
+    /// Checks that a Coffer store answers at this address, before a person
+    /// types a password for it: an unauthenticated request must come back
+    /// refused with the store's own error body.
+    pub async fn probe(&self) -> Result<(), RemoteError> {
+        let url = format!("{}{API_PREFIX}/usage", self.base);
+        let res = self.client.get(url).send().await?;
+        match decode::<serde_json::Value>(res).await {
+            Err(RemoteError::Api { status: 401, body })
+                if body.code != coffer_proto::api::ErrorCode::Unknown =>
+            {
+                Ok(())
+            }
+            Err(e @ RemoteError::Transport(_)) => Err(e),
+            _ => Err(RemoteError::Protocol("this address does not answer like a Coffer server".into())),
+        }
+    }
+
     /// Creates an account whose master key is `master`.
     pub async fn signup<R: CryptoRngCore + Send>(
         &self,

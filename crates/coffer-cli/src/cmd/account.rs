@@ -1,0 +1,48 @@
+//! Signing up and logging in, shared by `coffer signup`/`login`, `coffer
+//! up` and the desktop app's first run: the OPAQUE exchange with the store,
+//! then the device's credentials saved in the home folder.
+
+use anyhow::Context;
+use coffer_crypto::{MasterKey, RecoveryKey};
+use coffer_engine::home::{Credentials, Home};
+use coffer_engine::remote::Accounts;
+use rand_core::OsRng;
+
+use super::common::ksf;
+
+/// Creates the account `email` on the store at `server` with a new master
+/// key, logs this device in and saves its credentials. Returns the
+/// recovery key, which the caller must show once: it is never stored.
+pub async fn signup(home: &Home, server: &str, email: &str, password: &str) -> anyhow::Result<RecoveryKey> {
+    let device = home.device()?;
+    let master = MasterKey::generate(&mut OsRng);
+    let accounts = Accounts::new(server)?;
+    accounts.signup(&mut OsRng, email, password, &master, &ksf()).await.context("signup failed")?;
+    let logged = accounts
+        .login(&mut OsRng, email, password, device.id, &ksf())
+        .await
+        .context("login after signup failed")?;
+    home.save_credentials(&Credentials {
+        server: server.to_string(),
+        username: email.to_string(),
+        token: logged.remote.token().clone(),
+        master: logged.master,
+    })?;
+    Ok(RecoveryKey::from_master(&master))
+}
+
+/// Logs this device in to the account `email` on the store at `server` and
+/// saves its credentials.
+pub async fn login(home: &Home, server: &str, email: &str, password: &str) -> anyhow::Result<()> {
+    let device = home.device()?;
+    let accounts = Accounts::new(server)?;
+    let logged =
+        accounts.login(&mut OsRng, email, password, device.id, &ksf()).await.context("login failed")?;
+    home.save_credentials(&Credentials {
+        server: server.to_string(),
+        username: email.to_string(),
+        token: logged.remote.token().clone(),
+        master: logged.master,
+    })?;
+    Ok(())
+}
