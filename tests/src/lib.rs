@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rand::{RngCore, SeedableRng};
 
 pub mod ui;
+pub mod webdriver;
 
 /// The `coffer` binary under test.
 pub fn coffer_bin() -> PathBuf {
@@ -54,6 +55,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes charge of a started process.
+    pub fn from_child(child: Child) -> Self {
+        Self { child }
+    }
+
     /// The pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -11,6 +11,7 @@ import { accountScreen } from './screens/account';
 import { activityScreen } from './screens/activity';
 import { conflictsScreen } from './screens/conflicts';
 import { selectiveScreen } from './screens/selective';
+import { runSetup } from './screens/setup';
 import { settingsScreen } from './screens/settings';
 import { statusScreen } from './screens/status';
 import { versionsScreen } from './screens/versions';
@@ -85,6 +86,24 @@ function onEvent(e: EngineEvent): void {
 }
 
 async function start(): Promise<void> {
+  // The desktop app answers for its first run; a browser never needs one
+  // (`coffer up` and `coffer sync` start set up).
+  if (api.transport.kind === 'tauri') {
+    const root = document.getElementById('app');
+    try {
+      const setup = await api.setup({ type: 'get_setup' });
+      if (setup.step !== 'done' && root) {
+        runSetup(api, root, setup, () => void startApp());
+        return;
+      }
+    } catch (e) {
+      app.notify((e as Error).message);
+    }
+  }
+  await startApp();
+}
+
+async function startApp(): Promise<void> {
   document.getElementById('app')?.replaceChildren(
     h('a', { href: '#main', class: 'skip' }, 'Skip to content'),
     h('header', {}, h('span', { class: 'brand' }, 'Coffer'), headerState, link),

@@ -4,7 +4,7 @@
 // HTTP anywhere else (POST /api, server-sent events at /api/events, the
 // token in an HttpOnly cookie set by the one-time login link).
 
-import type { EngineEvent, ErrorCode, Request, Response } from './types';
+import type { EngineEvent, ErrorCode, Request, Response, Setup, SetupRequest } from './types';
 
 /** An error from the engine (or the transport), with its stable code. */
 export class ApiError extends Error {
@@ -20,7 +20,7 @@ export class ApiError extends Error {
 /** What the UI needs of a transport. */
 export interface Transport {
   readonly kind: 'tauri' | 'http';
-  call(req: Request): Promise<Response>;
+  call(req: Request | SetupRequest): Promise<Response | Setup>;
   /** Events from now on; `onLink` says whether the stream is connected. Returns a stop function. */
   subscribe(onEvent: (e: EngineEvent) => void, onLink: (up: boolean) => void): () => void;
   /** A URL that opens a file of the sync folder, when the transport has one. */
@@ -142,9 +142,16 @@ export class Api {
   constructor(readonly transport: Transport) {}
 
   async ask<T extends Response['type']>(req: Request, expect: T): Promise<Of<T>> {
-    const res = await this.transport.call(req);
+    const res = (await this.transport.call(req)) as Response;
     if (res.type !== expect) throw new ApiError('internal', `expected ${expect}, got ${res.type}`);
     return res as Of<T>;
+  }
+
+  /** A first-run step (the desktop app only). */
+  async setup(req: SetupRequest): Promise<Setup> {
+    const res = await this.transport.call(req);
+    if (res.type !== 'setup') throw new ApiError('internal', `expected setup, got ${res.type}`);
+    return res;
   }
 
   status() { return this.ask({ type: 'get_status' }, 'status'); }

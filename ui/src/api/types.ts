@@ -91,3 +91,26 @@ export type Response =
   | { type: 'done' };
 
 export type EngineEvent = ({ type: 'status' } & Status) | ({ type: 'activity' } & Activity);
+
+// The desktop app's first run (src-tauri/src/core.rs: SetupRequest,
+// SetupDto). Only the Tauri shell answers these.
+export type SetupStep = 'store' | 'account' | 'recovery' | 'folder' | 'choose' | 'done';
+export type SetupRequest =
+  | { type: 'get_setup' }
+  | { type: 'use_local_store' }
+  | { type: 'use_server'; url: string }
+  | { type: 'signup'; email: string; password: string }
+  | { type: 'login'; email: string; password: string }
+  | { type: 'confirm_recovery_key' }
+  | { type: 'choose_folder'; path: string }
+  | { type: 'change_store' }
+  | { type: 'finish_setup' };
+export interface Setup {
+  type: 'setup';
+  step: SetupStep;
+  store: 'local' | 'server' | null;
+  store_url: string | null;
+  account: string | null;
+  recovery_key: string | null;
+  folder: string;
+}

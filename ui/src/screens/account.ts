@@ -72,6 +72,8 @@ export function accountScreen(app: App): Screen {
     try {
       await app.api.logout();
       app.notify('Logged out.', 'info');
+      // The desktop app goes back to its first run (sign in again).
+      if (app.api.transport.kind === 'tauri') location.reload();
     } catch (e) {
       app.notify((e as Error).message);
     }
