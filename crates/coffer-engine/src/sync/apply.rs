@@ -283,7 +283,9 @@ impl<R: Remote> Engine<R> {
         }
         let batch = std::mem::take(pending);
         let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
+        fail::fail_point!("upload-before-commit");
         let resp = self.remote.commit(&changes).await?;
+        fail::fail_point!("upload-after-commit");
         let mut remote_rows = Vec::new();
         for (p, result) in batch.into_iter().zip(resp.results) {
             match result {
@@ -297,6 +299,7 @@ impl<R: Remote> Engine<R> {
                     match &p.synced {
                         Some(s) => {
                             self.index.put_synced(&p.path, &SyncedEntry { revision, ..s.clone() })?;
+                            fail::fail_point!("upload-after-index");
                             report.uploaded += 1;
                             self.record(ActivityKind::Uploaded, &p.path, s.node.size);
                         }
@@ -438,6 +441,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         self.index.put_synced(path, &synced).map_err(|e| OpError::Fatal(e.into()))?;
+        fail::fail_point!("download-after-index");
         // Remember what we wrote, so the next scan does not rehash it.
         if let Ok(stat) = self.fs.symlink_metadata(&abs) {
             let cached = super::to_cached(&stat);
@@ -472,10 +476,12 @@ impl<R: Remote> Engine<R> {
         let abs = self.abs(path);
         // Never over a file saved there since the check above (the old
         // version is in the trash by now): that is the user's, keep it.
+        fail::fail_point!("download-before-rename");
         match self.fs.rename_noreplace(tmp, &abs) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
             r => r.map_err(err("cannot move it into place"))?,
         }
+        fail::fail_point!("download-after-rename");
         if let Some(parent) = abs.parent() {
             self.fs.sync_dir(parent).map_err(err("cannot sync its folder"))?;
         }
