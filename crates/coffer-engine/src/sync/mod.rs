@@ -223,6 +223,8 @@ pub fn init_root(fs: &dyn Fs, root: &Path, root_id: &str) -> Result<(), EngineEr
     let marker = root.join(STATE_DIR).join(ROOT_MARKER);
     if !fs.exists(&marker).map_err(io("checking the root marker"))? {
         let tmp = root.join(STATE_DIR).join("tmp").join("root-id.new");
+        // Left by a process killed right here: it would block `create_new`.
+        let _ = fs.remove_file(&tmp);
         let mut f = fs.create_new(&tmp).map_err(io("writing the root marker"))?;
         f.write_all(root_id.as_bytes()).map_err(io("writing the root marker"))?;
         f.sync_all().map_err(io("writing the root marker"))?;
@@ -367,6 +369,24 @@ impl<R: Remote> Engine<R> {
         }
     }
 
+    /// Removes download temp files (`.coffer/tmp/dl-*.part`) left by a
+    /// process that died mid-download: between rounds this engine has none
+    /// in flight, and without the sweep every crash would leak up to a
+    /// whole file's size for good. One root is synced by one process at a
+    /// time; a second one on the same root would at worst see a download
+    /// deferred to its next round.
+    fn sweep_temp_files(&self) {
+        let tmp = self.state_dir().join("tmp");
+        let Ok(names) = self.fs.read_dir(&tmp) else { return };
+        for name in names.into_iter().flatten() {
+            if name.starts_with("dl-") && name.ends_with(".part") {
+                if let Err(e) = self.fs.remove_file(&tmp.join(&name)) {
+                    tracing::warn!(error = %e, file = %name, "cannot remove a stale download temp file");
+                }
+            }
+        }
+    }
+
     /// Notes what the watcher saw: the next round rescans just these paths
     /// (or everything, for a batch that lost events).
     pub fn note_changes(&self, batch: &crate::watch::WatchBatch) {
@@ -449,6 +469,7 @@ impl<R: Remote> Engine<R> {
             return Err(EngineError::Paused);
         }
         self.check_root()?;
+        self.sweep_temp_files();
         let mut report = RoundReport::default();
         report.pulled = self.pull(&mut report.problems).await?;
         let scan = self.scan()?;
