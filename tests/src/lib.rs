@@ -6,6 +6,9 @@
 //!
 //! The `coffer` binary is taken from the cargo target folder this test
 //! binary lives in (`scripts/test` builds it first), or from `COFFER_BIN`.
+//! The crash tests use `coffer-failpoints` beside it (the same binary built
+//! with `--features failpoints`, see [`failpoints_bin`]), or
+//! `COFFER_FAILPOINTS_BIN`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -30,6 +33,21 @@ pub fn coffer_bin() -> PathBuf {
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build -p coffer-cli`, which scripts/test does) or set COFFER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The `coffer` binary built with the engine's failpoints compiled in
+/// (`scripts/build-failpoints` makes it; `scripts/test` runs that).
+pub fn failpoints_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("COFFER_FAILPOINTS_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = coffer_bin().with_file_name("coffer-failpoints");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`scripts/build-failpoints`, which scripts/test runs) or set COFFER_FAILPOINTS_BIN",
         bin.display()
     );
     bin
@@ -210,9 +228,22 @@ impl Client {
         Self { home, root, _dir: dir }
     }
 
+    /// A new device whose sync folder is `root` (on a disk a test set up);
+    /// its home is in a temp folder of its own.
+    pub fn with_root(root: PathBuf) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        Self { home, root, _dir: dir }
+    }
+
     /// A `coffer` command for this device.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(coffer_bin());
+        self.command_of(&coffer_bin())
+    }
+
+    /// A command of the `coffer` binary `bin` for this device.
+    pub fn command_of(&self, bin: &Path) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--home").arg(&self.home).env("COFFER_INSECURE_FAST_KDF", "1").env("RUST_LOG", "warn");
         c
     }
@@ -262,6 +293,43 @@ impl Client {
     #[track_caller]
     pub fn sync(&self) -> Ran {
         self.run(&["sync", self.root.to_str().expect("utf-8"), "--once", "--quiet"]).ok()
+    }
+
+    /// `coffer sync ROOT --once` with the failpoints build, told to SIGKILL
+    /// itself at `failpoint` (`name` or `name@N`, see
+    /// `coffer_engine::failpoints`). Panics unless it died exactly so: a
+    /// failpoint that is never reached fails the test.
+    #[track_caller]
+    pub fn sync_killed_at(&self, failpoint: &str) {
+        let err = tempfile::NamedTempFile::new().expect("temp file");
+        let mut child = self
+            .command_of(&failpoints_bin())
+            .args(["sync", self.root.to_str().expect("utf-8"), "--once", "--quiet"])
+            .env("COFFER_KILL_AT", failpoint)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err.reopen().expect("reopen"))
+            .spawn()
+            .expect("spawn coffer-failpoints");
+        let end = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("coffer sync with COFFER_KILL_AT={failpoint} still running after 2 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "COFFER_KILL_AT={failpoint}: the process was not killed there ({status}), so the failpoint was not reached; stderr: {}",
+            std::fs::read_to_string(err.path()).unwrap_or_default()
+        );
     }
 
     /// Starts the daemon on this device's folder.

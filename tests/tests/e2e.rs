@@ -4,6 +4,7 @@
 mod e2e {
     mod basics;
     mod conflicts;
+    mod failpoints;
     mod features;
     mod robustness;
     mod scale_out;
