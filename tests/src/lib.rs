@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
+pub mod proxy;
 pub mod ui;
 
 /// The `coffer` binary under test.
@@ -269,9 +270,15 @@ impl Client {
 
     /// Signs up `email` on `server` (this device logged in).
     pub fn signup(&self, server: &Server, email: &str) {
+        self.signup_at(&server.url, email);
+    }
+
+    /// Signs up `email` on the store at `url` (a server, or a proxy in
+    /// front of one).
+    pub fn signup_at(&self, url: &str, email: &str) {
         let rk = self.home.with_file_name("recovery-key.txt");
         self.run_with_stdin(
-            &["signup", "--server", &server.url, "--email", email, "--password-stdin", "--recovery-key-file"]
+            &["signup", "--server", url, "--email", email, "--password-stdin", "--recovery-key-file"]
                 .into_iter()
                 .chain([rk.to_str().expect("utf-8 path")])
                 .collect::<Vec<_>>(),
@@ -282,8 +289,13 @@ impl Client {
 
     /// Logs this device in to `email` on `server`.
     pub fn login(&self, server: &Server, email: &str) {
+        self.login_at(&server.url, email);
+    }
+
+    /// Logs this device in to `email` on the store at `url`.
+    pub fn login_at(&self, url: &str, email: &str) {
         self.run_with_stdin(
-            &["login", "--server", &server.url, "--email", email, "--password-stdin"],
+            &["login", "--server", url, "--email", email, "--password-stdin"],
             &format!("{PASSWORD}\n"),
         )
         .ok();
@@ -330,6 +342,20 @@ impl Client {
             "COFFER_KILL_AT={failpoint}: the process was not killed there ({status}), so the failpoint was not reached; stderr: {}",
             std::fs::read_to_string(err.path()).unwrap_or_default()
         );
+    }
+
+    /// Starts the daemon on this device's folder, its standard error (its
+    /// warnings) going to `stderr`.
+    pub fn daemon_logging_to(&self, stderr: std::fs::File) -> Proc {
+        let child = self
+            .command()
+            .args(["sync", self.root.to_str().expect("utf-8"), "--quiet", "--rescan-secs", "5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn daemon");
+        Proc { child }
     }
 
     /// Starts the daemon on this device's folder.

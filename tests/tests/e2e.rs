@@ -6,6 +6,7 @@ mod e2e {
     mod conflicts;
     mod failpoints;
     mod features;
+    mod proxy;
     mod robustness;
     mod scale_out;
     mod ui_api;
