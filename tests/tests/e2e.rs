@@ -4,6 +4,7 @@
 mod e2e {
     mod basics;
     mod conflicts;
+    mod disks;
     mod failpoints;
     mod features;
     mod proxy;
