@@ -91,6 +91,24 @@ fn a_full_disk_gives_a_clear_error_no_partial_file_and_sync_resumes_once_freed()
     b.sync();
     assert!(b.read("big.bin") == big);
     assert_eq!(a.tree(), b.tree());
+
+    // Not a byte left, so even the index cannot grow: SQLite's own error
+    // (an I/O error of its shared-memory file) must come out as "full".
+    a.write("later.txt", b"written while B's disk is full to the brim");
+    a.sync();
+    let mut fill = std::fs::File::create(&filler).unwrap();
+    let block = vec![9u8; 64 << 10];
+    while std::io::Write::write_all(&mut fill, &block).is_ok() {}
+    while std::io::Write::write_all(&mut fill, &[9u8]).is_ok() {}
+    drop(fill);
+    let r = b.run(&["sync", b.root.to_str().unwrap(), "--once", "--quiet"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("is full: free some space there"), "not a clear error: {}", r.stderr);
+    assert!(!b.path("later.txt").exists(), "a partial later.txt at its final path");
+    std::fs::remove_file(&filler).unwrap();
+    b.sync();
+    assert_eq!(b.read("later.txt"), b"written while B's disk is full to the brim");
+    assert_eq!(a.tree(), b.tree());
 }
 
 #[test]

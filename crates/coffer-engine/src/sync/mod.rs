@@ -117,6 +117,14 @@ pub enum EngineError {
     /// Sync is paused.
     #[error("sync is paused")]
     Paused,
+    /// The disk holding the sync folder has no room left.
+    #[error("the disk holding {root} is full: free some space there and sync resumes ({detail})")]
+    DiskFull {
+        /// The sync folder.
+        root: PathBuf,
+        /// The failure that ran into it, as reported.
+        detail: String,
+    },
 }
 
 impl EngineError {
@@ -125,7 +133,7 @@ impl EngineError {
         match self {
             EngineError::Index(e) => e.is_retryable(),
             EngineError::Remote(e) => e.is_retryable(),
-            EngineError::Io { .. } => true,
+            EngineError::Io { .. } | EngineError::DiskFull { .. } => true,
             _ => false,
         }
     }
@@ -202,6 +210,33 @@ pub struct Engine<R: Remote> {
 impl<R: Remote> std::fmt::Debug for Engine<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("root", &self.config.root).finish_non_exhaustive()
+    }
+}
+
+/// Says "the disk is full" when that is why `e` happened. SQLite reports a
+/// full disk as "database or disk is full" or, when its shared-memory file
+/// cannot grow, as an I/O error of `xShmMap`; neither tells a person what to
+/// do. So on an index or local I/O error, a 64 KiB probe is written and
+/// fsynced in the state folder: if that hits ENOSPC (or a quota), the
+/// error becomes [`EngineError::DiskFull`].
+pub fn explain_disk_full(fs: &dyn Fs, root: &Path, e: EngineError) -> EngineError {
+    if !matches!(e, EngineError::Index(_) | EngineError::Io { .. }) {
+        return e;
+    }
+    let is_full = |e: &std::io::Error| {
+        matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+    };
+    let probe = root.join(STATE_DIR).join("tmp").join("space-probe");
+    let _ = fs.remove_file(&probe);
+    let full = match fs.create_new(&probe) {
+        Err(e) => is_full(&e),
+        Ok(mut f) => f.write_all(&[0u8; 64 << 10]).and_then(|()| f.sync_all()).is_err_and(|e| is_full(&e)),
+    };
+    let _ = fs.remove_file(&probe);
+    if full {
+        EngineError::DiskFull { root: root.to_path_buf(), detail: e.to_string() }
+    } else {
+        e
     }
 }
 
@@ -547,7 +582,8 @@ impl<R: Remote> Engine<R> {
     pub async fn sync_until_quiet(&self, max_rounds: usize) -> Result<Vec<RoundReport>, EngineError> {
         let mut reports = Vec::new();
         for _ in 0..max_rounds.max(1) {
-            let r = self.round().await?;
+            let r =
+                self.round().await.map_err(|e| explain_disk_full(self.fs.as_ref(), &self.config.root, e))?;
             let quiet = r.is_quiet() || (r.planned == r.deferred && r.pulled == 0 && !reports.is_empty());
             reports.push(r);
             if quiet {
