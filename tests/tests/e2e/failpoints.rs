@@ -236,3 +236,24 @@ fn every_failpoint_in_the_engine_has_a_crash_test() {
     assert_eq!(in_engine.len(), 12, "failpoints in the engine: {in_engine:?}");
     assert_eq!(in_engine, tested, "each failpoint in the engine needs a crash test here, and only those");
 }
+
+/// Killed after the store applied its commit, before recording it; the user
+/// saves again before the next sync. That sync must upload the new save
+/// over the device's own previous upload, not make a conflicted copy of
+/// the newest save against it.
+#[test]
+fn an_edit_after_a_kill_9_after_commit_is_no_conflict_with_itself() {
+    let server = Server::start();
+    let (a, b) = devices(&server);
+    let mut w = Written::default();
+    w.put(&a, "doc.txt", b"first".to_vec());
+    a.sync();
+    b.sync();
+    w.put(&a, "doc.txt", b"second, committed by a client killed right after".to_vec());
+    a.sync_killed_at("upload-after-commit");
+    w.put(&a, "doc.txt", b"third, saved before the next sync".to_vec());
+    a.sync();
+    b.sync();
+    assert!(a.run(&["conflicts", "--dir", a.root.to_str().unwrap()]).ok().stdout.contains("No conflicts"));
+    converged_and_nothing_lost(&server, &a, &b, &w);
+}

@@ -283,6 +283,7 @@ impl<R: Remote> Engine<R> {
         }
         let batch = std::mem::take(pending);
         let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
+        self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
         fail::fail_point!("upload-before-commit");
         let resp = self.remote.commit(&changes).await?;
         fail::fail_point!("upload-after-commit");
@@ -333,7 +334,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         self.index.put_remote(&remote_rows, None)?;
-        Ok(())
+        self.clear_in_flight()
     }
 
     /// True when the node at `path` is still what the scan saw (`expect`),

@@ -15,6 +15,7 @@
 pub mod actions;
 pub mod activity;
 mod apply;
+mod inflight;
 pub mod limit;
 pub mod names;
 mod pull;
@@ -507,6 +508,7 @@ impl<R: Remote> Engine<R> {
         self.sweep_temp_files();
         let mut report = RoundReport::default();
         report.pulled = self.pull(&mut report.problems).await?;
+        self.adopt_own_commits()?;
         let scan = self.scan()?;
         let local: BTreeMap<RelPath, Node> =
             scan.entries.iter().map(|(p, e)| (p.clone(), e.node.clone())).collect();
