@@ -20,6 +20,10 @@
 //! (the client sends no chunked requests; one would be counted as
 //! `unsupported` and answered 501, which a test can assert never happens).
 //!
+//! A test can also script faults ([`FaultProxy::script`]): the next
+//! requests whose request line contains a pattern get a given fault,
+//! whether random faults are on or not.
+//!
 //! The fault sequence replays from its seed; which request of a sync
 //! arrives n-th can vary with the client's concurrency (parallel downloads),
 //! so a failing seed replays its faults, not always onto the same requests.
@@ -96,15 +100,32 @@ impl FaultCounts {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Fault {
+/// What happens to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Passed through.
     None,
+    /// Connection reset before the server sees it.
     Reset,
+    /// 500 without reaching the server.
     ErrorBefore,
+    /// Applied by the server, answered 500 (the answer lost).
     ErrorAfter,
+    /// Half the answer, then a reset.
     Truncate,
+    /// Held for [`Faults::stall`] first.
     Stall,
+    /// Sent to the server twice; the client gets the second answer.
     Duplicate,
+}
+
+/// A scripted fault: the next `times` requests whose line contains
+/// `pattern`.
+#[derive(Debug)]
+struct Rule {
+    pattern: String,
+    fault: Fault,
+    times: u32,
 }
 
 struct Shared {
@@ -114,16 +135,48 @@ struct Shared {
     rng: Mutex<rand_chacha::ChaCha8Rng>,
     counts: Mutex<FaultCounts>,
     log: Mutex<Vec<String>>,
+    /// Scripted faults, in order: only the first applies, until spent.
+    rules: Mutex<std::collections::VecDeque<Rule>>,
 }
 
 impl Shared {
-    fn decide(&self) -> (u64, Fault) {
+    fn decide(&self, line: &str) -> (u64, Fault) {
         let mut counts = self.counts.lock().expect("counts");
         counts.requests += 1;
         let n = counts.requests;
-        if !self.enabled.load(Ordering::SeqCst) {
-            return (n, Fault::None);
+        let scripted = {
+            let mut rules = self.rules.lock().expect("rules");
+            match rules.front_mut() {
+                Some(rule) if line.contains(&rule.pattern) => {
+                    rule.times -= 1;
+                    let fault = rule.fault;
+                    if rule.times == 0 {
+                        rules.pop_front();
+                    }
+                    Some(fault)
+                }
+                _ => None,
+            }
+        };
+        let kind = match scripted {
+            Some(fault) => fault,
+            None if !self.enabled.load(Ordering::SeqCst) => Fault::None,
+            None => self.draw(),
+        };
+        match kind {
+            Fault::Reset => counts.resets += 1,
+            Fault::ErrorBefore => counts.errors_before += 1,
+            Fault::ErrorAfter => counts.errors_after += 1,
+            Fault::Truncate => counts.truncated += 1,
+            Fault::Stall => counts.stalls += 1,
+            Fault::Duplicate => counts.duplicated += 1,
+            Fault::None => {}
         }
+        (n, kind)
+    }
+
+    /// A random fault (or none) from the seeded stream.
+    fn draw(&self) -> Fault {
         let f = &self.faults;
         let x: f64 = self.rng.lock().expect("rng").gen();
         let kinds = [
@@ -138,19 +191,10 @@ impl Shared {
         for (p, kind) in kinds {
             edge += p;
             if x < edge {
-                match kind {
-                    Fault::Reset => counts.resets += 1,
-                    Fault::ErrorBefore => counts.errors_before += 1,
-                    Fault::ErrorAfter => counts.errors_after += 1,
-                    Fault::Truncate => counts.truncated += 1,
-                    Fault::Stall => counts.stalls += 1,
-                    Fault::Duplicate => counts.duplicated += 1,
-                    Fault::None => {}
-                }
-                return (n, kind);
+                return kind;
             }
         }
-        (n, Fault::None)
+        Fault::None
     }
 }
 
@@ -189,6 +233,7 @@ impl FaultProxy {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
             counts: Mutex::new(FaultCounts::default()),
             log: Mutex::new(Vec::new()),
+            rules: Mutex::new(std::collections::VecDeque::new()),
         });
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
@@ -204,6 +249,19 @@ impl FaultProxy {
     /// Turns fault injection on or off (off: a plain proxy).
     pub fn set_enabled(&self, on: bool) {
         self.shared.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// Queues a scripted fault: the next `times` requests whose request
+    /// line (`POST /v1/commit HTTP/1.1`) contains `pattern` get `fault`.
+    /// Scripted faults apply one after another, in the order queued.
+    pub fn script(&self, pattern: &str, fault: Fault, times: u32) {
+        if times > 0 {
+            self.shared.rules.lock().expect("rules").push_back(Rule {
+                pattern: pattern.to_string(),
+                fault,
+                times,
+            });
+        }
     }
 
     /// What it did so far.
@@ -236,7 +294,7 @@ async fn serve(s: Arc<Shared>, mut conn: TcpStream) {
             return;
         }
     };
-    let (n, fault) = s.decide();
+    let (n, fault) = s.decide(&req.line);
     if !matches!(fault, Fault::None) {
         s.log.lock().expect("log").push(format!("#{n} {fault:?}: {}", req.line));
     }

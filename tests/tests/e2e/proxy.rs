@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use coffer_e2e::proxy::{FaultProxy, Faults};
+use coffer_e2e::proxy::{Fault, FaultProxy, Faults};
 use coffer_e2e::{random_bytes, Client, Server};
 
 /// A failed `sync --once` (the client's retries ran out) is what a daemon
@@ -133,4 +133,34 @@ fn sync_through_a_faulty_network_converges_and_corrupts_nothing() {
     ] {
         assert!(count > 0, "seed {seed} injected no {kind}: pick a seed that exercises every fault");
     }
+}
+
+/// The store applies a commit but its answer is lost; the retry is refused
+/// as a conflict (by that very revision); the run then stops (the store
+/// unreachable). The user saves again; the next sync uploads that save
+/// over the device's own previous one: no conflicted copy.
+#[test]
+fn a_lost_commit_answer_then_a_save_is_no_conflict_with_itself() {
+    let server = Server::start();
+    let proxy = FaultProxy::start(&server.url, 0, Faults::mix());
+    let a = Client::new();
+    let b = Client::new();
+    a.signup_at(&proxy.url, "lost@example.org");
+    b.login(&server, "lost@example.org");
+    a.write("doc.txt", b"first");
+    a.sync();
+    a.write("doc.txt", b"second, whose commit answer is lost");
+    proxy.script("POST /v1/commit", Fault::ErrorAfter, 1);
+    proxy.script("GET /v1/journal", Fault::Reset, 4);
+    let r = a.run(&["sync", a.root.to_str().unwrap(), "--once", "--quiet"]);
+    assert_ne!(r.code, 0, "the scripted outage must stop this run: {}", r.stdout);
+    assert_eq!(proxy.counts().errors_after, 1);
+    assert_eq!(proxy.counts().resets, 4);
+    a.write("doc.txt", b"third, saved before the next sync");
+    a.sync();
+    b.sync();
+    let files: Vec<String> = a.tree().into_keys().collect();
+    assert_eq!(files, ["doc.txt"], "a conflicted copy of the device's own save");
+    assert_eq!(a.read("doc.txt"), b"third, saved before the next sync");
+    assert_eq!(a.tree(), b.tree());
 }

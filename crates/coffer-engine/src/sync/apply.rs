@@ -283,11 +283,12 @@ impl<R: Remote> Engine<R> {
         }
         let batch = std::mem::take(pending);
         let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
-        self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
+        let noted = self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
         fail::fail_point!("upload-before-commit");
         let resp = self.remote.commit(&changes).await?;
         fail::fail_point!("upload-after-commit");
         let mut remote_rows = Vec::new();
+        let mut refused = Vec::new();
         for (p, result) in batch.into_iter().zip(resp.results) {
             match result {
                 ChangeResult::Applied { revision, .. } => {
@@ -317,6 +318,7 @@ impl<R: Remote> Engine<R> {
                 // change and plans again (a conflict if both differ).
                 ChangeResult::Conflict { entry_id, current_revision } => {
                     report.deferred += 1;
+                    refused.push(p.path.clone());
                     // Except a deletion from before this device's first
                     // snapshot: no page it reads will ever name it, so learn
                     // it here, or an upload at this path builds on base 0
@@ -334,7 +336,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         self.index.put_remote(&remote_rows, None)?;
-        self.clear_in_flight()
+        self.settle_in_flight(&noted, &refused)
     }
 
     /// True when the node at `path` is still what the scan saw (`expect`),

@@ -11,7 +11,8 @@
 //! (path, the revision each would become, and the node sealed into it);
 //! after the next pull, a remote entry at exactly that revision with
 //! exactly that node is this device's own commit, and becomes `synced`.
-//! The note is cleared once the answer is recorded, and after that check.
+//! The note is cleared once the answer is recorded (but for uploads the
+//! store refused as conflicts), and after that check.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,37 +32,62 @@ struct InFlight {
 }
 
 impl<R: Remote> Engine<R> {
-    /// Notes the uploads a commit is about to send.
+    /// Notes the uploads a commit is about to send (beside any still noted
+    /// from an earlier batch); returns their paths.
     pub(crate) fn note_in_flight<'a>(
         &self,
         uploads: impl Iterator<Item = (&'a RelPath, &'a SyncedEntry)>,
-    ) -> Result<(), EngineError> {
-        let rows: Vec<InFlight> = uploads
-            .map(|(path, s)| InFlight {
-                path: path.clone(),
-                revision: s.revision.get(),
-                node: s.node.clone(),
-            })
-            .collect();
-        if rows.is_empty() {
-            return Ok(());
+    ) -> Result<Vec<RelPath>, EngineError> {
+        let mut rows = self.in_flight()?;
+        let mut noted = Vec::new();
+        for (path, s) in uploads {
+            rows.retain(|r| &r.path != path);
+            rows.push(InFlight { path: path.clone(), revision: s.revision.get(), node: s.node.clone() });
+            noted.push(path.clone());
         }
-        let text = serde_json::to_string(&rows).map_err(|e| EngineError::Io {
-            what: "noting a commit in flight".into(),
-            source: std::io::Error::other(e),
-        })?;
-        Ok(self.index.set_meta(KEY, &text)?)
+        if !noted.is_empty() {
+            self.write_in_flight(&rows)?;
+        }
+        Ok(noted)
     }
 
-    /// The commit's answer is recorded: nothing is in flight.
-    pub(crate) fn clear_in_flight(&self) -> Result<(), EngineError> {
-        Ok(self.index.set_meta(KEY, "")?)
+    /// The answer to a commit of the `noted` uploads is recorded: they are
+    /// no longer in flight, but for those `refused` as conflicts, which stay
+    /// noted until the next pull: a retry after a lost answer is refused by
+    /// the very revision the first attempt made.
+    pub(crate) fn settle_in_flight(&self, noted: &[RelPath], refused: &[RelPath]) -> Result<(), EngineError> {
+        if noted.is_empty() {
+            return Ok(());
+        }
+        let mut rows = self.in_flight()?;
+        rows.retain(|r| !noted.contains(&r.path) || refused.contains(&r.path));
+        self.write_in_flight(&rows)
+    }
+
+    fn in_flight(&self) -> Result<Vec<InFlight>, EngineError> {
+        let text = self.index.get_meta(KEY)?.unwrap_or_default();
+        // An unreadable note only costs the conflict it would have spared.
+        Ok(if text.is_empty() { Vec::new() } else { serde_json::from_str(&text).unwrap_or_default() })
+    }
+
+    fn write_in_flight(&self, rows: &[InFlight]) -> Result<(), EngineError> {
+        let text = if rows.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(rows).map_err(|e| EngineError::Io {
+                what: "noting a commit in flight".into(),
+                source: std::io::Error::other(e),
+            })?
+        };
+        Ok(self.index.set_meta(KEY, &text)?)
     }
 
     /// After a pull: takes this device's own unrecorded commits as synced.
     pub(crate) fn adopt_own_commits(&self) -> Result<(), EngineError> {
-        let Some(text) = self.index.get_meta(KEY)?.filter(|t| !t.is_empty()) else { return Ok(()) };
-        let rows: Vec<InFlight> = serde_json::from_str(&text).unwrap_or_default();
+        let rows = self.in_flight()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
         let remote = self.index.remote()?;
         let synced = self.index.synced()?;
         for row in rows {
@@ -73,6 +99,6 @@ impl<R: Remote> Engine<R> {
                 self.index.put_synced(&row.path, &s)?;
             }
         }
-        self.clear_in_flight()
+        self.write_in_flight(&[])
     }
 }
