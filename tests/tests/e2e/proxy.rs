@@ -13,6 +13,9 @@ use std::io::Write;
 use coffer_e2e::proxy::{Fault, FaultProxy, Faults};
 use coffer_e2e::{random_bytes, Client, Server};
 
+/// The seed CI runs: it fires every kind of fault (checked below).
+const DEFAULT_SEED: u64 = 5;
+
 /// A failed `sync --once` (the client's retries ran out) is what a daemon
 /// would retry a moment later: so does this, up to this many times.
 const TRIES: u32 = 12;
@@ -54,7 +57,8 @@ fn holds_exactly(c: &Client, expected: &BTreeMap<String, Vec<u8>>, proxy: &Fault
 
 #[test]
 fn sync_through_a_faulty_network_converges_and_corrupts_nothing() {
-    let seed = std::env::var("COFFER_PROXY_SEED").map_or(5, |s| s.parse().expect("COFFER_PROXY_SEED"));
+    let seed =
+        std::env::var("COFFER_PROXY_SEED").map_or(DEFAULT_SEED, |s| s.parse().expect("COFFER_PROXY_SEED"));
     let server = Server::start();
     let proxy = FaultProxy::start(&server.url, seed, Faults::mix());
     let a = Client::new();
@@ -131,7 +135,13 @@ fn sync_through_a_faulty_network_converges_and_corrupts_nothing() {
         ("stall", n.stalls),
         ("duplicate", n.duplicated),
     ] {
-        assert!(count > 0, "seed {seed} injected no {kind}: pick a seed that exercises every fault");
+        // Other seeds replay what they replay; the default one must not
+        // let a fault kind go untested.
+        if seed == DEFAULT_SEED {
+            assert!(count > 0, "seed {seed} injected no {kind}: pick a default that exercises every fault");
+        } else if count == 0 {
+            let _ = writeln!(std::io::stderr(), "note: seed {seed} injected no {kind}");
+        }
     }
 }
 

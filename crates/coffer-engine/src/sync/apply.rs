@@ -477,9 +477,9 @@ impl<R: Remote> Engine<R> {
             self.trash_node(path).map_err(err("cannot move the old version to the trash"))?;
         }
         let abs = self.abs(path);
+        fail::fail_point!("download-before-rename");
         // Never over a file saved there since the check above (the old
         // version is in the trash by now): that is the user's, keep it.
-        fail::fail_point!("download-before-rename");
         match self.fs.rename_noreplace(tmp, &abs) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
             r => r.map_err(err("cannot move it into place"))?,
