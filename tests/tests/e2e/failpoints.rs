@@ -257,3 +257,33 @@ fn an_edit_after_a_kill_9_after_commit_is_no_conflict_with_itself() {
     assert!(a.run(&["conflicts", "--dir", a.root.to_str().unwrap()]).ok().stdout.contains("No conflicts"));
     converged_and_nothing_lost(&server, &a, &b, &w);
 }
+
+/// Both devices edited; B is killed while placing A's version after moving
+/// its own aside as a conflicted copy. After a restart both versions are
+/// on both devices: A's at the name, B's in the conflicted copy.
+#[test]
+fn kill_9_while_placing_the_other_side_of_a_conflict() {
+    let server = Server::start();
+    let (a, b) = devices(&server);
+    a.write("doc.txt", b"first");
+    a.sync();
+    b.sync();
+    a.write("doc.txt", b"A's edit");
+    a.sync();
+    b.write("doc.txt", b"B's edit, made at the same time");
+    b.sync_killed_at("download-before-rename");
+    if b.path("doc.txt").exists() {
+        assert_eq!(b.read("doc.txt"), b"B's edit, made at the same time", "a partial doc.txt");
+    }
+    b.sync();
+    a.sync();
+    b.sync();
+    assert_eq!(a.tree(), b.tree());
+    assert_eq!(a.read("doc.txt"), b"A's edit");
+    let others: Vec<String> = a.tree().into_keys().filter(|p| p != "doc.txt").collect();
+    assert_eq!(others.len(), 1, "one conflicted copy: {others:?}");
+    assert!(others[0].contains("conflicted copy"), "{others:?}");
+    assert_eq!(a.read(&others[0]), b"B's edit, made at the same time");
+    no_temp_files(&a);
+    no_temp_files(&b);
+}
