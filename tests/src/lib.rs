@@ -6,6 +6,9 @@
 //!
 //! The `coffer` binary is taken from the cargo target folder this test
 //! binary lives in (`scripts/test` builds it first), or from `COFFER_BIN`.
+//! The crash tests use `coffer-failpoints` beside it (the same binary built
+//! with `--features failpoints`, see [`failpoints_bin`]), or
+//! `COFFER_FAILPOINTS_BIN`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
+pub mod proxy;
 pub mod ui;
 pub mod webdriver;
 
@@ -31,6 +35,21 @@ pub fn coffer_bin() -> PathBuf {
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build -p coffer-cli`, which scripts/test does) or set COFFER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The `coffer` binary built with the engine's failpoints compiled in
+/// (`scripts/build-failpoints` makes it; `scripts/test` runs that).
+pub fn failpoints_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("COFFER_FAILPOINTS_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = coffer_bin().with_file_name("coffer-failpoints");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`scripts/build-failpoints`, which scripts/test runs) or set COFFER_FAILPOINTS_BIN",
         bin.display()
     );
     bin
@@ -216,9 +235,22 @@ impl Client {
         Self { home, root, _dir: dir }
     }
 
+    /// A new device whose sync folder is `root` (on a disk a test set up);
+    /// its home is in a temp folder of its own.
+    pub fn with_root(root: PathBuf) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        Self { home, root, _dir: dir }
+    }
+
     /// A `coffer` command for this device.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(coffer_bin());
+        self.command_of(&coffer_bin())
+    }
+
+    /// A command of the `coffer` binary `bin` for this device.
+    pub fn command_of(&self, bin: &Path) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--home").arg(&self.home).env("COFFER_INSECURE_FAST_KDF", "1").env("RUST_LOG", "warn");
         c
     }
@@ -244,9 +276,15 @@ impl Client {
 
     /// Signs up `email` on `server` (this device logged in).
     pub fn signup(&self, server: &Server, email: &str) {
+        self.signup_at(&server.url, email);
+    }
+
+    /// Signs up `email` on the store at `url` (a server, or a proxy in
+    /// front of one).
+    pub fn signup_at(&self, url: &str, email: &str) {
         let rk = self.home.with_file_name("recovery-key.txt");
         self.run_with_stdin(
-            &["signup", "--server", &server.url, "--email", email, "--password-stdin", "--recovery-key-file"]
+            &["signup", "--server", url, "--email", email, "--password-stdin", "--recovery-key-file"]
                 .into_iter()
                 .chain([rk.to_str().expect("utf-8 path")])
                 .collect::<Vec<_>>(),
@@ -257,8 +295,13 @@ impl Client {
 
     /// Logs this device in to `email` on `server`.
     pub fn login(&self, server: &Server, email: &str) {
+        self.login_at(&server.url, email);
+    }
+
+    /// Logs this device in to `email` on the store at `url`.
+    pub fn login_at(&self, url: &str, email: &str) {
         self.run_with_stdin(
-            &["login", "--server", &server.url, "--email", email, "--password-stdin"],
+            &["login", "--server", url, "--email", email, "--password-stdin"],
             &format!("{PASSWORD}\n"),
         )
         .ok();
@@ -268,6 +311,57 @@ impl Client {
     #[track_caller]
     pub fn sync(&self) -> Ran {
         self.run(&["sync", self.root.to_str().expect("utf-8"), "--once", "--quiet"]).ok()
+    }
+
+    /// `coffer sync ROOT --once` with the failpoints build, told to SIGKILL
+    /// itself at `failpoint` (`name` or `name@N`, see
+    /// `coffer_engine::failpoints`). Panics unless it died exactly so: a
+    /// failpoint that is never reached fails the test.
+    #[track_caller]
+    pub fn sync_killed_at(&self, failpoint: &str) {
+        let err = tempfile::NamedTempFile::new().expect("temp file");
+        let mut child = self
+            .command_of(&failpoints_bin())
+            .args(["sync", self.root.to_str().expect("utf-8"), "--once", "--quiet"])
+            .env("COFFER_KILL_AT", failpoint)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err.reopen().expect("reopen"))
+            .spawn()
+            .expect("spawn coffer-failpoints");
+        let end = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("coffer sync with COFFER_KILL_AT={failpoint} still running after 2 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "COFFER_KILL_AT={failpoint}: the process was not killed there ({status}), so the failpoint was not reached; stderr: {}",
+            std::fs::read_to_string(err.path()).unwrap_or_default()
+        );
+    }
+
+    /// Starts the daemon on this device's folder, its standard error (its
+    /// warnings) going to `stderr`.
+    pub fn daemon_logging_to(&self, stderr: std::fs::File) -> Proc {
+        let child = self
+            .command()
+            .args(["sync", self.root.to_str().expect("utf-8"), "--quiet", "--rescan-secs", "5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn daemon");
+        Proc { child }
     }
 
     /// Starts the daemon on this device's folder.

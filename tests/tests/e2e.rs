@@ -4,7 +4,10 @@
 mod e2e {
     mod basics;
     mod conflicts;
+    mod disks;
+    mod failpoints;
     mod features;
+    mod proxy;
     mod robustness;
     mod scale_out;
     mod ui_api;

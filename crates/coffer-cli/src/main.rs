@@ -62,6 +62,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Only in the crash tests' build (`--features failpoints`).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = coffer_engine::failpoints::install_from_env();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Server(_)) {
         cmd::common::init_logging();

@@ -10,6 +10,7 @@
 
 pub mod chunker;
 pub mod control;
+pub mod failpoints;
 pub mod fs;
 pub mod home;
 pub mod ignore;

@@ -123,7 +123,8 @@ pub fn open_engine(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
         let id = home.add_root(&root)?;
         init_root(fs.as_ref(), &root, &id)?;
     }
-    let index = Index::open(&root.join(STATE_DIR).join("index.db"))?;
+    let index = Index::open(&root.join(STATE_DIR).join("index.db"))
+        .map_err(|e| coffer_engine::sync::explain_disk_full(fs.as_ref(), &root, e.into()))?;
     let remote = RetryRemote::new(HttpRemote::new(&creds.server, creds.token)?);
     let config = EngineConfig::new(root, device.id, device.name);
     Ok(Engine::new(

@@ -44,7 +44,16 @@ pub fn default_client() -> Result<Client, RemoteError> {
 
 pub(super) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, RemoteError> {
     let resp = check(resp).await?;
-    resp.json::<T>().await.map_err(|e| RemoteError::Protocol(e.to_string()))
+    let bytes = body(resp).await?;
+    serde_json::from_slice(bytes.as_ref()).map_err(|e| RemoteError::Protocol(e.to_string()))
+}
+
+/// The whole body of an answer. `reqwest` reports a body cut off in transit
+/// (a reset or a closed connection before its length) as a *decode* error;
+/// it is a transport failure, and retrying can help. Only bytes that did
+/// arrive whole and still do not parse are a protocol error.
+async fn body(resp: Response) -> Result<impl AsRef<[u8]>, RemoteError> {
+    resp.bytes().await.map_err(|e| RemoteError::Transport(format!("the answer was cut off: {e}")))
 }
 
 pub(super) async fn check(resp: Response) -> Result<Response, RemoteError> {
@@ -52,8 +61,8 @@ pub(super) async fn check(resp: Response) -> Result<Response, RemoteError> {
     if status.is_success() {
         return Ok(resp);
     }
-    let bytes = resp.bytes().await?;
-    let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+    let bytes = body(resp).await?;
+    let body = serde_json::from_slice::<ErrorBody>(bytes.as_ref()).unwrap_or_else(|_| ErrorBody {
         code: if status.is_server_error() { ErrorCode::Internal } else { ErrorCode::Unknown },
         message: format!("HTTP {status} without an error body"),
         missing_chunks: vec![],
@@ -108,11 +117,11 @@ impl Remote for HttpRemote {
 
     async fn download_chunk(&self, id: ChunkId) -> Result<SealedChunk, RemoteError> {
         let resp = check(self.get(&format!("/chunks/{id}")).send().await?).await?;
-        let bytes = resp.bytes().await?;
-        if blake3::hash(&bytes).as_bytes() != id.as_bytes() {
+        let bytes = body(resp).await?;
+        if blake3::hash(bytes.as_ref()).as_bytes() != id.as_bytes() {
             return Err(RemoteError::CorruptChunk(id));
         }
-        Ok(SealedChunk::from_parts(id, bytes.to_vec()))
+        Ok(SealedChunk::from_parts(id, bytes.as_ref().to_vec()))
     }
 
     async fn commit(&self, changes: &[Change]) -> Result<CommitResponse, RemoteError> {
@@ -173,5 +182,50 @@ impl Remote for HttpRemote {
         let req =
             self.client.delete(self.url(&format!("/sessions/{id}"))).bearer_auth(self.token.expose_secret());
         check(req.send().await?).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A one-shot HTTP server that answers `answer` (then closes) to the
+    /// first request; returns its base URL.
+    fn answer_once(answer: &'static [u8]) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(answer);
+        });
+        url
+    }
+
+    fn remote(url: &str) -> HttpRemote {
+        HttpRemote::new(url, SessionToken::new("t".into())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_off_in_transit_is_a_retryable_transport_error() {
+        let url = answer_once(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"used_bytes\":",
+        );
+        let e = remote(&url).usage().await.unwrap_err();
+        assert!(matches!(e, RemoteError::Transport(_)), "{e:?}");
+        assert!(e.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_that_does_not_parse_is_a_protocol_error() {
+        let url = answer_once(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nnope!",
+        );
+        let e = remote(&url).usage().await.unwrap_err();
+        assert!(matches!(e, RemoteError::Protocol(_)), "{e:?}");
+        assert!(!e.is_retryable());
     }
 }

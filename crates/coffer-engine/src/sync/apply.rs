@@ -283,8 +283,12 @@ impl<R: Remote> Engine<R> {
         }
         let batch = std::mem::take(pending);
         let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
+        let noted = self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
+        fail::fail_point!("upload-before-commit");
         let resp = self.remote.commit(&changes).await?;
+        fail::fail_point!("upload-after-commit");
         let mut remote_rows = Vec::new();
+        let mut refused = Vec::new();
         for (p, result) in batch.into_iter().zip(resp.results) {
             match result {
                 ChangeResult::Applied { revision, .. } => {
@@ -297,6 +301,7 @@ impl<R: Remote> Engine<R> {
                     match &p.synced {
                         Some(s) => {
                             self.index.put_synced(&p.path, &SyncedEntry { revision, ..s.clone() })?;
+                            fail::fail_point!("upload-after-index");
                             report.uploaded += 1;
                             self.record(ActivityKind::Uploaded, &p.path, s.node.size);
                         }
@@ -313,6 +318,7 @@ impl<R: Remote> Engine<R> {
                 // change and plans again (a conflict if both differ).
                 ChangeResult::Conflict { entry_id, current_revision } => {
                     report.deferred += 1;
+                    refused.push(p.path.clone());
                     // Except a deletion from before this device's first
                     // snapshot: no page it reads will ever name it, so learn
                     // it here, or an upload at this path builds on base 0
@@ -330,7 +336,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         self.index.put_remote(&remote_rows, None)?;
-        Ok(())
+        self.settle_in_flight(&noted, &refused)
     }
 
     /// True when the node at `path` is still what the scan saw (`expect`),
@@ -438,6 +444,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         self.index.put_synced(path, &synced).map_err(|e| OpError::Fatal(e.into()))?;
+        fail::fail_point!("download-after-index");
         // Remember what we wrote, so the next scan does not rehash it.
         if let Ok(stat) = self.fs.symlink_metadata(&abs) {
             let cached = super::to_cached(&stat);
@@ -470,12 +477,14 @@ impl<R: Remote> Engine<R> {
             self.trash_node(path).map_err(err("cannot move the old version to the trash"))?;
         }
         let abs = self.abs(path);
+        fail::fail_point!("download-before-rename");
         // Never over a file saved there since the check above (the old
         // version is in the trash by now): that is the user's, keep it.
         match self.fs.rename_noreplace(tmp, &abs) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
             r => r.map_err(err("cannot move it into place"))?,
         }
+        fail::fail_point!("download-after-rename");
         if let Some(parent) = abs.parent() {
             self.fs.sync_dir(parent).map_err(err("cannot sync its folder"))?;
         }

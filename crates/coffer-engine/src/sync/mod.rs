@@ -15,6 +15,7 @@
 pub mod actions;
 pub mod activity;
 mod apply;
+mod inflight;
 pub mod limit;
 pub mod names;
 mod pull;
@@ -117,6 +118,14 @@ pub enum EngineError {
     /// Sync is paused.
     #[error("sync is paused")]
     Paused,
+    /// The disk holding the sync folder has no room left.
+    #[error("the disk holding {root} is full: free some space there and sync resumes ({detail})")]
+    DiskFull {
+        /// The sync folder.
+        root: PathBuf,
+        /// The failure that ran into it, as reported.
+        detail: String,
+    },
 }
 
 impl EngineError {
@@ -125,7 +134,7 @@ impl EngineError {
         match self {
             EngineError::Index(e) => e.is_retryable(),
             EngineError::Remote(e) => e.is_retryable(),
-            EngineError::Io { .. } => true,
+            EngineError::Io { .. } | EngineError::DiskFull { .. } => true,
             _ => false,
         }
     }
@@ -205,6 +214,33 @@ impl<R: Remote> std::fmt::Debug for Engine<R> {
     }
 }
 
+/// Says "the disk is full" when that is why `e` happened. SQLite reports a
+/// full disk as "database or disk is full" or, when its shared-memory file
+/// cannot grow, as an I/O error of `xShmMap`; neither tells a person what to
+/// do. So on an index or local I/O error, a 64 KiB probe is written and
+/// fsynced in the state folder: if that hits ENOSPC (or a quota), the
+/// error becomes [`EngineError::DiskFull`].
+pub fn explain_disk_full(fs: &dyn Fs, root: &Path, e: EngineError) -> EngineError {
+    if !matches!(e, EngineError::Index(_) | EngineError::Io { .. }) {
+        return e;
+    }
+    let is_full = |e: &std::io::Error| {
+        matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+    };
+    let probe = root.join(STATE_DIR).join("tmp").join("space-probe");
+    let _ = fs.remove_file(&probe);
+    let full = match fs.create_new(&probe) {
+        Err(e) => is_full(&e),
+        Ok(mut f) => f.write_all(&[0u8; 64 << 10]).and_then(|()| f.sync_all()).is_err_and(|e| is_full(&e)),
+    };
+    let _ = fs.remove_file(&probe);
+    if full {
+        EngineError::DiskFull { root: root.to_path_buf(), detail: e.to_string() }
+    } else {
+        e
+    }
+}
+
 /// The file beside the index that marks a folder as a set-up sync root.
 pub const ROOT_MARKER: &str = "root-id";
 
@@ -223,6 +259,8 @@ pub fn init_root(fs: &dyn Fs, root: &Path, root_id: &str) -> Result<(), EngineEr
     let marker = root.join(STATE_DIR).join(ROOT_MARKER);
     if !fs.exists(&marker).map_err(io("checking the root marker"))? {
         let tmp = root.join(STATE_DIR).join("tmp").join("root-id.new");
+        // Left by a process killed right here: it would block `create_new`.
+        let _ = fs.remove_file(&tmp);
         let mut f = fs.create_new(&tmp).map_err(io("writing the root marker"))?;
         f.write_all(root_id.as_bytes()).map_err(io("writing the root marker"))?;
         f.sync_all().map_err(io("writing the root marker"))?;
@@ -367,6 +405,24 @@ impl<R: Remote> Engine<R> {
         }
     }
 
+    /// Removes download temp files (`.coffer/tmp/dl-*.part`) left by a
+    /// process that died mid-download: between rounds this engine has none
+    /// in flight, and without the sweep every crash would leak up to a
+    /// whole file's size for good. One root is synced by one process at a
+    /// time; a second one on the same root would at worst see a download
+    /// deferred to its next round.
+    fn sweep_temp_files(&self) {
+        let tmp = self.state_dir().join("tmp");
+        let Ok(names) = self.fs.read_dir(&tmp) else { return };
+        for name in names.into_iter().flatten() {
+            if name.starts_with("dl-") && name.ends_with(".part") {
+                if let Err(e) = self.fs.remove_file(&tmp.join(&name)) {
+                    tracing::warn!(error = %e, file = %name, "cannot remove a stale download temp file");
+                }
+            }
+        }
+    }
+
     /// Notes what the watcher saw: the next round rescans just these paths
     /// (or everything, for a batch that lost events).
     pub fn note_changes(&self, batch: &crate::watch::WatchBatch) {
@@ -449,8 +505,10 @@ impl<R: Remote> Engine<R> {
             return Err(EngineError::Paused);
         }
         self.check_root()?;
+        self.sweep_temp_files();
         let mut report = RoundReport::default();
         report.pulled = self.pull(&mut report.problems).await?;
+        self.adopt_own_commits()?;
         let scan = self.scan()?;
         let local: BTreeMap<RelPath, Node> =
             scan.entries.iter().map(|(p, e)| (p.clone(), e.node.clone())).collect();
@@ -526,7 +584,8 @@ impl<R: Remote> Engine<R> {
     pub async fn sync_until_quiet(&self, max_rounds: usize) -> Result<Vec<RoundReport>, EngineError> {
         let mut reports = Vec::new();
         for _ in 0..max_rounds.max(1) {
-            let r = self.round().await?;
+            let r =
+                self.round().await.map_err(|e| explain_disk_full(self.fs.as_ref(), &self.config.root, e))?;
             let quiet = r.is_quiet() || (r.planned == r.deferred && r.pulled == 0 && !reports.is_empty());
             reports.push(r);
             if quiet {

@@ -107,6 +107,7 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
             self.sent_bytes += bytes as u64;
             start = end;
         }
+        fail::fail_point!("upload-chunks-sent");
         Ok(())
     }
 }
@@ -127,6 +128,7 @@ impl<R: Remote> Engine<R> {
             return Err(TransferError::Unstable);
         }
         let mut reader = self.fs.open_read(&abs)?;
+        fail::fail_point!("upload-read");
         let keys = self.keys.clone();
         let params = self.config.chunker;
         let mut chunks = Vec::new();
@@ -147,6 +149,7 @@ impl<R: Remote> Engine<R> {
                 self.moved_up(c.len).await;
                 chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
                 self.update_status(|s| s.bytes_done += u64::from(c.len));
+                fail::fail_point!("upload-sealed");
                 batcher.add(c.sealed).await?;
             }
             return self.finish_upload(&abs, &before, chunks);
@@ -165,6 +168,7 @@ impl<R: Remote> Engine<R> {
             self.moved_up(c.len).await;
             chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
             self.update_status(|s| s.bytes_done += u64::from(c.len));
+            fail::fail_point!("upload-sealed");
             if let Err(e) = batcher.add(c.sealed).await {
                 failed = Some(e);
                 break;
@@ -230,6 +234,7 @@ impl<R: Remote> Engine<R> {
             .buffered(FETCH_AHEAD);
         while let Some(next) = fetches.next().await {
             let (_, plain) = next?;
+            fail::fail_point!("download-chunk-received");
             self.limits.down.take(plain.len() as u64).await;
             file.write_all(&plain)?;
             self.update_status(|s| {
@@ -237,7 +242,9 @@ impl<R: Remote> Engine<R> {
                 s.current_bytes_done += plain.len() as u64;
             });
         }
+        fail::fail_point!("download-temp-written");
         file.sync_all()?;
+        fail::fail_point!("download-temp-synced");
         Ok(())
     }
 
