@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
+pub mod hostile;
 pub mod ui;
 
 /// The `coffer` binary under test.
@@ -251,8 +252,13 @@ impl Client {
 
     /// Logs this device in to `email` on `server`.
     pub fn login(&self, server: &Server, email: &str) {
+        self.login_at(&server.url, email);
+    }
+
+    /// Logs this device in to `email` on the store at `url`.
+    pub fn login_at(&self, url: &str, email: &str) {
         self.run_with_stdin(
-            &["login", "--server", &server.url, "--email", email, "--password-stdin"],
+            &["login", "--server", url, "--email", email, "--password-stdin"],
             &format!("{PASSWORD}\n"),
         )
         .ok();

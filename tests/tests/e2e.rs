@@ -5,6 +5,7 @@ mod e2e {
     mod basics;
     mod conflicts;
     mod features;
+    mod hostile;
     mod robustness;
     mod scale_out;
     mod ui_api;
