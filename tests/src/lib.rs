@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
+pub mod hostile;
 pub mod proxy;
 pub mod ui;
 pub mod webdriver;

@@ -7,6 +7,7 @@ mod e2e {
     mod disks;
     mod failpoints;
     mod features;
+    mod hostile;
     mod proxy;
     mod robustness;
     mod scale_out;

@@ -4,7 +4,9 @@
 //! - A [`RelPath`] is a validated path relative to the sync root, `/`
 //!   separated, as the bytes are named on disk. It is never empty, never
 //!   absolute, and no component is `.`, `..`, empty, or contains NUL or `/`.
-//!   The root's state folder `.coffer` is not a valid first component.
+//!   The root's state folder `.coffer` is not a valid first component, in
+//!   any letter case (on a case-insensitive disk `.COFFER/trash/x` would
+//!   land in the state folder).
 //! - A [`Node`] is what is at a path: a file (with its content identity), a
 //!   directory, or a symlink (synced as a link, never followed).
 //! - Two nodes are [`Node::same_content`] when a user would call them the same
@@ -56,7 +58,9 @@ impl RelPath {
                 "." | ".." => return err("`.` or `..` component"),
                 _ if c.contains('\0') => return err("NUL byte"),
                 _ if c.len() > 255 => return err("component longer than 255 bytes"),
-                _ if i == 0 && c == STATE_DIR => return err("inside Coffer's state folder"),
+                _ if i == 0 && c.eq_ignore_ascii_case(STATE_DIR) => {
+                    return err("inside Coffer's state folder")
+                }
                 _ => {}
             }
         }
@@ -298,7 +302,20 @@ mod tests {
         for ok in ["a", "a/b", "a b/c.txt", ".cofferignore", "x/.coffer", "caf\u{e9}"] {
             assert!(RelPath::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/a", "a/", "a//b", "./a", "a/..", "..", "a/\0b", ".coffer", ".coffer/x"] {
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "./a",
+            "a/..",
+            "..",
+            "a/\0b",
+            ".coffer",
+            ".coffer/x",
+            ".Coffer",
+            ".COFFER/trash/x",
+        ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?}");
         }
         assert!(RelPath::new("x".repeat(256)).is_err());

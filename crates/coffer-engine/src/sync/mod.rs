@@ -43,6 +43,7 @@ use crate::plan::{plan, Op, PlanInput};
 use crate::remote::{Remote, RemoteError};
 use crate::scan::{ScanResult, Scanner};
 
+pub use pull::open_entry;
 pub use status::{Status, SyncState};
 
 /// The engine's random source: a CSPRNG seeded from the OS in production

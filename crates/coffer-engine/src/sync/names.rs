@@ -21,31 +21,46 @@ pub fn civil(ns: i64) -> (i64, u32, u32, u32, u32) {
     (year, to_u32(month), to_u32(day), to_u32(rem / 3600), to_u32(rem % 3600 / 60))
 }
 
+/// Longest device name, in bytes, that goes into a conflicted copy's name.
+const MAX_DEVICE_BYTES: usize = 64;
+
 /// `report (conflicted copy from laptop 2026-11-26 14-03).docx`, with ` 2`,
 /// ` 3`... appended inside the parentheses for `attempt` > 1. The extension
 /// is kept so the copy still opens with the same program; dot-files and
-/// directories keep their whole name.
+/// directories keep their whole name. The name is cut to fit a component's
+/// 255 bytes and the path's 4096 (the stem first, then the extension), so
+/// the copy is always another name in the same folder, unless the folder's
+/// own path leaves no room for one (then `path` itself comes back, and the
+/// caller finds no free name).
 pub fn conflicted_copy(path: &RelPath, device: &str, now_ns: i64, attempt: u32) -> RelPath {
     let (y, mo, d, h, mi) = civil(now_ns);
-    let device: String = device.chars().filter(|c| *c != '/' && *c != '\0').take(64).collect();
+    let mut device: String = device.chars().filter(|c| *c != '/' && *c != '\0').collect();
+    truncate_to(&mut device, MAX_DEVICE_BYTES);
     let suffix = if attempt > 1 { format!(" {attempt}") } else { String::new() };
     let tag = format!(" (conflicted copy from {device} {y:04}-{mo:02}-{d:02} {h:02}-{mi:02}{suffix})");
     let name = path.file_name();
+    let parent = path.parent();
+    let room = 255.min(4096usize.saturating_sub(parent.as_ref().map_or(0, |p| p.as_str().len() + 1)));
     let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => name.split_at(i),
+        // An extension too long to keep beside the tag is cut like the stem.
+        Some(i) if i > 0 && tag.len() + name.len() - i <= room => name.split_at(i),
         _ => (name, ""),
     };
-    // Keep the new name within a component's 255 bytes.
     let mut stem = stem.to_string();
-    while stem.len() + tag.len() + ext.len() > 255 && !stem.is_empty() {
-        stem.pop();
-    }
+    truncate_to(&mut stem, room.saturating_sub(tag.len() + ext.len()));
     let new_name = format!("{stem}{tag}{ext}");
-    let full = match path.parent() {
+    let full = match &parent {
         Some(p) => format!("{}/{new_name}", p.as_str()),
         None => new_name,
     };
     RelPath::new(full).unwrap_or_else(|_| path.clone())
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate_to(s: &mut String, max: usize) {
+    while s.len() > max {
+        s.pop();
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +84,35 @@ mod tests {
         let long = RelPath::new(format!("{}.txt", "x".repeat(250))).unwrap();
         assert!(conflicted_copy(&long, "pc", t, 1).file_name().len() <= 255);
         assert_eq!(civil(0), (1970, 1, 1, 0, 0));
+    }
+
+    /// Found by the `rel_path` fuzz target: a long device name in a
+    /// multi-byte script, a long extension or a deep path made a name over
+    /// the limits, and the "copy" came back as the original path (the
+    /// conflict then failed with "no free name" every round).
+    #[test]
+    fn a_conflicted_copy_always_gets_a_name_of_its_own() {
+        let t = 1_795_701_839_000_000_000;
+        let cases = [
+            (RelPath::new("a.txt").unwrap(), "\u{1f600}".repeat(64)),
+            (RelPath::new(format!("a.{}", "e".repeat(250))).unwrap(), "pc".to_string()),
+            (
+                RelPath::new(format!(
+                    "{}/{}/{}.txt",
+                    vec!["d".repeat(200); 19].join("/"),
+                    "e".repeat(180),
+                    "x".repeat(80)
+                ))
+                .unwrap(),
+                "pc".into(),
+            ),
+            (RelPath::new(format!("{}.txt", "\u{e9}".repeat(125))).unwrap(), "\u{6f22}".repeat(60)),
+        ];
+        for (p, device) in cases {
+            let c = conflicted_copy(&p, &device, t, 7);
+            assert_ne!(c, p, "{device}");
+            assert_eq!(c.parent(), p.parent());
+            assert!(c.file_name().contains("conflicted copy from"), "{c}");
+        }
     }
 }

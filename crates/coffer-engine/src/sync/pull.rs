@@ -14,12 +14,21 @@
 //!   as a rollback.
 //!
 //! Refused entries are reported as problems and skipped; nothing is written.
+//! They are remembered (entry and revision, in the index's `refused_entries`
+//! meta key) and fetched again on later rounds, and reported each round
+//! until they open (a store that tampered once and behaves again), are
+//! superseded by a newer revision, or the store no longer has them. So a
+//! refusal neither loses the entry for good nor goes unreported after one
+//! round.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coffer_crypto::AccountKeys;
 use coffer_proto::api::EntryVersion;
-use coffer_proto::Cursor;
+use coffer_proto::api::ErrorCode;
+use coffer_proto::{Cursor, EntryId, Revision};
 
 use super::{Engine, EngineError, Problem};
 use crate::model::{EntryMeta, RelPath};
@@ -28,32 +37,45 @@ use crate::remote::Remote;
 
 const PAGE: u32 = 1000;
 
-impl<R: Remote> Engine<R> {
-    /// Opens and checks one journal or snapshot entry.
-    pub(crate) fn open_entry(&self, v: &EntryVersion) -> Result<(Option<RelPath>, RemoteEntry), String> {
-        let live = match &v.meta {
-            None => None,
-            Some(sealed) => {
-                let plain = self
-                    .keys
-                    .meta
-                    .open(&v.entry_id, v.revision, sealed)
-                    .map_err(|e| format!("metadata of revision {} refused: {e}", v.revision))?;
-                let meta = EntryMeta::from_bytes(&plain)?;
-                if self.keys.path.entry_id(meta.path.as_str()) != v.entry_id {
-                    return Err(format!("metadata names {:?}, which is not this entry", meta.path.as_str()));
-                }
-                let live = RemoteLive {
-                    node: meta.node,
-                    chunks: meta.chunks,
-                    device: v.device_id,
-                    device_name: meta.device_name,
-                };
-                Some((meta.path, live))
+/// Index meta key of the refused entries (JSON: entry id → revision).
+const REFUSED: &str = "refused_entries";
+
+/// Most refused entries fetched again per round (a store could forge many).
+const REFETCH_PER_ROUND: usize = 100;
+
+/// Opens and checks one journal or snapshot entry against the account's
+/// keys: the metadata must open for this entry id and revision, parse, name a
+/// valid path, and that path must hash to the entry id. Pure (no I/O), so it
+/// is also what the `entry_version` fuzz target runs.
+pub fn open_entry(keys: &AccountKeys, v: &EntryVersion) -> Result<(Option<RelPath>, RemoteEntry), String> {
+    let live = match &v.meta {
+        None => None,
+        Some(sealed) => {
+            let plain = keys
+                .meta
+                .open(&v.entry_id, v.revision, sealed)
+                .map_err(|e| format!("metadata of revision {} refused: {e}", v.revision))?;
+            let meta = EntryMeta::from_bytes(&plain)?;
+            if keys.path.entry_id(meta.path.as_str()) != v.entry_id {
+                return Err(format!("metadata names {:?}, which is not this entry", meta.path.as_str()));
             }
-        };
-        let path = live.as_ref().map(|(p, _)| p.clone());
-        Ok((path, RemoteEntry { entry_id: v.entry_id, revision: v.revision, live: live.map(|(_, l)| l) }))
+            let live = RemoteLive {
+                node: meta.node,
+                chunks: meta.chunks,
+                device: v.device_id,
+                device_name: meta.device_name,
+            };
+            Some((meta.path, live))
+        }
+    };
+    let path = live.as_ref().map(|(p, _)| p.clone());
+    Ok((path, RemoteEntry { entry_id: v.entry_id, revision: v.revision, live: live.map(|(_, l)| l) }))
+}
+
+impl<R: Remote> Engine<R> {
+    /// Opens and checks one journal or snapshot entry ([`open_entry`]).
+    pub(crate) fn open_entry(&self, v: &EntryVersion) -> Result<(Option<RelPath>, RemoteEntry), String> {
+        open_entry(&self.keys, v)
     }
 
     /// Checks and records a batch of entries, then the cursor.
@@ -62,6 +84,7 @@ impl<R: Remote> Engine<R> {
         versions: &[EntryVersion],
         cursor: Option<Cursor>,
         problems: &mut Vec<Problem>,
+        refused: &mut BTreeMap<EntryId, Revision>,
     ) -> Result<usize, EngineError> {
         let mut accepted = Vec::new();
         for v in versions {
@@ -71,10 +94,17 @@ impl<R: Remote> Engine<R> {
                 }
             }
             match self.open_entry(v) {
-                Ok(e) => accepted.push(e),
+                Ok(e) => {
+                    if refused.get(&v.entry_id).is_some_and(|r| *r <= v.revision) {
+                        refused.remove(&v.entry_id);
+                    }
+                    accepted.push(e);
+                }
                 Err(message) => {
                     tracing::warn!(entry = %v.entry_id, %message, "refused an entry from the store");
                     problems.push(Problem { path: format!("entry {}", v.entry_id), message });
+                    let r = refused.entry(v.entry_id).or_insert(v.revision);
+                    *r = (*r).max(v.revision);
                 }
             }
         }
@@ -87,13 +117,15 @@ impl<R: Remote> Engine<R> {
     pub async fn pull(&self, problems: &mut Vec<Problem>) -> Result<usize, EngineError> {
         let mut cursor = self.index.cursor()?;
         let mut changed = 0;
+        let earlier = self.refused()?;
+        let mut refused = earlier.clone();
         if self.index.get_meta("bootstrapped")?.is_none() {
             let mut after = None;
             let mut at = None;
             loop {
                 let page = self.remote.snapshot(after, Some(PAGE)).await?;
                 let taken = *at.get_or_insert(page.cursor);
-                changed += self.record_pulled(&page.entries, None, problems)?;
+                changed += self.record_pulled(&page.entries, None, problems, &mut refused)?;
                 match page.next {
                     Some(n) => after = Some(n),
                     None => {
@@ -113,13 +145,41 @@ impl<R: Remote> Engine<R> {
                     page.cursor, cursor
                 )));
             }
-            changed += self.record_pulled(&page.changes, Some(page.cursor), problems)?;
+            changed += self.record_pulled(&page.changes, Some(page.cursor), problems, &mut refused)?;
             cursor = page.cursor;
             if !page.more {
                 break;
             }
         }
+        // Entries refused in an earlier round: fetch them again.
+        let mut again = Vec::new();
+        for (id, rev) in earlier.iter().take(REFETCH_PER_ROUND) {
+            if refused.get(id) != Some(rev) {
+                continue; // settled by this round's pages
+            }
+            match self.remote.version(*id, *rev).await {
+                Ok(v) if v.entry_id == *id && v.revision == *rev => again.push(v),
+                Ok(_) => problems.push(Problem {
+                    path: format!("entry {id}"),
+                    message: format!("the store answered another entry or revision for revision {rev}"),
+                }),
+                Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                    refused.remove(id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        changed += self.record_pulled(&again, None, problems, &mut refused)?;
+        if refused != earlier {
+            // Hex ids and integers: this cannot fail to serialise.
+            self.index.set_meta(REFUSED, &serde_json::to_string(&refused).unwrap_or_default())?;
+        }
         Ok(changed)
+    }
+
+    /// The entries refused so far, by revision.
+    fn refused(&self) -> Result<BTreeMap<EntryId, Revision>, EngineError> {
+        Ok(self.index.get_meta(REFUSED)?.and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default())
     }
 }
 
