@@ -413,7 +413,13 @@ impl<R: Remote> Engine<R> {
             },
             NodeKind::File | NodeKind::Symlink => {
                 let tmp = if live.node.kind == NodeKind::File {
-                    match self.download_to_temp(&live.chunks).await {
+                    match self
+                        .download_to_temp(
+                            &live.chunks,
+                            expect.filter(|s| s.kind == StatKind::File).map(|_| abs.as_path()),
+                        )
+                        .await
+                    {
                         Ok(t) => t,
                         Err(TransferError::Remote(e)) if e.is_retryable() => {
                             return Err(OpError::Fatal(e.into()))
