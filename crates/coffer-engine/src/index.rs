@@ -379,6 +379,47 @@ impl Index {
         Ok(out)
     }
 
+    /// The cached stats of `paths` and of everything under them (a targeted
+    /// rescan reads only the subtrees it covers, not the whole cache).
+    pub fn cached_under(&self, paths: &[RelPath]) -> Result<BTreeMap<RelPath, (CachedStat, Node)>> {
+        let wanted: BTreeSet<&RelPath> = paths.iter().collect();
+        let db = self.db();
+        // Under "a" are the paths from "a/" up to (not including) "a0": '0'
+        // follows '/' in byte order, and SQLite compares TEXT bytewise.
+        let mut stmt = db.prepare_cached(
+            "SELECT path, size, mtime_ns, inode, mode, node FROM stat_cache
+             WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')",
+        )?;
+        let mut out = BTreeMap::new();
+        for p in paths {
+            let mut up = p.parent();
+            let nested = std::iter::from_fn(|| {
+                let cur = up.take()?;
+                up = cur.parent();
+                Some(cur)
+            })
+            .any(|a| wanted.contains(&a));
+            if nested {
+                continue;
+            }
+            let rows = stmt.query_map([p.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            for row in rows {
+                let (path, size, mtime_ns, inode, mode, node) = row?;
+                out.insert(rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Replaces cache rows: `put` are upserted, `gone` deleted, in one
     /// transaction.
     pub fn update_cache(&self, put: &[(RelPath, CachedStat, Node)], gone: &[RelPath]) -> Result<()> {
@@ -530,6 +571,24 @@ mod tests {
         assert!(ix.conflicts().unwrap().is_empty());
         ix.update_cache(&[], &[p("a/b")]).unwrap();
         assert!(ix.cached(&p("a/b")).unwrap().is_none());
+    }
+
+    #[test]
+    fn cached_under_reads_just_the_subtrees() {
+        let ix = Index::in_memory().unwrap();
+        let st = CachedStat { size: 3, mtime_ns: 7, inode: 11, mode: 0o644 };
+        // "a-x" and "a0" sort between "a" and "a/…" or just after: not under "a".
+        let all = ["a", "a/b", "a/b/c", "a-x", "a-x/y", "a0", "ab", "b", "b/a"];
+        let rows: Vec<_> = all.iter().map(|s| (p(s), st, node(1))).collect();
+        ix.update_cache(&rows, &[]).unwrap();
+        let keys = |paths: &[&str]| {
+            let paths: Vec<RelPath> = paths.iter().map(|s| p(s)).collect();
+            ix.cached_under(&paths).unwrap().into_keys().map(|k| k.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&["a"]), ["a", "a/b", "a/b/c"]);
+        assert_eq!(keys(&["a/b", "a"]), ["a", "a/b", "a/b/c"], "nested requests read once");
+        assert_eq!(keys(&["a-x", "b/a", "missing"]), ["a-x", "a-x/y", "b/a"]);
+        assert!(keys(&[]).is_empty());
     }
 
     #[test]

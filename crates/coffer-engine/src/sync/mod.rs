@@ -390,9 +390,13 @@ impl<R: Remote> Engine<R> {
     /// The local tree: the last scan patched by a targeted rescan of what
     /// the watcher reported, or a full scan (trusting the stat cache) when
     /// there is no last scan or events were lost. Refreshes the cache.
+    ///
+    /// A targeted rescan reads only the cache rows of the subtrees it
+    /// covers; only a full scan reads the whole cache (and drops it before
+    /// the round loads the other trees).
     pub(crate) fn scan(&self) -> Result<ScanResult, EngineError> {
+        let started = std::time::Instant::now();
         let excluded = self.index.excluded()?;
-        let cached = self.index.all_cached()?;
         let scanner =
             Scanner::new(self.fs.clone(), self.config.root.clone(), &self.keys, self.config.chunker)
                 .with_clock(self.clock.clone());
@@ -402,30 +406,64 @@ impl<R: Remote> Engine<R> {
         };
         let dirty = self.dirty.lock().map(|mut d| d.replace(BTreeSet::new())).unwrap_or(None);
         let previous = self.last_scan.lock().ok().and_then(|mut s| s.take());
-        let (result, covered) = match (previous, dirty) {
+        let (result, cached, covered) = match (previous, dirty) {
+            (Some(base), Some(paths)) if paths.is_empty() => (base, BTreeMap::new(), Some(Vec::new())),
             (Some(mut base), Some(paths)) => {
                 let paths: Vec<RelPath> = paths.into_iter().collect();
-                let covered = if paths.is_empty() {
-                    Vec::new()
-                } else {
-                    let t = scanner.scan_paths(&paths, &CacheView(&cached), &excluded).map_err(io)?;
-                    merge_targeted(&mut base, &t);
-                    t.covered
-                };
-                (base, Some(covered))
+                let cached = self.index.cached_under(&paths)?;
+                let t = scanner.scan_paths(&paths, &CacheView(&cached), &excluded).map_err(io)?;
+                merge_targeted(&mut base, &t);
+                (base, cached, Some(t.covered))
             }
-            _ => (scanner.scan(&CacheView(&cached), &excluded).map_err(io)?, None),
+            _ => {
+                let cached = self.index.all_cached()?;
+                let result = scanner.scan(&CacheView(&cached), &excluded).map_err(io)?;
+                (result, cached, None)
+            }
         };
+        let walked_at = started.elapsed();
         // The root vanished during the scan: never trust an empty result.
         self.check_root()?;
-        let in_scope = |p: &RelPath| covered.as_ref().is_none_or(|c| c.iter().any(|c| p.starts_with(c)));
-        let put: Vec<_> = result
-            .entries
-            .iter()
-            .filter(|(p, _)| in_scope(p))
-            .filter(|(p, e)| cached.get(*p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node))
-            .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
-            .collect();
+        let covered_set: Option<BTreeSet<&RelPath>> = covered.as_ref().map(|c| c.iter().collect());
+        // Whether `p` or one of its ancestors was covered (always, for a full scan).
+        let in_scope = |p: &RelPath| {
+            covered_set.as_ref().is_none_or(|set| {
+                set.contains(p) || {
+                    let mut up = p.parent();
+                    std::iter::from_fn(|| {
+                        let cur = up.take()?;
+                        up = cur.parent();
+                        Some(cur)
+                    })
+                    .any(|a| set.contains(&a))
+                }
+            })
+        };
+        let changed = |p: &RelPath, e: &crate::scan::LocalEntry| {
+            cached.get(p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node)
+        };
+        let put: Vec<_> = match &covered {
+            // A targeted scan: only what it covered can have changed.
+            Some(covered) => covered
+                .iter()
+                .flat_map(|c| {
+                    // Everything whose path starts with `c`'s text sorts together.
+                    result
+                        .entries
+                        .range(c.clone()..)
+                        .take_while(move |(p, _)| p.as_str().starts_with(c.as_str()))
+                        .filter(move |(p, _)| p.starts_with(c))
+                })
+                .filter(|(p, e)| changed(p, e))
+                .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
+                .collect(),
+            None => result
+                .entries
+                .iter()
+                .filter(|(p, e)| changed(p, e))
+                .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
+                .collect(),
+        };
         let gone: Vec<_> = cached
             .keys()
             .filter(|p| in_scope(p))
@@ -434,7 +472,16 @@ impl<R: Remote> Engine<R> {
             })
             .cloned()
             .collect();
+        drop(cached);
         self.index.update_cache(&put, &gone)?;
+        tracing::debug!(
+            walk_ms = walked_at.as_millis() as u64,
+            update_ms = (started.elapsed() - walked_at).as_millis() as u64,
+            targeted = covered.is_some(),
+            put = put.len(),
+            gone = gone.len(),
+            "scanned"
+        );
         Ok(result)
     }
 
@@ -450,20 +497,23 @@ impl<R: Remote> Engine<R> {
         }
         self.check_root()?;
         let mut report = RoundReport::default();
+        let started = std::time::Instant::now();
         report.pulled = self.pull(&mut report.problems).await?;
+        let pulled_at = started.elapsed();
         let scan = self.scan()?;
-        let local: BTreeMap<RelPath, Node> =
-            scan.entries.iter().map(|(p, e)| (p.clone(), e.node.clone())).collect();
+        let scanned_at = started.elapsed();
         let synced = self.index.synced()?;
         let mut remote = self.index.remote()?;
         let excluded = self.index.excluded()?;
         let ignore =
             IgnoreRules::load(self.fs.as_ref(), &self.config.root).unwrap_or_else(|_| IgnoreRules::builtin());
         // Remote entries this device does not materialise: ignored names.
+        let mut ignored = ignore.filter();
         remote.retain(|p, e| {
             let is_dir = e.live.as_ref().is_some_and(|l| l.node.kind == crate::model::NodeKind::Dir);
-            !ignore.is_ignored(p, is_dir)
+            !ignored.is_ignored(p, is_dir)
         });
+        drop(ignored);
         let mut frozen: BTreeSet<RelPath> = excluded;
         frozen.extend(scan.unreadable.iter().map(|(p, _)| p.clone()));
         frozen.extend(scan.unstable.iter().cloned());
@@ -483,8 +533,17 @@ impl<R: Remote> Engine<R> {
                 ),
             });
         }
-        let ops = plan(PlanInput { local: &local, synced: &synced, remote: &remote, frozen: &frozen });
+        let ops = plan(PlanInput { local: &scan.entries, synced: &synced, remote: &remote, frozen: &frozen });
         report.planned = ops.len();
+        // Where a round's time goes, for profiling at scale (RUST_LOG=coffer_engine=debug).
+        tracing::debug!(
+            pull_ms = pulled_at.as_millis() as u64,
+            scan_ms = (scanned_at - pulled_at).as_millis() as u64,
+            plan_ms = (started.elapsed() - scanned_at).as_millis() as u64,
+            entries = scan.entries.len(),
+            ops = ops.len(),
+            "round planned"
+        );
         let deletions = ops.iter().filter(|o| o.is_deletion()).count();
         if deletions > self.config.mass_delete_threshold
             && !self.confirmed_deletions.swap(false, Ordering::SeqCst)
@@ -500,11 +559,13 @@ impl<R: Remote> Engine<R> {
                 s.state = SyncState::Syncing;
                 s.files_total = ops.len() as u64;
                 s.files_done = 0;
-                s.bytes_total = ops.iter().map(|o| op_bytes(o, &local)).sum();
+                s.bytes_total = ops.iter().map(|o| op_bytes(o, &scan.entries)).sum();
                 s.bytes_done = 0;
                 s.pending_deletions = 0;
             });
+            let applying = std::time::Instant::now();
             self.apply(ops, &scan, &mut report).await?;
+            tracing::debug!(apply_ms = applying.elapsed().as_millis() as u64, "round applied");
         } else if let Ok(mut keep) = self.last_scan.lock() {
             // Nothing changed on disk by our hand: the next round can start
             // from this scan and rescan only what the watcher reports.
@@ -627,9 +688,9 @@ fn merge_targeted(base: &mut ScanResult, t: &crate::scan::TargetedScan) {
     base.collisions.extend(t.result.collisions.iter().cloned());
 }
 
-fn op_bytes(op: &Op, local: &BTreeMap<RelPath, Node>) -> u64 {
+fn op_bytes(op: &Op, local: &BTreeMap<RelPath, crate::scan::LocalEntry>) -> u64 {
     match op {
-        Op::Upload { path, .. } => local.get(path).map_or(0, |n| n.size),
+        Op::Upload { path, .. } => local.get(path).map_or(0, |e| e.node.size),
         Op::Download { entry, .. } | Op::Conflict { entry, .. } => {
             entry.live.as_ref().map_or(0, |l| l.node.size)
         }
