@@ -246,6 +246,47 @@ impl Index {
         Ok(())
     }
 
+    /// Records a group of files just placed on disk, in one transaction:
+    /// each path is synced at its entry and, with a stat, cached with it
+    /// (so the next scan does not rehash what sync itself wrote).
+    pub fn record_placed(&self, placed: &[(RelPath, SyncedEntry, Option<(CachedStat, Node)>)]) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut synced = tx.prepare_cached(
+                "INSERT INTO synced(path, entry_id, revision, node, chunks) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(path) DO UPDATE SET entry_id = excluded.entry_id, revision = excluded.revision,
+                    node = excluded.node, chunks = excluded.chunks",
+            )?;
+            let mut cache = tx.prepare_cached(
+                "INSERT INTO stat_cache(path, size, mtime_ns, inode, mode, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+                    inode = excluded.inode, mode = excluded.mode, node = excluded.node",
+            )?;
+            for (path, entry, stat) in placed {
+                synced.execute(params![
+                    path.as_str(),
+                    entry.entry_id.as_bytes().as_slice(),
+                    i64_of(entry.revision.get()),
+                    json(&entry.node),
+                    json(&entry.chunks)
+                ])?;
+                if let Some((s, n)) = stat {
+                    cache.execute(params![
+                        path.as_str(),
+                        i64_of(s.size),
+                        s.mtime_ns,
+                        i64_of(s.inode),
+                        s.mode,
+                        json(n)
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets the synced record of `path`.
     pub fn remove_synced(&self, path: &RelPath) -> Result<()> {
         self.db().execute("DELETE FROM synced WHERE path = ?1", [path.as_str()])?;
@@ -589,6 +630,29 @@ mod tests {
         assert_eq!(keys(&["a/b", "a"]), ["a", "a/b", "a/b/c"], "nested requests read once");
         assert_eq!(keys(&["a-x", "b/a", "missing"]), ["a-x", "a-x/y", "b/a"]);
         assert!(keys(&[]).is_empty());
+    }
+
+    #[test]
+    fn record_placed_writes_synced_and_cache_rows_together() {
+        let ix = Index::in_memory().unwrap();
+        let e = |n: u8| SyncedEntry {
+            entry_id: EntryId::from_bytes([n; 32]),
+            revision: Revision(u64::from(n)),
+            node: node(n),
+            chunks: vec![],
+        };
+        let st = CachedStat { size: 3, mtime_ns: 9, inode: 12, mode: 0o644 };
+        ix.record_placed(&[(p("x"), e(1), Some((st, node(1)))), (p("d/y"), e(2), None)]).unwrap();
+        let synced = ix.synced().unwrap();
+        assert_eq!(synced[&p("x")], e(1));
+        assert_eq!(synced[&p("d/y")], e(2));
+        assert_eq!(ix.cached(&p("x")).unwrap(), Some((st, node(1))));
+        assert_eq!(ix.cached(&p("d/y")).unwrap(), None, "no stat, no cache row");
+        // A later placement of the same path replaces both rows.
+        let st2 = CachedStat { inode: 13, ..st };
+        ix.record_placed(&[(p("x"), e(3), Some((st2, node(3))))]).unwrap();
+        assert_eq!(ix.synced().unwrap()[&p("x")], e(3));
+        assert_eq!(ix.cached(&p("x")).unwrap(), Some((st2, node(3))));
     }
 
     #[test]
