@@ -78,6 +78,7 @@ impl<R: Remote> Engine<R> {
                 break;
             }
             let path = op.path().clone();
+            self.touch_for(&op);
             let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
             self.settle(&path, result, report)?;
             if pending.len() >= COMMIT_BATCH {
@@ -90,6 +91,7 @@ impl<R: Remote> Engine<R> {
             // transaction, not each file on its own.
             let mut groups = stream::iter(files)
                 .map(|op| async move {
+                    self.touch_for(&op);
                     let Op::Download { path, entry, replace } = op else {
                         unreachable!("partitioned as file downloads")
                     };
@@ -138,12 +140,20 @@ impl<R: Remote> Engine<R> {
                 break;
             }
             let path = op.path().clone();
+            self.touch_for(&op);
             let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
             self.settle(&path, result, report)?;
         }
         self.commit(&mut batcher, &mut pending, report).await?;
         report.sent_bytes += batcher.sent_bytes;
         Ok(())
+    }
+
+    /// Notes that `op` may write at its path on disk (see [`Engine::touch`]).
+    fn touch_for(&self, op: &Op) {
+        if matches!(op, Op::Download { .. } | Op::Conflict { .. } | Op::DeleteLocal { .. }) {
+            self.touch(op.path());
+        }
     }
 
     /// Books one op's outcome: a per-path problem is recorded and the round
@@ -403,7 +413,7 @@ impl<R: Remote> Engine<R> {
                     )))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.fs.create_dir(&abs) {
-                    Ok(()) => {}
+                    Ok(()) => self.touch(a),
                     // A concurrent download made it first: fine if it is a folder.
                     Err(e)
                         if e.kind() == std::io::ErrorKind::AlreadyExists
@@ -439,14 +449,17 @@ impl<R: Remote> Engine<R> {
         match expect {
             Some(s) if s.kind == StatKind::Dir => {}
             Some(_) => {
-                self.trash_node(path).map_err(|e| OpError::Path(format!("cannot move it to the trash: {e}")))?;
+                self.trash_node(path)
+                    .map_err(|e| OpError::Path(format!("cannot move it to the trash: {e}")))?;
                 self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?;
             }
             None => self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?,
         }
-        let stat = self.fs.symlink_metadata(&abs).ok().map(|st| {
-            (super::to_cached(&st), Node { mtime_ns: st.mtime_ns, ..live.node.clone() })
-        });
+        let stat = self
+            .fs
+            .symlink_metadata(&abs)
+            .ok()
+            .map(|st| (super::to_cached(&st), Node { mtime_ns: st.mtime_ns, ..live.node.clone() }));
         self.index.record_placed(&[(path.clone(), synced, stat)]).map_err(|e| OpError::Fatal(e.into()))?;
         Ok(true)
     }
@@ -470,7 +483,10 @@ impl<R: Remote> Engine<R> {
         let synced = entry.to_synced().ok_or_else(|| OpError::Path("internal: not live".into()))?;
         let tmp = if live.node.kind == NodeKind::File {
             match self
-                .download_to_temp(&live.chunks, expect.filter(|s| s.kind == StatKind::File).map(|_| abs.as_path()))
+                .download_to_temp(
+                    &live.chunks,
+                    expect.filter(|s| s.kind == StatKind::File).map(|_| abs.as_path()),
+                )
                 .await
             {
                 Ok(t) => t,
@@ -480,7 +496,9 @@ impl<R: Remote> Engine<R> {
         } else {
             let tmp = self.temp_path();
             let target = live.node.target.clone().unwrap_or_default();
-            self.fs.symlink(&target, &tmp).map_err(|e| OpError::Path(format!("cannot create the link: {e}")))?;
+            self.fs
+                .symlink(&target, &tmp)
+                .map_err(|e| OpError::Path(format!("cannot create the link: {e}")))?;
             tmp
         };
         if live.node.kind == NodeKind::File {
@@ -641,6 +659,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         let copy = copy.ok_or_else(|| OpError::Path("no free name for a conflicted copy".into()))?;
+        self.touch(&copy);
         self.fs
             .rename(&self.abs(path), &self.abs(&copy))
             .map_err(|e| OpError::Path(format!("cannot make the conflicted copy: {e}")))?;

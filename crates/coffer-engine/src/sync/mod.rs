@@ -190,6 +190,13 @@ pub struct Engine<R: Remote> {
     /// Paths the watcher reported since the last round; `None` asks for a
     /// full scan.
     dirty: Mutex<Option<BTreeSet<RelPath>>>,
+    /// Paths the current round's ops may have written on disk.
+    touched: Mutex<BTreeSet<RelPath>>,
+    /// Whether a watcher reports the user's changes ([`Engine::run`], or
+    /// [`Engine::set_watched`]): then a round that wrote to disk keeps its
+    /// scan, and the next one rescans just what it wrote and what the
+    /// watcher reported, rather than the whole tree.
+    watched: AtomicBool,
     /// Recent completed ops, for the faces.
     pub(crate) activity: activity::ActivityLog,
     /// Bandwidth limits.
@@ -259,6 +266,8 @@ impl<R: Remote> Engine<R> {
             problems: Mutex::new(Vec::new()),
             last_scan: Mutex::new(None),
             dirty: Mutex::new(None),
+            touched: Mutex::new(BTreeSet::new()),
+            watched: AtomicBool::new(false),
             activity: activity::ActivityLog::default(),
             limits: limit::Limits::default(),
             wake: tokio::sync::Notify::new(),
@@ -377,6 +386,20 @@ impl<R: Remote> Engine<R> {
                 (Some(paths), false) => paths.extend(batch.paths.iter().cloned()),
                 _ => *d = None,
             }
+        }
+    }
+
+    /// Tells the engine that every change to the root other than its own
+    /// is reported through [`Engine::note_changes`] (the daemon's watcher;
+    /// the simulation's). [`Engine::run`] sets it.
+    pub fn set_watched(&self, watched: bool) {
+        self.watched.store(watched, Ordering::SeqCst);
+    }
+
+    /// Notes that the current round may have written at `path`.
+    pub(crate) fn touch(&self, path: &RelPath) {
+        if let Ok(mut t) = self.touched.lock() {
+            t.insert(path.clone());
         }
     }
 
@@ -564,8 +587,24 @@ impl<R: Remote> Engine<R> {
                 s.pending_deletions = 0;
             });
             let applying = std::time::Instant::now();
+            if let Ok(mut t) = self.touched.lock() {
+                t.clear();
+            }
             self.apply(ops, &scan, &mut report).await?;
             tracing::debug!(apply_ms = applying.elapsed().as_millis() as u64, "round applied");
+            let touched = self.touched.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+            // The scan is stale only where the round wrote: with a watcher
+            // reporting everyone else's changes, the next round rescans
+            // just those paths (a first sync of many files would otherwise
+            // rescan the whole growing tree after every batch).
+            if self.watched.load(Ordering::SeqCst) {
+                if let (Ok(mut dirty), Ok(mut keep)) = (self.dirty.lock(), self.last_scan.lock()) {
+                    if let Some(d) = dirty.as_mut() {
+                        d.extend(touched);
+                        *keep = Some(scan);
+                    }
+                }
+            }
         } else if let Ok(mut keep) = self.last_scan.lock() {
             // Nothing changed on disk by our hand: the next round can start
             // from this scan and rescan only what the watcher reports.
@@ -614,6 +653,7 @@ impl<R: Remote> Engine<R> {
     ) where
         R: 'static,
     {
+        self.set_watched(true);
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
         let poller = tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx));
         let mut backoff = Duration::from_millis(250);
