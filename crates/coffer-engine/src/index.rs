@@ -143,6 +143,32 @@ fn i64_of(u: u64) -> i64 {
     i64::try_from(u).unwrap_or(i64::MAX)
 }
 
+/// Upserts remote rows (a path of `None` keeps the known one).
+fn write_remote(tx: &rusqlite::Transaction<'_>, entries: &[(Option<RelPath>, RemoteEntry)]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO remote(entry_id, revision, path, live) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(entry_id) DO UPDATE SET revision = excluded.revision,
+            path = COALESCE(excluded.path, remote.path), live = excluded.live",
+    )?;
+    for (path, e) in entries {
+        let live = e.live.as_ref().map(|l| {
+            json(&LiveRow {
+                node: l.node.clone(),
+                chunks: l.chunks.clone(),
+                device: l.device,
+                device_name: l.device_name.clone(),
+            })
+        });
+        stmt.execute(params![
+            e.entry_id.as_bytes().as_slice(),
+            i64_of(e.revision.get()),
+            path.as_ref().map(RelPath::as_str),
+            live
+        ])?;
+    }
+    Ok(())
+}
+
 impl Index {
     /// Opens (creating and migrating) the index at `path`.
     pub fn open(path: &Path) -> Result<Self> {
@@ -352,27 +378,7 @@ impl Index {
     ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        for (path, e) in entries {
-            let live = e.live.as_ref().map(|l| {
-                json(&LiveRow {
-                    node: l.node.clone(),
-                    chunks: l.chunks.clone(),
-                    device: l.device,
-                    device_name: l.device_name.clone(),
-                })
-            });
-            tx.execute(
-                "INSERT INTO remote(entry_id, revision, path, live) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(entry_id) DO UPDATE SET revision = excluded.revision,
-                    path = COALESCE(excluded.path, remote.path), live = excluded.live",
-                params![
-                    e.entry_id.as_bytes().as_slice(),
-                    i64_of(e.revision.get()),
-                    path.as_ref().map(RelPath::as_str),
-                    live
-                ],
-            )?;
-        }
+        write_remote(&tx, entries)?;
         if let Some(c) = cursor {
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES ('cursor', ?1)
@@ -380,6 +386,41 @@ impl Index {
                 [c.get().to_string()],
             )?;
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records what a commit request did, in one transaction: each path
+    /// synced at its new entry (`None`: a deletion, the record goes), and
+    /// the store's new state of each entry as [`Index::put_remote`] would.
+    pub fn record_commit(
+        &self,
+        synced: &[(RelPath, Option<SyncedEntry>)],
+        remote: &[(Option<RelPath>, RemoteEntry)],
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO synced(path, entry_id, revision, node, chunks) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(path) DO UPDATE SET entry_id = excluded.entry_id, revision = excluded.revision,
+                    node = excluded.node, chunks = excluded.chunks",
+            )?;
+            let mut del = tx.prepare_cached("DELETE FROM synced WHERE path = ?1")?;
+            for (path, entry) in synced {
+                match entry {
+                    Some(e) => put.execute(params![
+                        path.as_str(),
+                        e.entry_id.as_bytes().as_slice(),
+                        i64_of(e.revision.get()),
+                        json(&e.node),
+                        json(&e.chunks)
+                    ])?,
+                    None => del.execute([path.as_str()])?,
+                };
+            }
+        }
+        write_remote(&tx, remote)?;
         tx.commit()?;
         Ok(())
     }
@@ -653,6 +694,33 @@ mod tests {
         ix.record_placed(&[(p("x"), e(3), Some((st2, node(3))))]).unwrap();
         assert_eq!(ix.synced().unwrap()[&p("x")], e(3));
         assert_eq!(ix.cached(&p("x")).unwrap(), Some((st2, node(3))));
+    }
+
+    #[test]
+    fn record_commit_writes_synced_and_remote_rows_together() {
+        let ix = Index::in_memory().unwrap();
+        let id = |n: u8| EntryId::from_bytes([n; 32]);
+        let synced =
+            |n: u8| SyncedEntry { entry_id: id(n), revision: Revision(2), node: node(n), chunks: vec![] };
+        ix.put_synced(&p("gone"), &synced(9)).unwrap();
+        let live = RemoteLive {
+            node: node(1),
+            chunks: vec![],
+            device: DeviceId::from_bytes([9; 16]),
+            device_name: "pc".into(),
+        };
+        let remote = vec![
+            (Some(p("new")), RemoteEntry { entry_id: id(1), revision: Revision(2), live: Some(live) }),
+            (Some(p("gone")), RemoteEntry { entry_id: id(9), revision: Revision(3), live: None }),
+        ];
+        ix.record_commit(&[(p("new"), Some(synced(1))), (p("gone"), None)], &remote).unwrap();
+        let s = ix.synced().unwrap();
+        assert_eq!(s.get(&p("new")), Some(&synced(1)));
+        assert!(!s.contains_key(&p("gone")), "a committed deletion forgets the synced record");
+        let r = ix.remote().unwrap();
+        assert_eq!(r[&p("new")].revision, Revision(2));
+        assert!(r[&p("gone")].live.is_none());
+        assert_eq!(ix.cursor().unwrap(), Cursor(0), "the cursor is the pull's, not the commit's");
     }
 
     #[test]

@@ -328,6 +328,7 @@ impl<R: Remote> Engine<R> {
         let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
         let resp = self.remote.commit(&changes).await?;
         let mut remote_rows = Vec::new();
+        let mut synced_rows = Vec::new();
         for (p, result) in batch.into_iter().zip(resp.results) {
             match result {
                 ChangeResult::Applied { revision, .. } => {
@@ -339,12 +340,12 @@ impl<R: Remote> Engine<R> {
                     });
                     match &p.synced {
                         Some(s) => {
-                            self.index.put_synced(&p.path, &SyncedEntry { revision, ..s.clone() })?;
+                            synced_rows.push((p.path.clone(), Some(SyncedEntry { revision, ..s.clone() })));
                             report.uploaded += 1;
                             self.record(ActivityKind::Uploaded, &p.path, s.node.size);
                         }
                         None => {
-                            self.index.remove_synced(&p.path)?;
+                            synced_rows.push((p.path.clone(), None));
                             report.deleted += 1;
                             self.record(ActivityKind::DeletedRemote, &p.path, 0);
                         }
@@ -372,7 +373,8 @@ impl<R: Remote> Engine<R> {
                 }
             }
         }
-        self.index.put_remote(&remote_rows, None)?;
+        // One transaction for the whole request (it was one per file).
+        self.index.record_commit(&synced_rows, &remote_rows)?;
         Ok(())
     }
 
