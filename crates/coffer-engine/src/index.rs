@@ -65,6 +65,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE excluded (path TEXT PRIMARY KEY);",
 ];
 
+/// A file just placed on disk: its path, the entry it is synced at, and
+/// (if it could be stat'ed) its cache row.
+pub type Placed = (RelPath, SyncedEntry, Option<(CachedStat, Node)>);
+
 /// A stat as the cache keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CachedStat {
@@ -284,7 +288,7 @@ impl Index {
     /// Records a group of files just placed on disk, in one transaction:
     /// each path is synced at its entry and, with a stat, cached with it
     /// (so the next scan does not rehash what sync itself wrote).
-    pub fn record_placed(&self, placed: &[(RelPath, SyncedEntry, Option<(CachedStat, Node)>)]) -> Result<()> {
+    pub fn record_placed(&self, placed: &[Placed]) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         {

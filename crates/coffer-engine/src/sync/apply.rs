@@ -110,7 +110,7 @@ impl<R: Remote> Engine<R> {
                 .chunks(PLACE_BATCH);
             while let Some(group) = groups.next().await {
                 let mut fetched = Vec::new();
-                let mut results: Vec<(RelPath, u64, Option<Result<bool, OpError>>)> = Vec::new();
+                let mut results: Vec<(RelPath, u64, Option<OpResult>)> = Vec::new();
                 for (path, size, r) in group {
                     match r {
                         Ok(Some(f)) => {
@@ -524,11 +524,8 @@ impl<R: Remote> Engine<R> {
     /// each folder that received one, and only then records them as synced,
     /// all in one index transaction. A file is never marked synced before
     /// it is durably in place. Results are in the order given.
-    fn place_fetched(
-        &self,
-        fetched: Vec<Fetched>,
-    ) -> Result<Vec<(RelPath, Result<bool, OpError>)>, EngineError> {
-        let mut results: Vec<(RelPath, Result<bool, OpError>)> = Vec::with_capacity(fetched.len());
+    fn place_fetched(&self, fetched: Vec<Fetched>) -> Result<Vec<(RelPath, OpResult)>, EngineError> {
+        let mut results: Vec<(RelPath, OpResult)> = Vec::with_capacity(fetched.len());
         let mut placed = Vec::new();
         for f in fetched {
             let r = self.place(&f.tmp, &f.path, f.expect.as_ref());
@@ -686,6 +683,9 @@ fn activity_of(op: &Op, scan: &ScanResult) -> (Option<ActivityKind>, u64) {
         _ => (None, 0),
     }
 }
+
+/// One op's outcome: done (`true`) or deferred (`false`), or how it failed.
+type OpResult = Result<bool, OpError>;
 
 /// How one op failed.
 pub(crate) enum OpError {
