@@ -106,6 +106,15 @@ struct LiveRow {
     device_name: String,
 }
 
+/// A live remote row without its chunk list (serde skips the field).
+#[derive(Deserialize)]
+struct LiveHead {
+    node: Node,
+    device: DeviceId,
+    #[serde(default)]
+    device_name: String,
+}
+
 /// The local index of one sync root.
 #[derive(Debug)]
 pub struct Index {
@@ -241,8 +250,24 @@ impl Index {
 
     /// The synced tree.
     pub fn synced(&self) -> Result<BTreeMap<RelPath, SyncedEntry>> {
+        self.synced_rows(true)
+    }
+
+    /// The synced tree as the planner reads it: every entry's `chunks` is
+    /// left empty (the planner compares nodes and revisions only), which
+    /// for a large tree saves an allocation and a parse per entry.
+    pub fn synced_for_plan(&self) -> Result<BTreeMap<RelPath, SyncedEntry>> {
+        self.synced_rows(false)
+    }
+
+    fn synced_rows(&self, with_chunks: bool) -> Result<BTreeMap<RelPath, SyncedEntry>> {
         let db = self.db();
-        let mut stmt = db.prepare("SELECT path, entry_id, revision, node, chunks FROM synced")?;
+        let sql = if with_chunks {
+            "SELECT path, entry_id, revision, node, chunks FROM synced"
+        } else {
+            "SELECT path, entry_id, revision, node, '[]' FROM synced"
+        };
+        let mut stmt = db.prepare(sql)?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -334,6 +359,17 @@ impl Index {
 
     /// The remote tree by path (entries whose path was never seen are left out).
     pub fn remote(&self) -> Result<BTreeMap<RelPath, RemoteEntry>> {
+        self.remote_rows(true)
+    }
+
+    /// The remote tree as the planner reads it: every live entry's `chunks`
+    /// is left empty; [`Index::remote_chunks`] fetches them for the ops that
+    /// move content.
+    pub fn remote_for_plan(&self) -> Result<BTreeMap<RelPath, RemoteEntry>> {
+        self.remote_rows(false)
+    }
+
+    fn remote_rows(&self, with_chunks: bool) -> Result<BTreeMap<RelPath, RemoteEntry>> {
         let db = self.db();
         let mut stmt =
             db.prepare("SELECT entry_id, revision, path, live FROM remote WHERE path IS NOT NULL")?;
@@ -349,11 +385,20 @@ impl Index {
         for row in rows {
             let (id, rev, path, live) = row?;
             let live = match live {
-                Some(s) => {
+                Some(s) if with_chunks => {
                     let l: LiveRow = unjson(&s)?;
                     Some(RemoteLive {
                         node: l.node,
                         chunks: l.chunks,
+                        device: l.device,
+                        device_name: l.device_name,
+                    })
+                }
+                Some(s) => {
+                    let l: LiveHead = unjson(&s)?;
+                    Some(RemoteLive {
+                        node: l.node,
+                        chunks: Vec::new(),
                         device: l.device,
                         device_name: l.device_name,
                     })
@@ -366,6 +411,21 @@ impl Index {
             ));
         }
         Ok(full_map(out))
+    }
+
+    /// The chunk list of an entry's latest live revision (empty for a
+    /// deletion or an unknown entry).
+    pub fn remote_chunks(&self, id: &EntryId) -> Result<Vec<ChunkRef>> {
+        let live: Option<Option<String>> = self
+            .db()
+            .query_row("SELECT live FROM remote WHERE entry_id = ?1", [id.as_bytes().as_slice()], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match live.flatten() {
+            Some(s) => Ok(unjson::<LiveRow>(&s)?.chunks),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The latest revision seen of an entry, and its last known path.
@@ -599,6 +659,8 @@ impl Index {
 mod tests {
     use super::*;
     use crate::model::{FileHash, NodeKind};
+    use coffer_crypto::ContentHash;
+    use coffer_proto::ChunkId;
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
@@ -734,6 +796,43 @@ mod tests {
         assert_eq!(r[&p("new")].revision, Revision(2));
         assert!(r[&p("gone")].live.is_none());
         assert_eq!(ix.cursor().unwrap(), Cursor(0), "the cursor is the pull's, not the commit's");
+    }
+
+    #[test]
+    fn the_planner_trees_leave_chunks_to_remote_chunks() {
+        let ix = Index::in_memory().unwrap();
+        let chunks = vec![ChunkRef {
+            id: ChunkId::from_bytes([3; 32]),
+            content: ContentHash::from_bytes([4; 32]),
+            len: 9,
+        }];
+        let e = SyncedEntry {
+            entry_id: EntryId::from_bytes([1; 32]),
+            revision: Revision(2),
+            node: node(1),
+            chunks: chunks.clone(),
+        };
+        ix.put_synced(&p("f"), &e).unwrap();
+        let live = RemoteLive {
+            node: node(1),
+            chunks: chunks.clone(),
+            device: DeviceId::from_bytes([9; 16]),
+            device_name: "pc".into(),
+        };
+        let r = RemoteEntry { entry_id: e.entry_id, revision: Revision(2), live: Some(live) };
+        let gone = RemoteEntry { entry_id: EntryId::from_bytes([5; 32]), revision: Revision(4), live: None };
+        ix.put_remote(&[(Some(p("f")), r.clone()), (Some(p("g")), gone.clone())], None).unwrap();
+        assert_eq!(ix.synced().unwrap()[&p("f")], e);
+        assert_eq!(ix.synced_for_plan().unwrap()[&p("f")], SyncedEntry { chunks: vec![], ..e.clone() });
+        let mut bare = r.clone();
+        bare.live.as_mut().unwrap().chunks.clear();
+        let planned = ix.remote_for_plan().unwrap();
+        assert_eq!(planned[&p("f")], bare);
+        assert_eq!(planned[&p("g")], gone);
+        assert_eq!(ix.remote().unwrap()[&p("f")], r);
+        assert_eq!(ix.remote_chunks(&e.entry_id).unwrap(), chunks);
+        assert!(ix.remote_chunks(&gone.entry_id).unwrap().is_empty());
+        assert!(ix.remote_chunks(&EntryId::from_bytes([7; 32])).unwrap().is_empty());
     }
 
     #[test]

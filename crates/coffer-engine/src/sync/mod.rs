@@ -525,8 +525,10 @@ impl<R: Remote> Engine<R> {
         let pulled_at = started.elapsed();
         let scan = self.scan()?;
         let scanned_at = started.elapsed();
-        let synced = self.index.synced()?;
-        let mut remote = self.index.remote()?;
+        // Loaded without chunk lists: the planner does not read them, and
+        // for a large tree they are a good part of the round's memory.
+        let synced = self.index.synced_for_plan()?;
+        let mut remote = self.index.remote_for_plan()?;
         let excluded = self.index.excluded()?;
         let ignore =
             IgnoreRules::load(self.fs.as_ref(), &self.config.root).unwrap_or_else(|_| IgnoreRules::builtin());
@@ -557,6 +559,8 @@ impl<R: Remote> Engine<R> {
             });
         }
         let ops = plan(PlanInput { local: &scan.entries, synced: &synced, remote: &remote, frozen: &frozen });
+        drop((synced, remote, frozen));
+        let ops = self.with_chunks(ops)?;
         report.planned = ops.len();
         // Where a round's time goes, for profiling at scale (RUST_LOG=coffer_engine=debug).
         tracing::debug!(
@@ -620,6 +624,23 @@ impl<R: Remote> Engine<R> {
             s.last_error = report.problems.first().map(|p| format!("{}: {}", p.path, p.message));
         });
         Ok(report)
+    }
+
+    /// Gives the ops that move content the chunk lists the planner's trees
+    /// were loaded without.
+    fn with_chunks(&self, mut ops: Vec<Op>) -> Result<Vec<Op>, EngineError> {
+        for op in &mut ops {
+            match op {
+                Op::Download { entry, .. } | Op::Conflict { entry, .. } => {
+                    if let Some(live) = entry.live.as_mut() {
+                        live.chunks = self.index.remote_chunks(&entry.entry_id)?;
+                    }
+                }
+                Op::Agree { entry, .. } => entry.chunks = self.index.remote_chunks(&entry.entry_id)?,
+                _ => {}
+            }
+        }
+        Ok(ops)
     }
 
     /// Runs rounds until one finds nothing to do (or `max_rounds` pass).
