@@ -164,6 +164,12 @@ impl IgnoreRules {
         ancestors.iter().rev().any(|a| self.matches(a, true)) || self.matches(path, is_dir)
     }
 
+    /// [`IgnoreRules::is_ignored`] for many paths: each folder's own match
+    /// is worked out once, not again for every path below it.
+    pub fn filter(&self) -> IgnoreFilter<'_> {
+        IgnoreFilter { rules: self, dirs: std::collections::HashMap::new() }
+    }
+
     /// Whether `path` itself matches (ancestors not considered); the scanner
     /// uses this while walking, having already checked the ancestors.
     pub fn matches(&self, path: &RelPath, is_dir: bool) -> bool {
@@ -172,6 +178,36 @@ impl IgnoreRules {
         }
         self.builtin.matched(path.as_str(), is_dir).is_ignore()
             || self.user.matched(path.as_str(), is_dir).is_ignore()
+    }
+}
+
+/// Ignore decisions for many paths, remembering each ancestor folder's.
+#[derive(Debug)]
+pub struct IgnoreFilter<'a> {
+    rules: &'a IgnoreRules,
+    /// Folder path -> whether it matches itself (ancestors not considered).
+    dirs: std::collections::HashMap<RelPath, bool>,
+}
+
+impl IgnoreFilter<'_> {
+    /// Same answer as [`IgnoreRules::is_ignored`].
+    pub fn is_ignored(&mut self, path: &RelPath, is_dir: bool) -> bool {
+        if path.as_str() == IGNORE_FILE {
+            return false;
+        }
+        let mut ancestors = Vec::new();
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            cur = p.parent();
+            ancestors.push(p);
+        }
+        for a in ancestors.into_iter().rev() {
+            let rules = self.rules;
+            if *self.dirs.entry(a).or_insert_with_key(|a| rules.matches(a, true)) {
+                return true;
+            }
+        }
+        self.rules.matches(path, is_dir)
     }
 }
 
@@ -233,6 +269,31 @@ mod tests {
         // Built-ins cannot be re-included.
         let r = IgnoreRules::from_text("!*.tmp\n");
         assert!(r.is_ignored(&p("x.tmp"), false));
+    }
+
+    #[test]
+    fn the_filter_agrees_with_is_ignored() {
+        let r = IgnoreRules::from_text("build/\n/top.log\n*.o\n!keep.o\nnode_modules\n");
+        let mut f = r.filter();
+        // Twice: the second pass answers from the remembered folders.
+        for _ in 0..2 {
+            for (path, is_dir) in [
+                ("build", true),
+                ("build", false),
+                ("src/build/out.bin", false),
+                ("build/keep.o", false),
+                ("a/keep.o", false),
+                ("a/x.o", false),
+                ("top.log", false),
+                ("sub/top.log", false),
+                ("web/node_modules/x/y.js", false),
+                ("web/app.js", false),
+                (".cofferignore", false),
+                ("a/b.tmp", false),
+            ] {
+                assert_eq!(f.is_ignored(&p(path), is_dir), r.is_ignored(&p(path), is_dir), "{path} {is_dir}");
+            }
+        }
     }
 
     fn load_on(fs: &dyn Fs, root: &Path, write: impl Fn(&Path, &[u8])) {

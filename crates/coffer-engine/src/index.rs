@@ -65,6 +65,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE excluded (path TEXT PRIMARY KEY);",
 ];
 
+/// A file just placed on disk: its path, the entry it is synced at, and
+/// (if it could be stat'ed) its cache row.
+pub type Placed = (RelPath, SyncedEntry, Option<(CachedStat, Node)>);
+
 /// A stat as the cache keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CachedStat {
@@ -97,6 +101,15 @@ pub struct ConflictRecord {
 struct LiveRow {
     node: Node,
     chunks: Vec<ChunkRef>,
+    device: DeviceId,
+    #[serde(default)]
+    device_name: String,
+}
+
+/// A live remote row without its chunk list (serde skips the field).
+#[derive(Deserialize)]
+struct LiveHead {
+    node: Node,
     device: DeviceId,
     #[serde(default)]
     device_name: String,
@@ -141,6 +154,41 @@ fn cache_row(size: i64, mtime_ns: i64, inode: i64, mode: i64, node: &str) -> Res
 
 fn i64_of(u: u64) -> i64 {
     i64::try_from(u).unwrap_or(i64::MAX)
+}
+
+/// A map of `rows` built in bulk: rows come back from SQLite about in key
+/// order, and inserting sorted keys one by one leaves every B-tree node
+/// half empty, which for a tree of 200,000 entries is tens of megabytes.
+/// A later row wins over an earlier one with the same key, as with
+/// inserts.
+fn full_map<K: Ord, V>(rows: Vec<(K, V)>) -> BTreeMap<K, V> {
+    rows.into_iter().collect()
+}
+
+/// Upserts remote rows (a path of `None` keeps the known one).
+fn write_remote(tx: &rusqlite::Transaction<'_>, entries: &[(Option<RelPath>, RemoteEntry)]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO remote(entry_id, revision, path, live) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(entry_id) DO UPDATE SET revision = excluded.revision,
+            path = COALESCE(excluded.path, remote.path), live = excluded.live",
+    )?;
+    for (path, e) in entries {
+        let live = e.live.as_ref().map(|l| {
+            json(&LiveRow {
+                node: l.node.clone(),
+                chunks: l.chunks.clone(),
+                device: l.device,
+                device_name: l.device_name.clone(),
+            })
+        });
+        stmt.execute(params![
+            e.entry_id.as_bytes().as_slice(),
+            i64_of(e.revision.get()),
+            path.as_ref().map(RelPath::as_str),
+            live
+        ])?;
+    }
+    Ok(())
 }
 
 impl Index {
@@ -202,8 +250,24 @@ impl Index {
 
     /// The synced tree.
     pub fn synced(&self) -> Result<BTreeMap<RelPath, SyncedEntry>> {
+        self.synced_rows(true)
+    }
+
+    /// The synced tree as the planner reads it: every entry's `chunks` is
+    /// left empty (the planner compares nodes and revisions only), which
+    /// for a large tree saves an allocation and a parse per entry.
+    pub fn synced_for_plan(&self) -> Result<BTreeMap<RelPath, SyncedEntry>> {
+        self.synced_rows(false)
+    }
+
+    fn synced_rows(&self, with_chunks: bool) -> Result<BTreeMap<RelPath, SyncedEntry>> {
         let db = self.db();
-        let mut stmt = db.prepare("SELECT path, entry_id, revision, node, chunks FROM synced")?;
+        let sql = if with_chunks {
+            "SELECT path, entry_id, revision, node, chunks FROM synced"
+        } else {
+            "SELECT path, entry_id, revision, node, '[]' FROM synced"
+        };
+        let mut stmt = db.prepare(sql)?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -213,10 +277,10 @@ impl Index {
                 r.get::<_, String>(4)?,
             ))
         })?;
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for row in rows {
             let (path, id, rev, node, chunks) = row?;
-            out.insert(
+            out.push((
                 rel(path)?,
                 SyncedEntry {
                     entry_id: entry_id(id)?,
@@ -224,9 +288,9 @@ impl Index {
                     node: unjson(&node)?,
                     chunks: unjson(&chunks)?,
                 },
-            );
+            ));
         }
-        Ok(out)
+        Ok(full_map(out))
     }
 
     /// Records that `path` is synced at `entry`.
@@ -246,6 +310,47 @@ impl Index {
         Ok(())
     }
 
+    /// Records a group of files just placed on disk, in one transaction:
+    /// each path is synced at its entry and, with a stat, cached with it
+    /// (so the next scan does not rehash what sync itself wrote).
+    pub fn record_placed(&self, placed: &[Placed]) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut synced = tx.prepare_cached(
+                "INSERT INTO synced(path, entry_id, revision, node, chunks) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(path) DO UPDATE SET entry_id = excluded.entry_id, revision = excluded.revision,
+                    node = excluded.node, chunks = excluded.chunks",
+            )?;
+            let mut cache = tx.prepare_cached(
+                "INSERT INTO stat_cache(path, size, mtime_ns, inode, mode, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+                    inode = excluded.inode, mode = excluded.mode, node = excluded.node",
+            )?;
+            for (path, entry, stat) in placed {
+                synced.execute(params![
+                    path.as_str(),
+                    entry.entry_id.as_bytes().as_slice(),
+                    i64_of(entry.revision.get()),
+                    json(&entry.node),
+                    json(&entry.chunks)
+                ])?;
+                if let Some((s, n)) = stat {
+                    cache.execute(params![
+                        path.as_str(),
+                        i64_of(s.size),
+                        s.mtime_ns,
+                        i64_of(s.inode),
+                        s.mode,
+                        json(n)
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets the synced record of `path`.
     pub fn remove_synced(&self, path: &RelPath) -> Result<()> {
         self.db().execute("DELETE FROM synced WHERE path = ?1", [path.as_str()])?;
@@ -254,6 +359,17 @@ impl Index {
 
     /// The remote tree by path (entries whose path was never seen are left out).
     pub fn remote(&self) -> Result<BTreeMap<RelPath, RemoteEntry>> {
+        self.remote_rows(true)
+    }
+
+    /// The remote tree as the planner reads it: every live entry's `chunks`
+    /// is left empty; [`Index::remote_chunks`] fetches them for the ops that
+    /// move content.
+    pub fn remote_for_plan(&self) -> Result<BTreeMap<RelPath, RemoteEntry>> {
+        self.remote_rows(false)
+    }
+
+    fn remote_rows(&self, with_chunks: bool) -> Result<BTreeMap<RelPath, RemoteEntry>> {
         let db = self.db();
         let mut stmt =
             db.prepare("SELECT entry_id, revision, path, live FROM remote WHERE path IS NOT NULL")?;
@@ -265,11 +381,11 @@ impl Index {
                 r.get::<_, Option<String>>(3)?,
             ))
         })?;
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for row in rows {
             let (id, rev, path, live) = row?;
             let live = match live {
-                Some(s) => {
+                Some(s) if with_chunks => {
                     let l: LiveRow = unjson(&s)?;
                     Some(RemoteLive {
                         node: l.node,
@@ -278,14 +394,38 @@ impl Index {
                         device_name: l.device_name,
                     })
                 }
+                Some(s) => {
+                    let l: LiveHead = unjson(&s)?;
+                    Some(RemoteLive {
+                        node: l.node,
+                        chunks: Vec::new(),
+                        device: l.device,
+                        device_name: l.device_name,
+                    })
+                }
                 None => None,
             };
-            out.insert(
+            out.push((
                 rel(path)?,
                 RemoteEntry { entry_id: entry_id(id)?, revision: Revision(u64_of(rev)), live },
-            );
+            ));
         }
-        Ok(out)
+        Ok(full_map(out))
+    }
+
+    /// The chunk list of an entry's latest live revision (empty for a
+    /// deletion or an unknown entry).
+    pub fn remote_chunks(&self, id: &EntryId) -> Result<Vec<ChunkRef>> {
+        let live: Option<Option<String>> = self
+            .db()
+            .query_row("SELECT live FROM remote WHERE entry_id = ?1", [id.as_bytes().as_slice()], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match live.flatten() {
+            Some(s) => Ok(unjson::<LiveRow>(&s)?.chunks),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The latest revision seen of an entry, and its last known path.
@@ -311,27 +451,7 @@ impl Index {
     ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        for (path, e) in entries {
-            let live = e.live.as_ref().map(|l| {
-                json(&LiveRow {
-                    node: l.node.clone(),
-                    chunks: l.chunks.clone(),
-                    device: l.device,
-                    device_name: l.device_name.clone(),
-                })
-            });
-            tx.execute(
-                "INSERT INTO remote(entry_id, revision, path, live) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(entry_id) DO UPDATE SET revision = excluded.revision,
-                    path = COALESCE(excluded.path, remote.path), live = excluded.live",
-                params![
-                    e.entry_id.as_bytes().as_slice(),
-                    i64_of(e.revision.get()),
-                    path.as_ref().map(RelPath::as_str),
-                    live
-                ],
-            )?;
-        }
+        write_remote(&tx, entries)?;
         if let Some(c) = cursor {
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES ('cursor', ?1)
@@ -339,6 +459,41 @@ impl Index {
                 [c.get().to_string()],
             )?;
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records what a commit request did, in one transaction: each path
+    /// synced at its new entry (`None`: a deletion, the record goes), and
+    /// the store's new state of each entry as [`Index::put_remote`] would.
+    pub fn record_commit(
+        &self,
+        synced: &[(RelPath, Option<SyncedEntry>)],
+        remote: &[(Option<RelPath>, RemoteEntry)],
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO synced(path, entry_id, revision, node, chunks) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(path) DO UPDATE SET entry_id = excluded.entry_id, revision = excluded.revision,
+                    node = excluded.node, chunks = excluded.chunks",
+            )?;
+            let mut del = tx.prepare_cached("DELETE FROM synced WHERE path = ?1")?;
+            for (path, entry) in synced {
+                match entry {
+                    Some(e) => put.execute(params![
+                        path.as_str(),
+                        e.entry_id.as_bytes().as_slice(),
+                        i64_of(e.revision.get()),
+                        json(&e.node),
+                        json(&e.chunks)
+                    ])?,
+                    None => del.execute([path.as_str()])?,
+                };
+            }
+        }
+        write_remote(&tx, remote)?;
         tx.commit()?;
         Ok(())
     }
@@ -371,12 +526,53 @@ impl Index {
                 r.get::<_, String>(5)?,
             ))
         })?;
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for row in rows {
             let (path, size, mtime_ns, inode, mode, node) = row?;
-            out.insert(rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?);
+            out.push((rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?));
         }
-        Ok(out)
+        Ok(full_map(out))
+    }
+
+    /// The cached stats of `paths` and of everything under them (a targeted
+    /// rescan reads only the subtrees it covers, not the whole cache).
+    pub fn cached_under(&self, paths: &[RelPath]) -> Result<BTreeMap<RelPath, (CachedStat, Node)>> {
+        let wanted: BTreeSet<&RelPath> = paths.iter().collect();
+        let db = self.db();
+        // Under "a" are the paths from "a/" up to (not including) "a0": '0'
+        // follows '/' in byte order, and SQLite compares TEXT bytewise.
+        let mut stmt = db.prepare_cached(
+            "SELECT path, size, mtime_ns, inode, mode, node FROM stat_cache
+             WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')",
+        )?;
+        let mut out = Vec::new();
+        for p in paths {
+            let mut up = p.parent();
+            let nested = std::iter::from_fn(|| {
+                let cur = up.take()?;
+                up = cur.parent();
+                Some(cur)
+            })
+            .any(|a| wanted.contains(&a));
+            if nested {
+                continue;
+            }
+            let rows = stmt.query_map([p.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            for row in rows {
+                let (path, size, mtime_ns, inode, mode, node) = row?;
+                out.push((rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?));
+            }
+        }
+        Ok(full_map(out))
     }
 
     /// Replaces cache rows: `put` are upserted, `gone` deleted, in one
@@ -463,6 +659,8 @@ impl Index {
 mod tests {
     use super::*;
     use crate::model::{FileHash, NodeKind};
+    use coffer_crypto::ContentHash;
+    use coffer_proto::ChunkId;
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()
@@ -530,6 +728,111 @@ mod tests {
         assert!(ix.conflicts().unwrap().is_empty());
         ix.update_cache(&[], &[p("a/b")]).unwrap();
         assert!(ix.cached(&p("a/b")).unwrap().is_none());
+    }
+
+    #[test]
+    fn cached_under_reads_just_the_subtrees() {
+        let ix = Index::in_memory().unwrap();
+        let st = CachedStat { size: 3, mtime_ns: 7, inode: 11, mode: 0o644 };
+        // "a-x" and "a0" sort between "a" and "a/…" or just after: not under "a".
+        let all = ["a", "a/b", "a/b/c", "a-x", "a-x/y", "a0", "ab", "b", "b/a"];
+        let rows: Vec<_> = all.iter().map(|s| (p(s), st, node(1))).collect();
+        ix.update_cache(&rows, &[]).unwrap();
+        let keys = |paths: &[&str]| {
+            let paths: Vec<RelPath> = paths.iter().map(|s| p(s)).collect();
+            ix.cached_under(&paths).unwrap().into_keys().map(|k| k.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&["a"]), ["a", "a/b", "a/b/c"]);
+        assert_eq!(keys(&["a/b", "a"]), ["a", "a/b", "a/b/c"], "nested requests read once");
+        assert_eq!(keys(&["a-x", "b/a", "missing"]), ["a-x", "a-x/y", "b/a"]);
+        assert!(keys(&[]).is_empty());
+    }
+
+    #[test]
+    fn record_placed_writes_synced_and_cache_rows_together() {
+        let ix = Index::in_memory().unwrap();
+        let e = |n: u8| SyncedEntry {
+            entry_id: EntryId::from_bytes([n; 32]),
+            revision: Revision(u64::from(n)),
+            node: node(n),
+            chunks: vec![],
+        };
+        let st = CachedStat { size: 3, mtime_ns: 9, inode: 12, mode: 0o644 };
+        ix.record_placed(&[(p("x"), e(1), Some((st, node(1)))), (p("d/y"), e(2), None)]).unwrap();
+        let synced = ix.synced().unwrap();
+        assert_eq!(synced[&p("x")], e(1));
+        assert_eq!(synced[&p("d/y")], e(2));
+        assert_eq!(ix.cached(&p("x")).unwrap(), Some((st, node(1))));
+        assert_eq!(ix.cached(&p("d/y")).unwrap(), None, "no stat, no cache row");
+        // A later placement of the same path replaces both rows.
+        let st2 = CachedStat { inode: 13, ..st };
+        ix.record_placed(&[(p("x"), e(3), Some((st2, node(3))))]).unwrap();
+        assert_eq!(ix.synced().unwrap()[&p("x")], e(3));
+        assert_eq!(ix.cached(&p("x")).unwrap(), Some((st2, node(3))));
+    }
+
+    #[test]
+    fn record_commit_writes_synced_and_remote_rows_together() {
+        let ix = Index::in_memory().unwrap();
+        let id = |n: u8| EntryId::from_bytes([n; 32]);
+        let synced =
+            |n: u8| SyncedEntry { entry_id: id(n), revision: Revision(2), node: node(n), chunks: vec![] };
+        ix.put_synced(&p("gone"), &synced(9)).unwrap();
+        let live = RemoteLive {
+            node: node(1),
+            chunks: vec![],
+            device: DeviceId::from_bytes([9; 16]),
+            device_name: "pc".into(),
+        };
+        let remote = vec![
+            (Some(p("new")), RemoteEntry { entry_id: id(1), revision: Revision(2), live: Some(live) }),
+            (Some(p("gone")), RemoteEntry { entry_id: id(9), revision: Revision(3), live: None }),
+        ];
+        ix.record_commit(&[(p("new"), Some(synced(1))), (p("gone"), None)], &remote).unwrap();
+        let s = ix.synced().unwrap();
+        assert_eq!(s.get(&p("new")), Some(&synced(1)));
+        assert!(!s.contains_key(&p("gone")), "a committed deletion forgets the synced record");
+        let r = ix.remote().unwrap();
+        assert_eq!(r[&p("new")].revision, Revision(2));
+        assert!(r[&p("gone")].live.is_none());
+        assert_eq!(ix.cursor().unwrap(), Cursor(0), "the cursor is the pull's, not the commit's");
+    }
+
+    #[test]
+    fn the_planner_trees_leave_chunks_to_remote_chunks() {
+        let ix = Index::in_memory().unwrap();
+        let chunks = vec![ChunkRef {
+            id: ChunkId::from_bytes([3; 32]),
+            content: ContentHash::from_bytes([4; 32]),
+            len: 9,
+        }];
+        let e = SyncedEntry {
+            entry_id: EntryId::from_bytes([1; 32]),
+            revision: Revision(2),
+            node: node(1),
+            chunks: chunks.clone(),
+        };
+        ix.put_synced(&p("f"), &e).unwrap();
+        let live = RemoteLive {
+            node: node(1),
+            chunks: chunks.clone(),
+            device: DeviceId::from_bytes([9; 16]),
+            device_name: "pc".into(),
+        };
+        let r = RemoteEntry { entry_id: e.entry_id, revision: Revision(2), live: Some(live) };
+        let gone = RemoteEntry { entry_id: EntryId::from_bytes([5; 32]), revision: Revision(4), live: None };
+        ix.put_remote(&[(Some(p("f")), r.clone()), (Some(p("g")), gone.clone())], None).unwrap();
+        assert_eq!(ix.synced().unwrap()[&p("f")], e);
+        assert_eq!(ix.synced_for_plan().unwrap()[&p("f")], SyncedEntry { chunks: vec![], ..e.clone() });
+        let mut bare = r.clone();
+        bare.live.as_mut().unwrap().chunks.clear();
+        let planned = ix.remote_for_plan().unwrap();
+        assert_eq!(planned[&p("f")], bare);
+        assert_eq!(planned[&p("g")], gone);
+        assert_eq!(ix.remote().unwrap()[&p("f")], r);
+        assert_eq!(ix.remote_chunks(&e.entry_id).unwrap(), chunks);
+        assert!(ix.remote_chunks(&gone.entry_id).unwrap().is_empty());
+        assert!(ix.remote_chunks(&EntryId::from_bytes([7; 32])).unwrap().is_empty());
     }
 
     #[test]

@@ -170,11 +170,39 @@ impl Op {
     }
 }
 
+/// The local tree as the planner reads it: paths and their nodes. A plain
+/// map of nodes, or the scanner's entries as they are (the engine plans
+/// over its scan without copying every node).
+pub trait LocalTree: std::fmt::Debug {
+    /// Every path, in any order.
+    fn paths(&self) -> Box<dyn Iterator<Item = &RelPath> + '_>;
+    /// The node at `path`.
+    fn node(&self, path: &RelPath) -> Option<&Node>;
+}
+
+impl LocalTree for BTreeMap<RelPath, Node> {
+    fn paths(&self) -> Box<dyn Iterator<Item = &RelPath> + '_> {
+        Box::new(self.keys())
+    }
+    fn node(&self, path: &RelPath) -> Option<&Node> {
+        self.get(path)
+    }
+}
+
+impl LocalTree for BTreeMap<RelPath, crate::scan::LocalEntry> {
+    fn paths(&self) -> Box<dyn Iterator<Item = &RelPath> + '_> {
+        Box::new(self.keys())
+    }
+    fn node(&self, path: &RelPath) -> Option<&Node> {
+        self.get(path).map(|e| &e.node)
+    }
+}
+
 /// The three trees and what must not be touched.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanInput<'a> {
     /// What is on disk.
-    pub local: &'a BTreeMap<RelPath, Node>,
+    pub local: &'a dyn LocalTree,
     /// The last agreed state.
     pub synced: &'a BTreeMap<RelPath, SyncedEntry>,
     /// The store's latest state per path (deletions included).
@@ -198,7 +226,7 @@ fn is_frozen(frozen: &BTreeSet<RelPath>, path: &RelPath) -> bool {
 /// Plans the ops that bring the three trees into agreement.
 pub fn plan(input: PlanInput<'_>) -> Vec<Op> {
     let paths: BTreeSet<&RelPath> =
-        input.local.keys().chain(input.synced.keys()).chain(input.remote.keys()).collect();
+        input.local.paths().chain(input.synced.keys()).chain(input.remote.keys()).collect();
     // An entry id is keyed on the NFC form of its path, so a deletion known
     // under the other Unicode form of a local path is that path's entry: an
     // upload there must build on the deletion's revision, or the store
@@ -216,9 +244,9 @@ pub fn plan(input: PlanInput<'_>) -> Vec<Op> {
         }
         let remote = input.remote.get(path).or_else(|| {
             let nfc: String = path.as_str().nfc().collect();
-            input.local.contains_key(path).then(|| tombstones.get(&nfc).copied()).flatten()
+            input.local.node(path).is_some().then(|| tombstones.get(&nfc).copied()).flatten()
         });
-        if let Some(op) = plan_path(path, input.local.get(path), input.synced.get(path), remote) {
+        if let Some(op) = plan_path(path, input.local.node(path), input.synced.get(path), remote) {
             ops.push(op);
         }
     }

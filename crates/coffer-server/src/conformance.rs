@@ -424,4 +424,17 @@ pub fn blob_store(make: BlobFactory<'_>) {
         }
     });
     assert_eq!(s.get(b, chunk(2)).unwrap().unwrap(), big);
+    // A batch: every blob readable afterwards, a repeat and a duplicate
+    // within the batch are fine.
+    let bodies: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
+    let mut batch: Vec<(ChunkId, &[u8])> =
+        bodies.iter().enumerate().map(|(i, v)| (chunk(100 + i as u8), v.as_slice())).collect();
+    batch.push(batch[0]);
+    s.put_many(a, &batch).unwrap();
+    s.put_many(a, &batch[..3]).unwrap();
+    s.put_many(a, &[]).unwrap();
+    for (id, bytes) in &batch {
+        assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(*bytes), "BlobStore conformance: put_many");
+        assert_eq!(s.get(b, *id).unwrap(), None, "blobs are per account");
+    }
 }

@@ -270,6 +270,11 @@ impl World {
             ChaCha20Rng::seed_from_u64(rng_seed),
             config,
         ));
+        // The world reports every change to the tree ([`World::watch`]), as
+        // the daemon's watcher does.
+        if let Some(engine) = &dev.engine {
+            engine.set_watched(true);
+        }
         Ok(())
     }
 

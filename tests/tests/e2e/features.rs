@@ -148,8 +148,12 @@ fn a_one_byte_edit_to_a_large_file_sends_one_chunk() {
     let stored = server.metric("coffer_chunk_bytes_stored_total") - stored_before;
     assert!(received > 0 && received <= 4 << 20, "the store received {received} bytes");
     assert!(stored > 0 && stored <= received, "the store stored {stored} new bytes");
+    let served_before = server.metric("coffer_chunk_bytes_served_total");
     b.sync();
     assert!(b.read("big.bin") == data, "B has the edited file");
+    // B copies the unchanged chunks from its old version: one chunk comes down.
+    let served = server.metric("coffer_chunk_bytes_served_total") - served_before;
+    assert!(served > 0 && served <= 4 << 20, "B downloaded {served} bytes for a one-byte edit");
 }
 
 fn sent_bytes(out: &str) -> u64 {

@@ -13,7 +13,8 @@
 //! Uploads of a round are committed together in batches, after their
 //! chunks are on the store.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use coffer_proto::api::{Change, ChangeResult};
 use coffer_proto::Revision;
@@ -31,6 +32,19 @@ use crate::scan::ScanResult;
 
 /// Changes per commit request.
 const COMMIT_BATCH: usize = 500;
+/// Fetched files placed (and their folders fsynced, their index rows
+/// written) together.
+const PLACE_BATCH: usize = 256;
+
+/// A file or link fetched into a temp file, waiting to be placed.
+struct Fetched {
+    path: RelPath,
+    tmp: PathBuf,
+    node: Node,
+    synced: SyncedEntry,
+    /// The local node it replaces (see [`Engine::download`]).
+    expect: Option<Stat>,
+}
 
 /// A change waiting for its commit.
 struct Pending {
@@ -64,6 +78,7 @@ impl<R: Remote> Engine<R> {
                 break;
             }
             let path = op.path().clone();
+            self.touch_for(&op);
             let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
             self.settle(&path, result, report)?;
             if pending.len() >= COMMIT_BATCH {
@@ -71,8 +86,12 @@ impl<R: Remote> Engine<R> {
             }
         }
         if !self.is_paused() {
-            let results: Vec<(RelPath, Result<bool, OpError>)> = stream::iter(files)
+            // Fetched files are placed a group at a time: their folders are
+            // fsynced once per group and their index rows written in one
+            // transaction, not each file on its own.
+            let mut groups = stream::iter(files)
                 .map(|op| async move {
+                    self.touch_for(&op);
                     let Op::Download { path, entry, replace } = op else {
                         unreachable!("partitioned as file downloads")
                     };
@@ -83,21 +102,37 @@ impl<R: Remote> Engine<R> {
                         s.current_bytes_done = 0;
                         s.current_bytes_total = size;
                     });
-                    let r = self.download(&path, &entry, expect).await;
+                    let r = self.fetch(&path, &entry, expect).await;
                     self.update_status(|s| s.current.retain(|c| c != path.as_str()));
-                    if matches!(r, Ok(true)) {
-                        self.record(ActivityKind::Downloaded, &path, size);
-                    }
-                    (path, r)
+                    (path, size, r)
                 })
                 .buffer_unordered(self.config.parallel_downloads.max(1))
-                .collect()
-                .await;
-            for (path, result) in results {
-                if matches!(result, Ok(true)) {
-                    report.downloaded += 1;
+                .chunks(PLACE_BATCH);
+            while let Some(group) = groups.next().await {
+                let mut fetched = Vec::new();
+                let mut results: Vec<(RelPath, u64, Option<OpResult>)> = Vec::new();
+                for (path, size, r) in group {
+                    match r {
+                        Ok(Some(f)) => {
+                            fetched.push(f);
+                            results.push((path, size, None));
+                        }
+                        Ok(None) => results.push((path, size, Some(Ok(false)))),
+                        Err(e) => results.push((path, size, Some(Err(e)))),
+                    }
                 }
-                self.settle(&path, result, report)?;
+                let mut placed = self.place_fetched(fetched)?.into_iter();
+                for (path, size, r) in results {
+                    let result = match r {
+                        Some(r) => r,
+                        None => placed.next().map_or(Ok(false), |(_, r)| r),
+                    };
+                    if matches!(result, Ok(true)) {
+                        self.record(ActivityKind::Downloaded, &path, size);
+                        report.downloaded += 1;
+                    }
+                    self.settle(&path, result, report)?;
+                }
             }
         }
         for op in deletions {
@@ -105,12 +140,20 @@ impl<R: Remote> Engine<R> {
                 break;
             }
             let path = op.path().clone();
+            self.touch_for(&op);
             let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
             self.settle(&path, result, report)?;
         }
         self.commit(&mut batcher, &mut pending, report).await?;
         report.sent_bytes += batcher.sent_bytes;
         Ok(())
+    }
+
+    /// Notes that `op` may write at its path on disk (see [`Engine::touch`]).
+    fn touch_for(&self, op: &Op) {
+        if matches!(op, Op::Download { .. } | Op::Conflict { .. } | Op::DeleteLocal { .. }) {
+            self.touch(op.path());
+        }
     }
 
     /// Books one op's outcome: a per-path problem is recorded and the round
@@ -289,6 +332,7 @@ impl<R: Remote> Engine<R> {
         fail::fail_point!("upload-after-commit");
         let mut remote_rows = Vec::new();
         let mut refused = Vec::new();
+        let mut synced_rows = Vec::new();
         for (p, result) in batch.into_iter().zip(resp.results) {
             match result {
                 ChangeResult::Applied { revision, .. } => {
@@ -300,13 +344,12 @@ impl<R: Remote> Engine<R> {
                     });
                     match &p.synced {
                         Some(s) => {
-                            self.index.put_synced(&p.path, &SyncedEntry { revision, ..s.clone() })?;
-                            fail::fail_point!("upload-after-index");
+                            synced_rows.push((p.path.clone(), Some(SyncedEntry { revision, ..s.clone() })));
                             report.uploaded += 1;
                             self.record(ActivityKind::Uploaded, &p.path, s.node.size);
                         }
                         None => {
-                            self.index.remove_synced(&p.path)?;
+                            synced_rows.push((p.path.clone(), None));
                             report.deleted += 1;
                             self.record(ActivityKind::DeletedRemote, &p.path, 0);
                         }
@@ -335,7 +378,9 @@ impl<R: Remote> Engine<R> {
                 }
             }
         }
-        self.index.put_remote(&remote_rows, None)?;
+        // One transaction for the whole request (it was one per file).
+        self.index.record_commit(&synced_rows, &remote_rows)?;
+        fail::fail_point!("upload-after-index");
         self.settle_in_flight(&noted, &refused)
     }
 
@@ -376,7 +421,7 @@ impl<R: Remote> Engine<R> {
                     )))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.fs.create_dir(&abs) {
-                    Ok(()) => {}
+                    Ok(()) => self.touch(a),
                     // A concurrent download made it first: fine if it is a folder.
                     Err(e)
                         if e.kind() == std::io::ErrorKind::AlreadyExists
@@ -399,96 +444,159 @@ impl<R: Remote> Engine<R> {
         expect: Option<Stat>,
     ) -> Result<bool, OpError> {
         let Some(live) = &entry.live else { return Ok(false) };
+        if live.node.kind != NodeKind::Dir {
+            let Some(f) = self.fetch(path, entry, expect).await? else { return Ok(false) };
+            return self.place_fetched(vec![f])?.pop().map_or(Ok(false), |(_, r)| r);
+        }
         if !self.unchanged(path, expect.as_ref())? {
             return Ok(false);
         }
         self.ensure_parents(path)?;
         let abs = self.abs(path);
         let synced = entry.to_synced().ok_or_else(|| OpError::Path("internal: not live".into()))?;
-        match live.node.kind {
-            NodeKind::Dir => match expect {
-                Some(s) if s.kind == StatKind::Dir => {}
-                Some(_) => {
-                    self.trash_node(path)
-                        .map_err(|e| OpError::Path(format!("cannot move it to the trash: {e}")))?;
-                    self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?;
-                }
-                None => {
-                    self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?
-                }
-            },
-            NodeKind::File | NodeKind::Symlink => {
-                let tmp = if live.node.kind == NodeKind::File {
-                    match self.download_to_temp(&live.chunks).await {
-                        Ok(t) => t,
-                        Err(TransferError::Remote(e)) if e.is_retryable() => {
-                            return Err(OpError::Fatal(e.into()))
-                        }
-                        Err(e) => return Err(OpError::Path(format!("download failed: {e}"))),
-                    }
-                } else {
-                    let tmp = self.temp_path();
-                    let target = live.node.target.clone().unwrap_or_default();
-                    self.fs
-                        .symlink(&target, &tmp)
-                        .map_err(|e| OpError::Path(format!("cannot create the link: {e}")))?;
-                    tmp
-                };
-                let placed = self.place(&tmp, path, &live.node, expect.as_ref());
-                if !matches!(placed, Ok(true)) {
-                    let _ = self.fs.remove_file(&tmp);
-                }
-                if !placed? {
-                    return Ok(false);
-                }
+        match expect {
+            Some(s) if s.kind == StatKind::Dir => {}
+            Some(_) => {
+                self.trash_node(path)
+                    .map_err(|e| OpError::Path(format!("cannot move it to the trash: {e}")))?;
+                self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?;
             }
+            None => self.fs.create_dir(&abs).map_err(|e| OpError::Path(format!("cannot create it: {e}")))?,
         }
-        self.index.put_synced(path, &synced).map_err(|e| OpError::Fatal(e.into()))?;
+        let stat = self
+            .fs
+            .symlink_metadata(&abs)
+            .ok()
+            .map(|st| (super::to_cached(&st), Node { mtime_ns: st.mtime_ns, ..live.node.clone() }));
+        self.index.record_placed(&[(path.clone(), synced, stat)]).map_err(|e| OpError::Fatal(e.into()))?;
         fail::fail_point!("download-after-index");
-        // Remember what we wrote, so the next scan does not rehash it.
-        if let Ok(stat) = self.fs.symlink_metadata(&abs) {
-            let cached = super::to_cached(&stat);
-            let mut node = live.node.clone();
-            node.mtime_ns = stat.mtime_ns;
-            self.index
-                .update_cache(&[(path.clone(), cached, node)], &[])
-                .map_err(|e| OpError::Fatal(e.into()))?;
-        }
         Ok(true)
     }
 
+    /// The first half of downloading a file or link: checks that the path
+    /// is still as planned, creates its parents, and fetches it into a
+    /// verified, fsynced temp file with its mode and time set. `None` when
+    /// the path moved on (deferred).
+    async fn fetch(
+        &self,
+        path: &RelPath,
+        entry: &RemoteEntry,
+        expect: Option<Stat>,
+    ) -> Result<Option<Fetched>, OpError> {
+        let Some(live) = &entry.live else { return Ok(None) };
+        if !self.unchanged(path, expect.as_ref())? {
+            return Ok(None);
+        }
+        self.ensure_parents(path)?;
+        let abs = self.abs(path);
+        let synced = entry.to_synced().ok_or_else(|| OpError::Path("internal: not live".into()))?;
+        let tmp = if live.node.kind == NodeKind::File {
+            match self
+                .download_to_temp(
+                    &live.chunks,
+                    expect.filter(|s| s.kind == StatKind::File).map(|_| abs.as_path()),
+                )
+                .await
+            {
+                Ok(t) => t,
+                Err(TransferError::Remote(e)) if e.is_retryable() => return Err(OpError::Fatal(e.into())),
+                Err(e) => return Err(OpError::Path(format!("download failed: {e}"))),
+            }
+        } else {
+            let tmp = self.temp_path();
+            let target = live.node.target.clone().unwrap_or_default();
+            self.fs
+                .symlink(&target, &tmp)
+                .map_err(|e| OpError::Path(format!("cannot create the link: {e}")))?;
+            tmp
+        };
+        if live.node.kind == NodeKind::File {
+            let set = self.fs.set_executable(&tmp, live.node.executable).and_then(|()| {
+                if live.node.mtime_ns != 0 {
+                    self.fs.set_mtime(&tmp, live.node.mtime_ns)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = set {
+                let _ = self.fs.remove_file(&tmp);
+                return Err(OpError::Path(format!("cannot set its mode or time: {e}")));
+            }
+        }
+        Ok(Some(Fetched { path: path.clone(), tmp, node: live.node.clone(), synced, expect }))
+    }
+
+    /// The second half: renames each fetched temp file into place (after a
+    /// last check that the destination is still what was planned), fsyncs
+    /// each folder that received one, and only then records them as synced,
+    /// all in one index transaction. A file is never marked synced before
+    /// it is durably in place. Results are in the order given.
+    fn place_fetched(&self, fetched: Vec<Fetched>) -> Result<Vec<(RelPath, OpResult)>, EngineError> {
+        let mut results: Vec<(RelPath, OpResult)> = Vec::with_capacity(fetched.len());
+        let mut placed = Vec::new();
+        for f in fetched {
+            let r = self.place(&f.tmp, &f.path, f.expect.as_ref());
+            if !matches!(r, Ok(true)) {
+                let _ = self.fs.remove_file(&f.tmp);
+            }
+            results.push((f.path.clone(), r));
+            if matches!(results.last(), Some((_, Ok(true)))) {
+                placed.push((results.len() - 1, f));
+            }
+        }
+        // Each folder once: `None` when its fsync worked.
+        let mut dirs: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
+        for (_, f) in &placed {
+            let abs = self.abs(&f.path);
+            if let Some(parent) = abs.parent().filter(|p| !dirs.contains_key(*p)) {
+                dirs.insert(parent.to_path_buf(), self.fs.sync_dir(parent).err().map(|e| e.to_string()));
+            }
+        }
+        let mut rows = Vec::with_capacity(placed.len());
+        for (i, f) in placed {
+            let abs = self.abs(&f.path);
+            if let Some(Some(e)) = abs.parent().and_then(|p| dirs.get(p)) {
+                results[i].1 = Err(OpError::Path(format!("cannot sync its folder: {e}")));
+                continue;
+            }
+            // Remember what we wrote, so the next scan does not rehash it.
+            let stat = self
+                .fs
+                .symlink_metadata(&abs)
+                .ok()
+                .map(|st| (super::to_cached(&st), Node { mtime_ns: st.mtime_ns, ..f.node.clone() }));
+            rows.push((f.path, f.synced, stat));
+        }
+        self.index.record_placed(&rows)?;
+        fail::fail_point!("download-after-index");
+        Ok(results)
+    }
+
     /// Renames a finished temp file over `path`, after one last check that
-    /// the destination is still what was planned.
-    fn place(&self, tmp: &Path, path: &RelPath, node: &Node, expect: Option<&Stat>) -> Result<bool, OpError> {
+    /// the destination is still what was planned. The caller fsyncs the
+    /// folder.
+    fn place(&self, tmp: &Path, path: &RelPath, expect: Option<&Stat>) -> Result<bool, OpError> {
         let err = |what: &str| {
             let what = what.to_string();
             move |e: std::io::Error| OpError::Path(format!("{what}: {e}"))
         };
-        if node.kind == NodeKind::File {
-            self.fs.set_executable(tmp, node.executable).map_err(err("cannot set its mode"))?;
-            if node.mtime_ns != 0 {
-                self.fs.set_mtime(tmp, node.mtime_ns).map_err(err("cannot set its time"))?;
-            }
-        }
         if !self.unchanged(path, expect)? {
             return Ok(false);
         }
         if expect.is_some() {
             self.trash_node(path).map_err(err("cannot move the old version to the trash"))?;
         }
-        let abs = self.abs(path);
         fail::fail_point!("download-before-rename");
         // Never over a file saved there since the check above (the old
         // version is in the trash by now): that is the user's, keep it.
-        match self.fs.rename_noreplace(tmp, &abs) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-            r => r.map_err(err("cannot move it into place"))?,
+        match self.fs.rename_noreplace(tmp, &self.abs(path)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            r => {
+                r.map_err(err("cannot move it into place"))?;
+                fail::fail_point!("download-after-rename");
+                Ok(true)
+            }
         }
-        fail::fail_point!("download-after-rename");
-        if let Some(parent) = abs.parent() {
-            self.fs.sync_dir(parent).map_err(err("cannot sync its folder"))?;
-        }
-        Ok(true)
     }
 
     /// The store deleted `path` and the local node has no unsynced change:
@@ -563,6 +671,7 @@ impl<R: Remote> Engine<R> {
             }
         }
         let copy = copy.ok_or_else(|| OpError::Path("no free name for a conflicted copy".into()))?;
+        self.touch(&copy);
         self.fs
             .rename(&self.abs(path), &self.abs(&copy))
             .map_err(|e| OpError::Path(format!("cannot make the conflicted copy: {e}")))?;
@@ -587,6 +696,9 @@ fn activity_of(op: &Op, scan: &ScanResult) -> (Option<ActivityKind>, u64) {
         _ => (None, 0),
     }
 }
+
+/// One op's outcome: done (`true`) or deferred (`false`), or how it failed.
+type OpResult = Result<bool, OpError>;
 
 /// How one op failed.
 pub(crate) enum OpError {

@@ -200,6 +200,13 @@ pub struct Engine<R: Remote> {
     /// Paths the watcher reported since the last round; `None` asks for a
     /// full scan.
     dirty: Mutex<Option<BTreeSet<RelPath>>>,
+    /// Paths the current round's ops may have written on disk.
+    touched: Mutex<BTreeSet<RelPath>>,
+    /// Whether a watcher reports the user's changes ([`Engine::run`], or
+    /// [`Engine::set_watched`]): then a round that wrote to disk keeps its
+    /// scan, and the next one rescans just what it wrote and what the
+    /// watcher reported, rather than the whole tree.
+    watched: AtomicBool,
     /// Recent completed ops, for the faces.
     pub(crate) activity: activity::ActivityLog,
     /// Bandwidth limits.
@@ -298,6 +305,8 @@ impl<R: Remote> Engine<R> {
             problems: Mutex::new(Vec::new()),
             last_scan: Mutex::new(None),
             dirty: Mutex::new(None),
+            touched: Mutex::new(BTreeSet::new()),
+            watched: AtomicBool::new(false),
             activity: activity::ActivityLog::default(),
             limits: limit::Limits::default(),
             wake: tokio::sync::Notify::new(),
@@ -437,6 +446,20 @@ impl<R: Remote> Engine<R> {
         }
     }
 
+    /// Tells the engine that every change to the root other than its own
+    /// is reported through [`Engine::note_changes`] (the daemon's watcher;
+    /// the simulation's). [`Engine::run`] sets it.
+    pub fn set_watched(&self, watched: bool) {
+        self.watched.store(watched, Ordering::SeqCst);
+    }
+
+    /// Notes that the current round may have written at `path`.
+    pub(crate) fn touch(&self, path: &RelPath) {
+        if let Ok(mut t) = self.touched.lock() {
+            t.insert(path.clone());
+        }
+    }
+
     /// Asks the next round for a full scan (the periodic safety net).
     pub fn request_full_scan(&self) {
         if let Ok(mut s) = self.last_scan.lock() {
@@ -447,9 +470,13 @@ impl<R: Remote> Engine<R> {
     /// The local tree: the last scan patched by a targeted rescan of what
     /// the watcher reported, or a full scan (trusting the stat cache) when
     /// there is no last scan or events were lost. Refreshes the cache.
+    ///
+    /// A targeted rescan reads only the cache rows of the subtrees it
+    /// covers; only a full scan reads the whole cache (and drops it before
+    /// the round loads the other trees).
     pub(crate) fn scan(&self) -> Result<ScanResult, EngineError> {
+        let started = std::time::Instant::now();
         let excluded = self.index.excluded()?;
-        let cached = self.index.all_cached()?;
         let scanner =
             Scanner::new(self.fs.clone(), self.config.root.clone(), &self.keys, self.config.chunker)
                 .with_clock(self.clock.clone());
@@ -459,30 +486,64 @@ impl<R: Remote> Engine<R> {
         };
         let dirty = self.dirty.lock().map(|mut d| d.replace(BTreeSet::new())).unwrap_or(None);
         let previous = self.last_scan.lock().ok().and_then(|mut s| s.take());
-        let (result, covered) = match (previous, dirty) {
+        let (result, cached, covered) = match (previous, dirty) {
+            (Some(base), Some(paths)) if paths.is_empty() => (base, BTreeMap::new(), Some(Vec::new())),
             (Some(mut base), Some(paths)) => {
                 let paths: Vec<RelPath> = paths.into_iter().collect();
-                let covered = if paths.is_empty() {
-                    Vec::new()
-                } else {
-                    let t = scanner.scan_paths(&paths, &CacheView(&cached), &excluded).map_err(io)?;
-                    merge_targeted(&mut base, &t);
-                    t.covered
-                };
-                (base, Some(covered))
+                let cached = self.index.cached_under(&paths)?;
+                let t = scanner.scan_paths(&paths, &CacheView(&cached), &excluded).map_err(io)?;
+                merge_targeted(&mut base, &t);
+                (base, cached, Some(t.covered))
             }
-            _ => (scanner.scan(&CacheView(&cached), &excluded).map_err(io)?, None),
+            _ => {
+                let cached = self.index.all_cached()?;
+                let result = scanner.scan(&CacheView(&cached), &excluded).map_err(io)?;
+                (result, cached, None)
+            }
         };
+        let walked_at = started.elapsed();
         // The root vanished during the scan: never trust an empty result.
         self.check_root()?;
-        let in_scope = |p: &RelPath| covered.as_ref().is_none_or(|c| c.iter().any(|c| p.starts_with(c)));
-        let put: Vec<_> = result
-            .entries
-            .iter()
-            .filter(|(p, _)| in_scope(p))
-            .filter(|(p, e)| cached.get(*p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node))
-            .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
-            .collect();
+        let covered_set: Option<BTreeSet<&RelPath>> = covered.as_ref().map(|c| c.iter().collect());
+        // Whether `p` or one of its ancestors was covered (always, for a full scan).
+        let in_scope = |p: &RelPath| {
+            covered_set.as_ref().is_none_or(|set| {
+                set.contains(p) || {
+                    let mut up = p.parent();
+                    std::iter::from_fn(|| {
+                        let cur = up.take()?;
+                        up = cur.parent();
+                        Some(cur)
+                    })
+                    .any(|a| set.contains(&a))
+                }
+            })
+        };
+        let changed = |p: &RelPath, e: &crate::scan::LocalEntry| {
+            cached.get(p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node)
+        };
+        let put: Vec<_> = match &covered {
+            // A targeted scan: only what it covered can have changed.
+            Some(covered) => covered
+                .iter()
+                .flat_map(|c| {
+                    // Everything whose path starts with `c`'s text sorts together.
+                    result
+                        .entries
+                        .range(c.clone()..)
+                        .take_while(move |(p, _)| p.as_str().starts_with(c.as_str()))
+                        .filter(move |(p, _)| p.starts_with(c))
+                })
+                .filter(|(p, e)| changed(p, e))
+                .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
+                .collect(),
+            None => result
+                .entries
+                .iter()
+                .filter(|(p, e)| changed(p, e))
+                .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
+                .collect(),
+        };
         let gone: Vec<_> = cached
             .keys()
             .filter(|p| in_scope(p))
@@ -491,7 +552,16 @@ impl<R: Remote> Engine<R> {
             })
             .cloned()
             .collect();
+        drop(cached);
         self.index.update_cache(&put, &gone)?;
+        tracing::debug!(
+            walk_ms = walked_at.as_millis() as u64,
+            update_ms = (started.elapsed() - walked_at).as_millis() as u64,
+            targeted = covered.is_some(),
+            put = put.len(),
+            gone = gone.len(),
+            "scanned"
+        );
         Ok(result)
     }
 
@@ -508,21 +578,26 @@ impl<R: Remote> Engine<R> {
         self.check_root()?;
         self.sweep_temp_files();
         let mut report = RoundReport::default();
+        let started = std::time::Instant::now();
         report.pulled = self.pull(&mut report.problems).await?;
         self.adopt_own_commits()?;
+        let pulled_at = started.elapsed();
         let scan = self.scan()?;
-        let local: BTreeMap<RelPath, Node> =
-            scan.entries.iter().map(|(p, e)| (p.clone(), e.node.clone())).collect();
-        let synced = self.index.synced()?;
-        let mut remote = self.index.remote()?;
+        let scanned_at = started.elapsed();
+        // Loaded without chunk lists: the planner does not read them, and
+        // for a large tree they are a good part of the round's memory.
+        let synced = self.index.synced_for_plan()?;
+        let mut remote = self.index.remote_for_plan()?;
         let excluded = self.index.excluded()?;
         let ignore =
             IgnoreRules::load(self.fs.as_ref(), &self.config.root).unwrap_or_else(|_| IgnoreRules::builtin());
         // Remote entries this device does not materialise: ignored names.
+        let mut ignored = ignore.filter();
         remote.retain(|p, e| {
             let is_dir = e.live.as_ref().is_some_and(|l| l.node.kind == crate::model::NodeKind::Dir);
-            !ignore.is_ignored(p, is_dir)
+            !ignored.is_ignored(p, is_dir)
         });
+        drop(ignored);
         let mut frozen: BTreeSet<RelPath> = excluded;
         frozen.extend(scan.unreadable.iter().map(|(p, _)| p.clone()));
         frozen.extend(scan.unstable.iter().cloned());
@@ -542,8 +617,19 @@ impl<R: Remote> Engine<R> {
                 ),
             });
         }
-        let ops = plan(PlanInput { local: &local, synced: &synced, remote: &remote, frozen: &frozen });
+        let ops = plan(PlanInput { local: &scan.entries, synced: &synced, remote: &remote, frozen: &frozen });
+        drop((synced, remote, frozen));
+        let ops = self.with_chunks(ops)?;
         report.planned = ops.len();
+        // Where a round's time goes, for profiling at scale (RUST_LOG=coffer_engine=debug).
+        tracing::debug!(
+            pull_ms = pulled_at.as_millis() as u64,
+            scan_ms = (scanned_at - pulled_at).as_millis() as u64,
+            plan_ms = (started.elapsed() - scanned_at).as_millis() as u64,
+            entries = scan.entries.len(),
+            ops = ops.len(),
+            "round planned"
+        );
         let deletions = ops.iter().filter(|o| o.is_deletion()).count();
         if deletions > self.config.mass_delete_threshold
             && !self.confirmed_deletions.swap(false, Ordering::SeqCst)
@@ -559,11 +645,29 @@ impl<R: Remote> Engine<R> {
                 s.state = SyncState::Syncing;
                 s.files_total = ops.len() as u64;
                 s.files_done = 0;
-                s.bytes_total = ops.iter().map(|o| op_bytes(o, &local)).sum();
+                s.bytes_total = ops.iter().map(|o| op_bytes(o, &scan.entries)).sum();
                 s.bytes_done = 0;
                 s.pending_deletions = 0;
             });
+            let applying = std::time::Instant::now();
+            if let Ok(mut t) = self.touched.lock() {
+                t.clear();
+            }
             self.apply(ops, &scan, &mut report).await?;
+            tracing::debug!(apply_ms = applying.elapsed().as_millis() as u64, "round applied");
+            let touched = self.touched.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+            // The scan is stale only where the round wrote: with a watcher
+            // reporting everyone else's changes, the next round rescans
+            // just those paths (a first sync of many files would otherwise
+            // rescan the whole growing tree after every batch).
+            if self.watched.load(Ordering::SeqCst) {
+                if let (Ok(mut dirty), Ok(mut keep)) = (self.dirty.lock(), self.last_scan.lock()) {
+                    if let Some(d) = dirty.as_mut() {
+                        d.extend(touched);
+                        *keep = Some(scan);
+                    }
+                }
+            }
         } else if let Ok(mut keep) = self.last_scan.lock() {
             // Nothing changed on disk by our hand: the next round can start
             // from this scan and rescan only what the watcher reports.
@@ -579,6 +683,23 @@ impl<R: Remote> Engine<R> {
             s.last_error = report.problems.first().map(|p| format!("{}: {}", p.path, p.message));
         });
         Ok(report)
+    }
+
+    /// Gives the ops that move content the chunk lists the planner's trees
+    /// were loaded without.
+    fn with_chunks(&self, mut ops: Vec<Op>) -> Result<Vec<Op>, EngineError> {
+        for op in &mut ops {
+            match op {
+                Op::Download { entry, .. } | Op::Conflict { entry, .. } => {
+                    if let Some(live) = entry.live.as_mut() {
+                        live.chunks = self.index.remote_chunks(&entry.entry_id)?;
+                    }
+                }
+                Op::Agree { entry, .. } => entry.chunks = self.index.remote_chunks(&entry.entry_id)?,
+                _ => {}
+            }
+        }
+        Ok(ops)
     }
 
     /// Runs rounds until one finds nothing to do (or `max_rounds` pass).
@@ -613,6 +734,7 @@ impl<R: Remote> Engine<R> {
     ) where
         R: 'static,
     {
+        self.set_watched(true);
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
         let poller = tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx));
         let mut backoff = Duration::from_millis(250);
@@ -687,9 +809,9 @@ fn merge_targeted(base: &mut ScanResult, t: &crate::scan::TargetedScan) {
     base.collisions.extend(t.result.collisions.iter().cloned());
 }
 
-fn op_bytes(op: &Op, local: &BTreeMap<RelPath, Node>) -> u64 {
+fn op_bytes(op: &Op, local: &BTreeMap<RelPath, crate::scan::LocalEntry>) -> u64 {
     match op {
-        Op::Upload { path, .. } => local.get(path).map_or(0, |n| n.size),
+        Op::Upload { path, .. } => local.get(path).map_or(0, |e| e.node.size),
         Op::Download { entry, .. } | Op::Conflict { entry, .. } => {
             entry.live.as_ref().map_or(0, |l| l.node.size)
         }

@@ -10,11 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
+use coffer_crypto::ContentHash;
 use coffer_proto::{ChunkId, SealedChunk};
 use futures::stream::{self, StreamExt};
 
 use super::{Engine, EngineError};
-use crate::chunker::RawChunk;
+use crate::chunker::{RawChunk, StreamChunker};
 use crate::fs::Stat;
 use crate::ingest::{ingest, seal_chunk, IngestError};
 use crate::model::{ChunkRef, FileHash, RelPath};
@@ -215,27 +216,108 @@ impl<R: Remote> Engine<R> {
     /// Fetches and verifies `chunks` into a new temp file; returns its path.
     /// The temp file is fsynced; the caller renames it into place (or
     /// removes it).
-    pub(crate) async fn download_to_temp(&self, chunks: &[ChunkRef]) -> Result<PathBuf, TransferError> {
+    /// `reuse` names the local file being replaced: chunks it already holds
+    /// (by content hash) are copied from it instead of fetched, so a small
+    /// edit to a large file downloads about one chunk.
+    pub(crate) async fn download_to_temp(
+        &self,
+        chunks: &[ChunkRef],
+        reuse: Option<&Path>,
+    ) -> Result<PathBuf, TransferError> {
         let tmp = self.temp_path();
-        let result = self.download_into(&tmp, chunks).await;
+        let result = self.download_into(&tmp, chunks, reuse).await;
         if result.is_err() {
             let _ = self.fs.remove_file(&tmp);
         }
         result.map(|()| tmp)
     }
 
-    async fn download_into(&self, tmp: &Path, chunks: &[ChunkRef]) -> Result<(), TransferError> {
+    /// Where in the local file each content hash the new version needs
+    /// lies: (content, offset, length) in file order. Chunking the old
+    /// version with the account's seed finds the same boundaries the
+    /// uploading device found around unchanged regions.
+    async fn local_chunks(&self, path: &Path, needed: &[ChunkRef]) -> Vec<(ContentHash, u64, u32)> {
+        let needed: std::collections::HashSet<ContentHash> = needed.iter().map(|c| c.content).collect();
+        let Ok(reader) = self.fs.open_read(path) else { return Vec::new() };
+        let keys = self.keys.clone();
+        let params = self.config.chunker;
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for chunk in StreamChunker::new(reader, params, &keys.chunker_seed) {
+                let Ok(chunk) = chunk else { return Vec::new() };
+                let content = keys.chunk_id.content_hash(&chunk.data);
+                if needed.contains(&content) {
+                    out.push((content, chunk.offset, u32::try_from(chunk.data.len()).unwrap_or(u32::MAX)));
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    async fn download_into(
+        &self,
+        tmp: &Path,
+        chunks: &[ChunkRef],
+        reuse: Option<&Path>,
+    ) -> Result<(), TransferError> {
+        // Plan: each chunk comes from the local file (at an offset not
+        // before the previous local one, so one forward pass reads them) or
+        // from the store.
+        let mut from_local: Vec<Option<u64>> = vec![None; chunks.len()];
+        let mut local_reader = None;
+        if let Some(path) = reuse.filter(|_| chunks.len() > 1) {
+            let local = self.local_chunks(path, chunks).await;
+            let mut at: std::collections::HashMap<ContentHash, Vec<u64>> = std::collections::HashMap::new();
+            for (content, offset, _) in &local {
+                at.entry(*content).or_default().push(*offset);
+            }
+            let mut next = 0u64;
+            for (i, c) in chunks.iter().enumerate() {
+                if let Some(off) = at.get(&c.content).and_then(|v| v.iter().copied().find(|o| *o >= next)) {
+                    from_local[i] = Some(off);
+                    next = off + u64::from(c.len);
+                }
+            }
+            if from_local.iter().any(Option::is_some) {
+                local_reader = self.fs.open_read(path).ok().map(|r| LocalCursor { reader: r, pos: 0 });
+            }
+        }
         let mut file = self.fs.create_new(tmp)?;
-        let mut fetches = stream::iter(chunks.iter().copied())
-            .map(|c| async move {
-                let sealed = self.fetch_verified(&c).await?;
-                Ok::<_, TransferError>((c, sealed))
+        let mut fetches = stream::iter(chunks.iter().copied().zip(from_local.iter().copied()))
+            .map(|(c, local)| async move {
+                if local.is_some() {
+                    return Ok::<_, TransferError>(None);
+                }
+                self.fetch_verified(&c).await.map(Some)
             })
             .buffered(FETCH_AHEAD);
-        while let Some(next) = fetches.next().await {
-            let (_, plain) = next?;
+        for (c, local) in chunks.iter().zip(from_local.iter().copied()) {
+            let fetched = fetches
+                .next()
+                .await
+                .ok_or_else(|| std::io::Error::other("download stream ended early"))??;
+            let plain = match (fetched, local) {
+                (Some(plain), _) => {
+                    self.limits.down.take(plain.len() as u64).await;
+                    plain
+                }
+                (None, Some(offset)) => {
+                    // Verified like a download: the content hash must match,
+                    // or the chunk is fetched after all.
+                    let copied = local_reader
+                        .as_mut()
+                        .and_then(|r| r.read_at(offset, c.len).ok())
+                        .filter(|d| self.keys.chunk_id.content_hash(d) == c.content);
+                    match copied {
+                        Some(d) => d,
+                        None => self.fetch_verified(c).await?,
+                    }
+                }
+                (None, None) => unreachable!("a chunk is either fetched or copied"),
+            };
             fail::fail_point!("download-chunk-received");
-            self.limits.down.take(plain.len() as u64).await;
             file.write_all(&plain)?;
             self.update_status(|s| {
                 s.bytes_done += plain.len() as u64;
@@ -288,3 +370,27 @@ impl<R: Remote> Engine<R> {
 }
 
 use std::io::Write as _;
+
+/// Reads a local file forward only (the `Fs` seam has no seek).
+struct LocalCursor {
+    reader: Box<dyn std::io::Read + Send>,
+    pos: u64,
+}
+
+impl LocalCursor {
+    fn read_at(&mut self, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+        if offset < self.pos {
+            return Err(std::io::Error::other("behind the cursor"));
+        }
+        let skip = offset - self.pos;
+        let skipped = std::io::copy(&mut std::io::Read::take(&mut self.reader, skip), &mut std::io::sink())?;
+        self.pos += skipped;
+        if skipped != skip {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut data = vec![0u8; len as usize];
+        std::io::Read::read_exact(&mut self.reader, &mut data)?;
+        self.pos += u64::from(len);
+        Ok(data)
+    }
+}

@@ -66,10 +66,8 @@ impl Service {
             Metrics::add(&m.chunks_stored, to_write.len() as u64);
             Metrics::add(&m.chunk_bytes_stored, to_write.iter().map(|c| c.len() as u64).sum());
             self.blobs(move |b| {
-                for c in &to_write {
-                    b.put(caller.account, c.id(), c.as_bytes())?;
-                }
-                Ok(())
+                let blobs: Vec<(ChunkId, &[u8])> = to_write.iter().map(|c| (c.id(), c.as_bytes())).collect();
+                b.put_many(caller.account, &blobs)
             })
             .await?;
         }

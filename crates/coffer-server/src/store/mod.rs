@@ -241,4 +241,12 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     fn get(&self, account: AccountId, id: ChunkId) -> StoreResult<Option<Vec<u8>>>;
     /// Deletes a blob; no error if absent.
     fn delete(&self, account: AccountId, id: ChunkId) -> StoreResult<()>;
+    /// Stores a batch of blobs: when it returns `Ok`, every one is stored
+    /// as [`BlobStore::put`] would have. A store may write them in
+    /// parallel and make them durable together (one upload request's
+    /// chunks); on an error some may be stored, which is harmless (a blob
+    /// is its id's bytes).
+    fn put_many(&self, account: AccountId, blobs: &[(ChunkId, &[u8])]) -> StoreResult<()> {
+        blobs.iter().try_for_each(|(id, bytes)| self.put(account, *id, bytes))
+    }
 }
