@@ -74,8 +74,8 @@ struct DesktopConfig {
     setup_done: bool,
 }
 
-/// The first-run requests.
-#[derive(Debug, Deserialize)]
+/// The first-run requests. `Debug` never shows a password.
+#[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SetupRequest {
     /// Where the first run stands.
@@ -96,6 +96,26 @@ pub enum SetupRequest {
     ChangeStore,
     /// Start syncing.
     FinishSetup,
+}
+
+impl std::fmt::Debug for SetupRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Signup { email, .. } => {
+                f.debug_struct("Signup").field("email", email).finish_non_exhaustive()
+            }
+            Self::Login { email, .. } => {
+                f.debug_struct("Login").field("email", email).finish_non_exhaustive()
+            }
+            Self::UseServer { url } => f.debug_struct("UseServer").field("url", url).finish(),
+            Self::ChooseFolder { path } => f.debug_struct("ChooseFolder").field("path", path).finish(),
+            Self::GetSetup => f.write_str("GetSetup"),
+            Self::UseLocalStore => f.write_str("UseLocalStore"),
+            Self::ConfirmRecoveryKey => f.write_str("ConfirmRecoveryKey"),
+            Self::ChangeStore => f.write_str("ChangeStore"),
+            Self::FinishSetup => f.write_str("FinishSetup"),
+        }
+    }
 }
 
 impl SetupRequest {
@@ -131,8 +151,9 @@ pub enum Step {
     Done,
 }
 
-/// The answer to every first-run request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The answer to every first-run request. `Debug` never shows the
+/// recovery key.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct SetupDto {
     /// Always `setup`.
     #[serde(rename = "type")]
@@ -149,6 +170,19 @@ pub struct SetupDto {
     pub recovery_key: Option<String>,
     /// The folder chosen, or the one suggested.
     pub folder: String,
+}
+
+impl std::fmt::Debug for SetupDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupDto")
+            .field("step", &self.step)
+            .field("store", &self.store)
+            .field("store_url", &self.store_url)
+            .field("account", &self.account)
+            .field("recovery_key", &self.recovery_key.as_ref().map(|_| "****"))
+            .field("folder", &self.folder)
+            .finish()
+    }
 }
 
 struct Running {
@@ -419,7 +453,7 @@ impl Desktop {
                 check_account_fields(&email, &password)?;
                 coffer_cli::cmd::account::signup(&self.home, &url, email.trim(), &password)
                     .await
-                    .map_err(|e| account_error(e, &url))?;
+                    .map_err(account_error)?;
                 st.config.recovery_confirmed = false;
                 save_config(&self.home, &st.config)?;
             }
@@ -431,7 +465,7 @@ impl Desktop {
                 check_account_fields(&email, &password)?;
                 coffer_cli::cmd::account::login(&self.home, &url, email.trim(), &password)
                     .await
-                    .map_err(|e| account_error(e, &url))?;
+                    .map_err(account_error)?;
                 // The key was shown when the account was made.
                 st.config.recovery_confirmed = true;
                 save_config(&self.home, &st.config)?;
@@ -721,15 +755,12 @@ fn check_account_fields(email: &str, password: &str) -> Result<(), ControlError>
     Ok(())
 }
 
-fn account_error(e: anyhow::Error, url: &str) -> ControlError {
-    let text = format!("{e:#}");
-    let code = if text.contains("connect") || text.contains("timed out") {
-        ErrorCode::StoreUnreachable
-    } else {
-        ErrorCode::StoreRefused
-    };
-    let _ = url;
-    err(code, text)
+fn account_error(e: anyhow::Error) -> ControlError {
+    let unreachable = e.chain().any(|c| {
+        c.downcast_ref::<coffer_engine::remote::RemoteError>()
+            .is_some_and(|r| matches!(r, coffer_engine::remote::RemoteError::Transport(_)))
+    });
+    err(if unreachable { ErrorCode::StoreUnreachable } else { ErrorCode::StoreRefused }, format!("{e:#}"))
 }
 
 /// The folder a person chose: `~` expanded, absolute, not a file, not

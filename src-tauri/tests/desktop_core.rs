@@ -256,3 +256,22 @@ async fn first_run_against_a_server_signup_then_login_on_a_second_device() {
     d2.shutdown().await;
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn debug_output_shows_no_password_or_recovery_key() {
+    let req: coffer_desktop::core::SetupRequest =
+        serde_json::from_value(json!({"type": "signup", "email": "a@b", "password": "hunter2-secret"}))
+            .unwrap();
+    let shown = format!("{req:?}");
+    assert!(shown.contains("a@b") && !shown.contains("hunter2"), "{shown}");
+    let dto = coffer_desktop::core::SetupDto {
+        kind: "setup",
+        step: Step::Recovery,
+        store: None,
+        store_url: None,
+        account: None,
+        recovery_key: Some("ABCD-EFGH".into()),
+        folder: "/x".into(),
+    };
+    assert!(!format!("{dto:?}").contains("ABCD"));
+}
