@@ -206,10 +206,17 @@ impl SimRemote {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// Every call fails while offline or once the process is dead; calls
-    /// that change the store also spend one effect. Reads spend none: they
-    /// change nothing, and concurrent chunk fetches issue them in an order
-    /// that depends on blocking-pool timing.
+    /// Every call fails while offline; calls that change the store also
+    /// spend one effect and fail once the process is dead. Reads spend none:
+    /// they change nothing. Reads fail once the process is dead too, except
+    /// chunk fetches: a download fetches up to `FETCH_AHEAD` chunks
+    /// concurrently, and how many of them have started when the crash fires
+    /// (at a write of the same download) depends on when blocking-pool
+    /// threads finish opening the earlier ones. A fetch that saw the crash
+    /// failed the whole round ("cannot reach the store"), one that did not
+    /// left the write to fail the file alone: two histories for one seed.
+    /// A dead process's fetch changes nothing, and its next effect fails
+    /// anyway.
     fn gate(&self, what: &str) -> Result<(), RemoteError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if crate::fs::trace() {
@@ -221,12 +228,13 @@ impl SimRemote {
         let mutates = matches!(what, "upload_chunks" | "commit" | "revoke_session");
         let alive = if mutates {
             self.crash.spend()
+        } else if what == "download_chunk" {
+            // Neither a save moment nor a crash check: how many fetches run
+            // before a given write depends on blocking-pool timing.
+            true
         } else {
-            // Reads may still be the moment a user's save lands, except
-            // chunk fetches, whose order depends on blocking-pool timing.
-            if what != "download_chunk" {
-                self.crash.tick_edit();
-            }
+            // Reads may still be the moment a user's save lands.
+            self.crash.tick_edit();
             !self.crash.fired()
         };
         if !alive {
