@@ -95,11 +95,13 @@ need_desktop_deps() {
 }
 
 # need_cargo_tool NAME VERSION [BIN]: `cargo install NAME --version VERSION`
-# unless BIN (default NAME) already reports that version.
+# unless cargo already installed that version and BIN (default NAME) is on
+# PATH. (cargo's own list, not `BIN --version`: tauri-driver has no such
+# flag.)
 need_cargo_tool() {
   local name="$1" version="$2" bin="${3:-$1}"
   export PATH="$HOME/.cargo/bin:$PATH"
-  if command -v "$bin" >/dev/null 2>&1 && "$bin" --version 2>/dev/null | grep -qF "$version"; then
+  if command -v "$bin" >/dev/null 2>&1 && cargo install --list | grep -qxF "$name v$version:"; then
     return 0
   fi
   log "installing $name $version (cargo install)"
