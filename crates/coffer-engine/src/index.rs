@@ -141,6 +141,15 @@ fn u64_of(i: i64) -> u64 {
     u64::try_from(i).unwrap_or(0)
 }
 
+/// The columns of a `stat_cache` row as selected by `all_cached` and
+/// `cached_under` (path, size, mtime_ns, inode, mode, node), for
+/// [`cache_row`].
+type CacheColumns = (String, i64, i64, i64, i64, String);
+
+fn cache_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheColumns> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
 /// One `stat_cache` row's columns, parsed.
 fn cache_row(size: i64, mtime_ns: i64, inode: i64, mode: i64, node: &str) -> Result<(CachedStat, Node)> {
     let stat = CachedStat {
@@ -516,16 +525,7 @@ impl Index {
     pub fn all_cached(&self) -> Result<BTreeMap<RelPath, (CachedStat, Node)>> {
         let db = self.db();
         let mut stmt = db.prepare("SELECT path, size, mtime_ns, inode, mode, node FROM stat_cache")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], cache_columns)?;
         let mut out = Vec::new();
         for row in rows {
             let (path, size, mtime_ns, inode, mode, node) = row?;
@@ -557,16 +557,7 @@ impl Index {
             if nested {
                 continue;
             }
-            let rows = stmt.query_map([p.as_str()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })?;
+            let rows = stmt.query_map([p.as_str()], cache_columns)?;
             for row in rows {
                 let (path, size, mtime_ns, inode, mode, node) = row?;
                 out.push((rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?));
