@@ -5,7 +5,7 @@
 use anyhow::Context;
 use coffer_crypto::{MasterKey, RecoveryKey};
 use coffer_engine::home::{Credentials, Home};
-use coffer_engine::remote::Accounts;
+use coffer_engine::remote::{Accounts, LoggedIn};
 use rand_core::OsRng;
 
 use super::common::ksf;
@@ -22,12 +22,7 @@ pub async fn signup(home: &Home, server: &str, email: &str, password: &str) -> a
         .login(&mut OsRng, email, password, device.id, &ksf())
         .await
         .context("login after signup failed")?;
-    home.save_credentials(&Credentials {
-        server: server.to_string(),
-        username: email.to_string(),
-        token: logged.remote.token().clone(),
-        master: logged.master,
-    })?;
+    save(home, server, email, logged)?;
     Ok(RecoveryKey::from_master(&master))
 }
 
@@ -38,6 +33,11 @@ pub async fn login(home: &Home, server: &str, email: &str, password: &str) -> an
     let accounts = Accounts::new(server)?;
     let logged =
         accounts.login(&mut OsRng, email, password, device.id, &ksf()).await.context("login failed")?;
+    save(home, server, email, logged)
+}
+
+/// Saves a login's session and master key as this device's credentials.
+fn save(home: &Home, server: &str, email: &str, logged: LoggedIn) -> anyhow::Result<()> {
     home.save_credentials(&Credentials {
         server: server.to_string(),
         username: email.to_string(),
