@@ -91,19 +91,7 @@ mod tests {
     use super::*;
 
     fn status(state: SyncState, err: Option<&str>) -> StatusDto {
-        StatusDto {
-            state,
-            root: "/r".into(),
-            device_name: "d".into(),
-            files_total: 0,
-            files_done: 0,
-            bytes_total: 0,
-            bytes_done: 0,
-            current: vec![],
-            conflicts: 0,
-            pending_deletions: 0,
-            last_error: err.map(String::from),
-        }
+        StatusDto { last_error: err.map(String::from), ..crate::tray::idle_status(state) }
     }
 
     #[test]

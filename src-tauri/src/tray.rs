@@ -163,24 +163,30 @@ impl TrayAction {
     }
 }
 
+/// A status in `state` with nothing else going on (for tests).
+#[cfg(test)]
+pub(crate) fn idle_status(state: SyncState) -> StatusDto {
+    StatusDto {
+        state,
+        root: "/r".into(),
+        device_name: "d".into(),
+        files_total: 0,
+        files_done: 0,
+        bytes_total: 0,
+        bytes_done: 0,
+        current: vec![],
+        conflicts: 0,
+        pending_deletions: 0,
+        last_error: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn status(state: SyncState) -> StatusDto {
-        StatusDto {
-            state,
-            root: "/r".into(),
-            device_name: "d".into(),
-            files_total: 0,
-            files_done: 0,
-            bytes_total: 0,
-            bytes_done: 0,
-            current: vec![],
-            conflicts: 0,
-            pending_deletions: 0,
-            last_error: None,
-        }
+        idle_status(state)
     }
 
     #[test]
