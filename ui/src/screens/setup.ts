@@ -91,7 +91,6 @@ export function runSetup(api: Api, root: HTMLElement, first: Setup, done: () => 
         void send({ type: 'use_server', url: url.value }, next);
       } else void send({ type: 'use_local_store' }, next);
     });
-    url.disabled = true;
     return form;
   }
 
