@@ -446,6 +446,7 @@ async fn writer(
                     base_revision: revs[i],
                     meta: Some(SealedMeta::from_sealed_bytes(meta)),
                     chunks: vec![],
+                    delta: None,
                 }
             })
             .collect();

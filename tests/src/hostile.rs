@@ -254,8 +254,13 @@ impl MaliciousDevice {
             serde_json::to_vec(&serde_json::json!({"v": 1, "path": path, "node": node})).expect("json");
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(base);
         let meta = self.keys.meta.seal(&mut rng, &entry, Revision(base + 1), &plain);
-        let change =
-            Change { entry_id: entry, base_revision: Revision(base), meta: Some(meta), chunks: vec![] };
+        let change = Change {
+            entry_id: entry,
+            base_revision: Revision(base),
+            meta: Some(meta),
+            chunks: vec![],
+            delta: None,
+        };
         format!("{:?}", self.rt.block_on(self.remote.commit(&[change])).expect("commit"))
     }
 

@@ -437,6 +437,23 @@ impl Index {
         }
     }
 
+    /// The chunk list of an entry's revision `revision`, if that is the
+    /// latest revision seen and not a deletion.
+    pub fn remote_chunks_at(&self, id: &EntryId, revision: Revision) -> Result<Option<Vec<ChunkRef>>> {
+        let row: Option<(i64, Option<String>)> = self
+            .db()
+            .query_row(
+                "SELECT revision, live FROM remote WHERE entry_id = ?1",
+                [id.as_bytes().as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((rev, Some(s))) if u64_of(rev) == revision.get() => Ok(Some(unjson::<LiveRow>(&s)?.chunks)),
+            _ => Ok(None),
+        }
+    }
+
     /// The latest revision seen of an entry, and its last known path.
     pub fn remote_entry(&self, id: &EntryId) -> Result<Option<(Revision, Option<RelPath>)>> {
         let row: Option<(i64, Option<String>)> = self

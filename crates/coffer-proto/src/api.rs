@@ -22,7 +22,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedChunk, SealedMeta, WrappedKey};
+use crate::{ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedChunk, SealedMeta, WrappedKey};
 
 /// Why a textual session or login id did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -481,9 +481,29 @@ pub struct Change {
     /// or `None` to delete the entry.
     pub meta: Option<SealedMeta>,
     /// Every chunk id the metadata references (data chunks and chunk-list
-    /// chunks). Empty for a deletion.
+    /// chunks). Empty for a deletion. With `delta`, only the ids the new
+    /// revision adds to its base revision's list.
     #[serde(default)]
     pub chunks: Vec<ChunkId>,
+    /// Present when `chunks` is a difference from the base revision's list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<ChunkDelta>,
+}
+
+/// A change's chunk list given as a difference from its base revision's, so
+/// that a small edit of a large file does not resend every id. The store
+/// works out the whole list: the base revision's ids, less `dropped`, plus
+/// the change's `chunks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkDelta {
+    /// Ids of the base revision's list that the new revision drops; each
+    /// must be in that list.
+    pub dropped: Vec<ChunkId>,
+    /// [`ListDigest::of`] the whole new list. The store refuses the batch
+    /// (`bad_request`, nothing applied) when the list it works out differs,
+    /// so a client whose idea of the base is wrong can never leave the store
+    /// with a list that misses a chunk.
+    pub digest: ListDigest,
 }
 
 /// `POST /v1/commit`: a batch of changes. Each is applied or answered
@@ -538,7 +558,10 @@ pub struct EntryVersion {
     pub revision: Revision,
     /// Sealed metadata, or `None` for a deletion.
     pub meta: Option<SealedMeta>,
-    /// Chunk ids the metadata references.
+    /// Chunk ids the metadata references. The store keeps them for its
+    /// own bookkeeping and leaves them out of journal and snapshot pages
+    /// (clients read the chunk list from the metadata).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkId>,
     /// The device that made it.
     pub device_id: DeviceId,
@@ -558,7 +581,9 @@ impl EntryVersion {
 pub struct JournalQuery {
     /// The last position the client has seen.
     pub after: Cursor,
-    /// Most changes to return (server caps it).
+    /// Most changes to return (server caps it). On the long-poll, `0` asks
+    /// only to be woken: the page holds no changes and its cursor is the
+    /// journal head, for a client that pulls the journal itself.
     #[serde(default)]
     pub limit: Option<u32>,
     /// Long-poll only: how long to hold the request when nothing is new

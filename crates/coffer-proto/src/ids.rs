@@ -99,6 +99,27 @@ define_hash_id!(
     32
 );
 define_hash_id!(
+    /// BLAKE3 of a chunk list (its ids sorted, deduplicated, concatenated):
+    /// checks a change given as a difference (`api::ChunkDelta`).
+    ListDigest,
+    32
+);
+
+impl ListDigest {
+    /// The digest of `ids` (in any order, duplicates counted once).
+    pub fn of<'a>(ids: impl IntoIterator<Item = &'a ChunkId>) -> Self {
+        let mut sorted: Vec<&ChunkId> = ids.into_iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut h = blake3::Hasher::new();
+        for id in sorted {
+            h.update(id.as_bytes());
+        }
+        Self::from_bytes(*h.finalize().as_bytes())
+    }
+}
+
+define_hash_id!(
     /// A device (one install of the client), random at first start.
     DeviceId,
     16

@@ -17,5 +17,5 @@ pub mod api;
 pub mod ids;
 pub mod sealed;
 
-pub use ids::{ChunkId, Cursor, DeviceId, EntryId, IdParseError, Revision};
+pub use ids::{ChunkId, Cursor, DeviceId, EntryId, IdParseError, ListDigest, Revision};
 pub use sealed::{SealedChunk, SealedMeta, WrappedKey};

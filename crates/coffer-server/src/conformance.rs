@@ -16,8 +16,8 @@
 
 use std::sync::Arc;
 
-use coffer_proto::api::{Change, ChangeResult, SessionId, UnixMillis};
-use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedMeta, WrappedKey};
+use coffer_proto::api::{Change, ChangeResult, ChunkDelta, SessionId, UnixMillis};
+use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedMeta, WrappedKey};
 
 use crate::store::{AccountId, BlobStore, MetaStore, NewAccount, SessionRecord, StoreError, TokenHash};
 
@@ -42,11 +42,17 @@ fn meta(tag: &str) -> Option<SealedMeta> {
 }
 
 fn put(e: EntryId, base: u64, tag: &str, chunks: &[ChunkId]) -> Change {
-    Change { entry_id: e, base_revision: Revision(base), meta: meta(tag), chunks: chunks.to_vec() }
+    Change {
+        entry_id: e,
+        base_revision: Revision(base),
+        meta: meta(tag),
+        chunks: chunks.to_vec(),
+        delta: None,
+    }
 }
 
 fn del(e: EntryId, base: u64) -> Change {
-    Change { entry_id: e, base_revision: Revision(base), meta: None, chunks: vec![] }
+    Change { entry_id: e, base_revision: Revision(base), meta: None, chunks: vec![], delta: None }
 }
 
 fn account(s: &dyn MetaStore, name: &str, quota: u64) -> AccountId {
@@ -75,6 +81,7 @@ pub fn meta_store(make: MetaFactory<'_>) {
         ("chunk_bookkeeping", chunk_bookkeeping),
         ("commit_rules", commit_rules),
         ("commit_refuses_missing_chunks", commit_refuses_missing_chunks),
+        ("commit_resolves_chunk_deltas", commit_resolves_chunk_deltas),
         ("quota_is_exact", quota_is_exact),
         ("journal_and_snapshot_paging", journal_and_snapshot_paging),
         ("versions_and_retention", versions_and_retention),
@@ -223,6 +230,53 @@ fn commit_refuses_missing_chunks(s: &dyn MetaStore) {
     // A deletion names no chunks and needs none.
     s.commit(a, DEV, T0, &[put(entry(1), 0, "ok", &[chunk(1)])]).unwrap();
     s.commit(a, DEV, T0, &[Change { chunks: vec![chunk(5)], ..del(entry(1), 1) }]).unwrap();
+}
+
+/// A change given as a difference from its base (rule 5): the store keeps
+/// the whole list, refs and usage follow it, and a difference that does not
+/// fit the base refuses the batch.
+fn commit_resolves_chunk_deltas(s: &dyn MetaStore) {
+    let a = account(s, "alice", 1000);
+    s.record_chunks(a, &[(chunk(1), 10), (chunk(2), 20), (chunk(3), 30), (chunk(4), 40)], T0).unwrap();
+    s.commit(a, DEV, T0, &[put(entry(1), 0, "v1", &[chunk(1), chunk(2), chunk(3)])]).unwrap();
+    assert_eq!(s.usage(a).unwrap().used_bytes, 60);
+    let delta = |base: u64, added: &[ChunkId], dropped: &[ChunkId], whole: &[ChunkId]| Change {
+        chunks: added.to_vec(),
+        delta: Some(ChunkDelta { dropped: dropped.to_vec(), digest: ListDigest::of(whole) }),
+        ..put(entry(1), base, "v", &[])
+    };
+    // Drops chunk 2, adds chunk 4: the stored list is 1, 3, 4.
+    let (r, _) =
+        s.commit(a, DEV, T0, &[delta(1, &[chunk(4)], &[chunk(2)], &[chunk(1), chunk(3), chunk(4)])]).unwrap();
+    assert!(applied(&r[0]));
+    assert_eq!(s.versions(a, entry(1)).unwrap()[0].chunks, vec![chunk(1), chunk(3), chunk(4)]);
+    assert_eq!(s.usage(a).unwrap().used_bytes, 80, "chunk 2 no longer counts, chunk 4 does");
+    let before = s.head(a).unwrap();
+    // A dropped id the base does not list, a digest of another list, and a
+    // base that names other chunks than the client thinks: each refused
+    // whole, with the valid change beside it not applied either.
+    let ok = put(entry(2), 0, "other", &[chunk(1)]);
+    for bad in [
+        delta(2, &[], &[chunk(2)], &[chunk(1), chunk(3), chunk(4)]),
+        delta(2, &[chunk(2)], &[], &[chunk(1), chunk(2)]),
+        delta(2, &[], &[chunk(4)], &[chunk(1), chunk(2)]),
+    ] {
+        let err = s.commit(a, DEV, T0, &[ok.clone(), bad]).unwrap_err();
+        assert_eq!(err, StoreError::DeltaMismatch(entry(1)));
+        assert_eq!(s.head(a).unwrap(), before, "nothing applied");
+        assert_eq!(s.usage(a).unwrap().used_bytes, 80);
+    }
+    // A stale base is a conflict, as for a whole list.
+    let (r, _) = s.commit(a, DEV, T0, &[delta(1, &[], &[chunk(1)], &[chunk(3), chunk(4)])]).unwrap();
+    assert_eq!(r[0], ChangeResult::Conflict { entry_id: entry(1), current_revision: Revision(2) });
+    // Added ids must be present (rule 1); the base's need not be named.
+    let err = s.commit(a, DEV, T0, &[delta(2, &[chunk(9)], &[], &[chunk(1), chunk(3), chunk(4), chunk(9)])]);
+    assert_eq!(err.unwrap_err(), StoreError::ChunkMissing(vec![chunk(9)]));
+    // An unchanged list: an empty difference keeps every chunk.
+    let (r, _) = s.commit(a, DEV, T0, &[delta(2, &[], &[], &[chunk(1), chunk(3), chunk(4)])]).unwrap();
+    assert!(applied(&r[0]));
+    assert_eq!(s.versions(a, entry(1)).unwrap()[0].chunks, vec![chunk(1), chunk(3), chunk(4)]);
+    assert_eq!(s.usage(a).unwrap().used_bytes, 80);
 }
 
 fn quota_is_exact(s: &dyn MetaStore) {

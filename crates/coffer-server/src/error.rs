@@ -117,6 +117,7 @@ impl From<StoreError> for ServiceError {
             StoreError::AlreadyExists => Self::AlreadyExists,
             StoreError::ChunkMissing(ids) => Self::ChunkMissing(ids),
             StoreError::QuotaExceeded { needed, quota } => Self::QuotaExceeded { needed, quota },
+            e @ StoreError::DeltaMismatch(_) => Self::BadRequest(e.to_string()),
             StoreError::ChunkBusy => Self::RetryLater,
             StoreError::CursorExpired(_) => Self::CursorExpired,
             StoreError::Backend(m) => Self::Internal(m),

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub(crate) chunk_bytes_served: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) changes_applied: AtomicU64,
+    pub(crate) chunk_ids_named: AtomicU64,
 }
 
 /// A copy of the counters at one instant.
@@ -33,6 +34,9 @@ pub struct MetricsSnapshot {
     pub commits: u64,
     /// Entry changes applied.
     pub changes_applied: u64,
+    /// Chunk ids named in missing-chunk queries and commits (the id traffic
+    /// an edit costs besides its chunks).
+    pub chunk_ids_named: u64,
 }
 
 impl Metrics {
@@ -50,6 +54,7 @@ impl Metrics {
             chunk_bytes_served: g(&self.chunk_bytes_served),
             commits: g(&self.commits),
             changes_applied: g(&self.changes_applied),
+            chunk_ids_named: g(&self.chunk_ids_named),
         }
     }
 }
@@ -79,6 +84,11 @@ impl MetricsSnapshot {
         );
         counter("coffer_commits_total", "Commit requests answered.", self.commits);
         counter("coffer_changes_applied_total", "Entry changes applied.", self.changes_applied);
+        counter(
+            "coffer_chunk_ids_named_total",
+            "Chunk ids named in missing-chunk queries and commits.",
+            self.chunk_ids_named,
+        );
         out
     }
 }

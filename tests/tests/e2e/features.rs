@@ -140,9 +140,15 @@ fn a_one_byte_edit_to_a_large_file_sends_one_chunk() {
     a.write("big.bin", &data);
     let received_before = server.metric("coffer_chunk_bytes_received_total");
     let stored_before = server.metric("coffer_chunk_bytes_stored_total");
+    let ids_before = server.metric("coffer_chunk_ids_named_total");
     let second = a.sync().stdout;
     let sent = sent_bytes(&second);
     assert!(sent > 0 && sent <= 4 << 20, "a one-byte edit sent {sent} bytes: {second}");
+    // Nor do the ids of the unchanged chunks travel: the upload skips the
+    // base revision's chunks and the commit names only the difference.
+    let ids = server.metric("coffer_chunk_ids_named_total") - ids_before;
+    assert!(ids <= 8, "a one-byte edit named {ids} chunk ids (first sync: {ids_before})");
+    assert!(ids_before >= 100, "the first sync named {ids_before} chunk ids");
     // The store's own counters agree: one chunk (at most 4 MiB) came in.
     let received = server.metric("coffer_chunk_bytes_received_total") - received_before;
     let stored = server.metric("coffer_chunk_bytes_stored_total") - stored_before;

@@ -139,7 +139,8 @@ impl Remote for HttpRemote {
 
     async fn wait_journal(&self, after: Cursor, timeout: Duration) -> Result<JournalPage, RemoteError> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let q = [("after", after.0.to_string()), ("timeout_ms", ms.to_string())];
+        // limit=0: wake us, no changes (the round pulls them).
+        let q = [("after", after.0.to_string()), ("timeout_ms", ms.to_string()), ("limit", "0".into())];
         let req = self.get("/journal/wait").query(&q).timeout(timeout + WAIT_SLACK);
         decode(req.send().await?).await
     }

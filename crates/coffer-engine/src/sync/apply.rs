@@ -13,11 +13,12 @@
 //! Uploads of a round are committed together in batches, after their
 //! chunks are on the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
-use coffer_proto::api::{Change, ChangeResult};
-use coffer_proto::Revision;
+use coffer_proto::api::{Change, ChangeResult, ChunkDelta, CommitResponse, ErrorCode};
+use coffer_proto::{ChunkId, ListDigest, Revision};
 use futures::stream::{self, StreamExt};
 
 use super::activity::ActivityKind;
@@ -32,6 +33,9 @@ use crate::scan::ScanResult;
 
 /// Changes per commit request.
 const COMMIT_BATCH: usize = 500;
+
+/// Chunk lists shorter than this go whole: a difference would save little.
+const DELTA_MIN: usize = 16;
 /// Fetched files placed (and their folders fsynced, their index rows
 /// written) together.
 const PLACE_BATCH: usize = 256;
@@ -198,7 +202,7 @@ impl<R: Remote> Engine<R> {
             Op::DeleteRemote { path, entry_id, base } => {
                 pending.push(Pending {
                     path,
-                    change: Change { entry_id, base_revision: base, meta: None, chunks: vec![] },
+                    change: Change { entry_id, base_revision: base, meta: None, chunks: vec![], delta: None },
                     synced: None,
                 });
                 Ok(true)
@@ -246,7 +250,8 @@ impl<R: Remote> Engine<R> {
         let mut node = local.node.clone();
         let mut chunks = Vec::new();
         if node.kind == NodeKind::File {
-            match self.upload_file(path, &local.stat, batcher).await {
+            let on_store = self.base_chunks(path, base, local.stat.size)?;
+            match self.upload_file(path, &local.stat, &on_store, batcher).await {
                 Ok((c, hash)) => {
                     if Some(hash) != node.hash {
                         return Ok(false); // changed since the scan: next round
@@ -261,6 +266,70 @@ impl<R: Remote> Engine<R> {
         }
         self.queue_change(path, base, node, chunks, pending)?;
         Ok(true)
+    }
+
+    /// The chunk ids of `path`'s base revision, which the store keeps while
+    /// that revision is current: an edit need not send them again. Empty
+    /// for a new file, a small one (a single chunk), or when deltas are off.
+    fn base_chunks(&self, path: &RelPath, base: Revision, size: u64) -> Result<HashSet<ChunkId>, OpError> {
+        if base == Revision::ZERO
+            || size <= self.config.chunker.min as u64
+            || !self.deltas.load(Ordering::Relaxed)
+        {
+            return Ok(HashSet::new());
+        }
+        let entry_id = self.keys.path.entry_id(path.as_str());
+        let chunks = self.index.remote_chunks_at(&entry_id, base)?.unwrap_or_default();
+        Ok(chunks.iter().map(|c| c.id).collect())
+    }
+
+    /// `change` with its chunk list given as a difference from its base
+    /// revision's ([`ChunkDelta`]), when that is shorter than the list.
+    fn as_delta(&self, change: &Change) -> Result<Option<Change>, EngineError> {
+        if change.meta.is_none() || change.base_revision == Revision::ZERO || change.chunks.len() < DELTA_MIN
+        {
+            return Ok(None);
+        }
+        let Some(base) = self.index.remote_chunks_at(&change.entry_id, change.base_revision)? else {
+            return Ok(None);
+        };
+        let base: BTreeSet<ChunkId> = base.iter().map(|c| c.id).collect();
+        let new: BTreeSet<ChunkId> = change.chunks.iter().copied().collect();
+        let added: Vec<ChunkId> = new.difference(&base).copied().collect();
+        let dropped: Vec<ChunkId> = base.difference(&new).copied().collect();
+        if added.len() + dropped.len() >= new.len() {
+            return Ok(None);
+        }
+        Ok(Some(Change {
+            chunks: added,
+            delta: Some(ChunkDelta { dropped, digest: ListDigest::of(&new) }),
+            ..change.clone()
+        }))
+    }
+
+    /// Commits `changes`, each of a large file's edits as a difference from
+    /// its base when deltas are on. If the store finds a difference that does
+    /// not fit (`bad_request`; nothing was applied), deltas go off for good
+    /// and the same changes go again with whole lists.
+    async fn commit_changes(&self, changes: &[Change]) -> Result<CommitResponse, EngineError> {
+        if !self.deltas.load(Ordering::Relaxed) {
+            return Ok(self.remote.commit(changes).await?);
+        }
+        let mut sent = Vec::with_capacity(changes.len());
+        for c in changes {
+            sent.push(self.as_delta(c)?.unwrap_or_else(|| c.clone()));
+        }
+        match self.remote.commit(&sent).await {
+            Err(e) if e.code() == Some(ErrorCode::BadRequest) && sent.iter().any(|c| c.delta.is_some()) => {
+                tracing::warn!(
+                    error = %e,
+                    "the store refused a chunk list given as a difference; sending whole lists from now on"
+                );
+                self.deltas.store(false, Ordering::Relaxed);
+                Ok(self.remote.commit(changes).await?)
+            }
+            r => Ok(r?),
+        }
     }
 
     /// Seals the metadata of `node` at `path` for revision `base + 1` and
@@ -309,7 +378,7 @@ impl<R: Remote> Engine<R> {
         let mut ids: Vec<_> = chunks.iter().map(|c| c.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        Change { entry_id, base_revision: base, meta: Some(sealed), chunks: ids }
+        Change { entry_id, base_revision: base, meta: Some(sealed), chunks: ids, delta: None }
     }
 
     /// Sends queued chunks, then commits queued changes; records what the
@@ -328,7 +397,7 @@ impl<R: Remote> Engine<R> {
         let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
         let noted = self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
         fail::fail_point!("upload-before-commit");
-        let resp = self.remote.commit(&changes).await?;
+        let resp = self.commit_changes(&changes).await?;
         fail::fail_point!("upload-after-commit");
         let mut remote_rows = Vec::new();
         let mut refused = Vec::new();

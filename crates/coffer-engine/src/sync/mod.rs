@@ -214,6 +214,13 @@ pub struct Engine<R: Remote> {
     /// Asks the daemon for a round now (after a change it cannot see on
     /// disk or in the journal, like including a folder again).
     wake: tokio::sync::Notify,
+    /// Whether an edit of a large file may leave out the chunks its base
+    /// revision already has: neither asked about nor uploaded, and the
+    /// commit names only the difference ([`coffer_proto::api::ChunkDelta`]).
+    /// Cleared for good if the store ever finds a difference that does not
+    /// fit its base (this device's idea of the base is then not to be
+    /// trusted).
+    pub(crate) deltas: AtomicBool,
 }
 
 impl<R: Remote> std::fmt::Debug for Engine<R> {
@@ -310,6 +317,7 @@ impl<R: Remote> Engine<R> {
             activity: activity::ActivityLog::default(),
             limits: limit::Limits::default(),
             wake: tokio::sync::Notify::new(),
+            deltas: AtomicBool::new(true),
         }
     }
 

@@ -8,6 +8,7 @@
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use coffer_crypto::ContentHash;
@@ -117,10 +118,13 @@ impl<R: Remote> Engine<R> {
     /// Reads `path`, seals its chunks and queues them on `batcher`. Returns
     /// the chunk list and file hash, or `Unstable` if the file no longer
     /// matches `expect` (it changed since the scan, or while being read).
+    /// Chunks in `on_store` (the base revision's, which the store keeps)
+    /// are neither asked about nor sent again.
     pub(crate) async fn upload_file(
         &self,
         path: &RelPath,
         expect: &Stat,
+        on_store: &HashSet<ChunkId>,
         batcher: &mut ChunkBatcher<'_, R>,
     ) -> Result<(Vec<ChunkRef>, FileHash), TransferError> {
         let abs = self.abs(path);
@@ -170,6 +174,9 @@ impl<R: Remote> Engine<R> {
             chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
             self.update_status(|s| s.bytes_done += u64::from(c.len));
             fail::fail_point!("upload-sealed");
+            if on_store.contains(&c.sealed.id()) {
+                continue;
+            }
             if let Err(e) = batcher.add(c.sealed).await {
                 failed = Some(e);
                 break;

@@ -29,6 +29,7 @@ impl Service {
         ids: Vec<ChunkId>,
     ) -> Result<Vec<ChunkId>, ServiceError> {
         check_count(ids.len())?;
+        crate::metrics::Metrics::add(&self.inner.metrics.chunk_ids_named, ids.len() as u64);
         self.meta(move |m| m.missing_chunks(caller.account, &ids)).await
     }
 

@@ -13,7 +13,6 @@ use coffer_proto::api::{
 use coffer_proto::{Cursor, EntryId, Revision};
 
 use super::{Caller, Service};
-use crate::store::commit::unique_chunks;
 use crate::ServiceError;
 
 impl Service {
@@ -25,10 +24,12 @@ impl Service {
                 "a commit holds 1 to {MAX_IDS_PER_REQUEST} changes"
             )));
         }
-        let chunk_refs: usize = changes.iter().map(|c| c.chunks.len()).sum();
+        let chunk_refs: usize =
+            changes.iter().map(|c| c.chunks.len() + c.delta.as_ref().map_or(0, |d| d.dropped.len())).sum();
         if chunk_refs > 16 * MAX_IDS_PER_REQUEST {
             return Err(ServiceError::BadRequest("too many chunk references in one commit".into()));
         }
+        crate::metrics::Metrics::add(&self.inner.metrics.chunk_ids_named, chunk_refs as u64);
         let now = self.now();
         let ((results, cursor), changes) = self
             .meta(move |m| m.commit(caller.account, caller.device, now, &changes).map(|r| (r, changes)))
@@ -41,7 +42,8 @@ impl Service {
                     seq,
                     entry_id,
                     revision,
-                    chunks: if c.meta.is_some() { unique_chunks(&c.chunks) } else { Vec::new() },
+                    // Journal pages leave chunk lists out ([`strip_chunks`]).
+                    chunks: Vec::new(),
                     meta: c.meta,
                     device_id: caller.device,
                     time: now,
@@ -70,7 +72,9 @@ impl Service {
         if let Some(page) = self.inner.notifier.page(caller.account, after, limit) {
             return Ok(page);
         }
-        self.meta(move |m| m.journal(caller.account, after, limit)).await
+        let mut page = self.meta(move |m| m.journal(caller.account, after, limit)).await?;
+        strip_chunks(&mut page.changes);
+        Ok(page)
     }
 
     /// Like [`Service::journal`], but when nothing is new, waits up to
@@ -91,11 +95,23 @@ impl Service {
         }
         let woke = rx.borrow_and_update().head() > after
             || matches!(tokio::time::timeout(timeout, rx.wait_for(|f| f.head() > after)).await, Ok(Ok(_)));
+        let head = rx.borrow().head();
         drop(rx);
+        // `limit=0` asks only to be woken: the client pulls the journal
+        // itself, so the changes would cross the wire twice.
+        let peek = limit == Some(0);
         if !woke {
             // Still check the store: a cursor below the journal floor must hear so.
-            let limit = self.page_limit(limit);
-            return self.meta(move |m| m.journal(caller.account, after, limit)).await;
+            let limit = if peek { 1 } else { self.page_limit(limit) };
+            let mut page = self.meta(move |m| m.journal(caller.account, after, limit)).await?;
+            if peek {
+                page.changes.clear();
+            }
+            strip_chunks(&mut page.changes);
+            return Ok(page);
+        }
+        if peek {
+            return Ok(JournalPage { changes: Vec::new(), cursor: head, more: false });
         }
         self.journal(caller, after, limit).await
     }
@@ -113,7 +129,9 @@ impl Service {
         limit: Option<u32>,
     ) -> Result<SnapshotPage, ServiceError> {
         let limit = self.page_limit(limit);
-        self.meta(move |m| m.snapshot(caller.account, after, limit)).await
+        let mut page = self.meta(move |m| m.snapshot(caller.account, after, limit)).await?;
+        strip_chunks(&mut page.entries);
+        Ok(page)
     }
 
     /// Every kept revision of an entry, newest first.
@@ -134,6 +152,16 @@ impl Service {
     ) -> Result<EntryVersion, ServiceError> {
         let versions = self.meta(move |m| m.versions(caller.account, entry)).await?;
         versions.into_iter().find(|v| v.revision == revision).ok_or(ServiceError::NotFound("revision"))
+    }
+}
+
+/// Leaves the chunk ids out of journal and snapshot pages: a client reads a
+/// revision's chunk list from its sealed metadata, and the ids would about
+/// double the size of a large file's change on the wire. (Versions keep
+/// them: they are read one entry at a time.)
+fn strip_chunks(versions: &mut [EntryVersion]) {
+    for v in versions {
+        v.chunks = Vec::new();
     }
 }
 
@@ -189,6 +217,7 @@ mod tests {
             base_revision: Revision(base),
             meta,
             chunks,
+            delta: None,
         };
         svc.commit(caller, vec![ch(e(1), 0, m("a"), vec![c(2), c(1), c(2)]), ch(e(2), 0, m("b"), vec![])])
             .await
@@ -203,7 +232,8 @@ mod tests {
         assert_eq!(head, Cursor(5));
         for after in 0..=head.0 {
             for limit in [1, 2, 10] {
-                let want = meta.journal(account, Cursor(after), limit).unwrap();
+                let mut want = meta.journal(account, Cursor(after), limit).unwrap();
+                strip_chunks(&mut want.changes);
                 match svc.inner.notifier.page(account, Cursor(after), limit) {
                     Some(got) => {
                         assert_eq!(got.changes, want.changes, "after {after} limit {limit}");
@@ -213,5 +243,21 @@ mod tests {
                 }
             }
         }
+        // Pages leave the chunk ids out; the store keeps them.
+        let page = svc.journal(caller, Cursor(0), None).await.unwrap();
+        assert!(page.changes.iter().all(|v| v.chunks.is_empty()));
+        assert_eq!(meta.journal(account, Cursor(0), 1).unwrap().changes[0].chunks, vec![c(1), c(2)]);
+        let snapshot = svc.snapshot(caller, None, None).await.unwrap();
+        assert_eq!(snapshot.entries.len(), 3);
+        assert!(snapshot.entries.iter().all(|v| v.chunks.is_empty()));
+        // A long-poll with limit 0 only wakes: no changes, the head as cursor.
+        let woken = svc.wait_journal(caller, Cursor(1), Some(0), Duration::from_millis(10)).await.unwrap();
+        assert!(woken.changes.is_empty());
+        assert_eq!(woken.cursor, head);
+        let idle = svc.wait_journal(caller, head, Some(0), Duration::from_millis(10)).await.unwrap();
+        assert!(idle.changes.is_empty());
+        assert_eq!(idle.cursor, head);
+        let full = svc.wait_journal(caller, Cursor(1), None, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(full.changes.len(), 4);
     }
 }

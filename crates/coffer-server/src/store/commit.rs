@@ -17,10 +17,17 @@
 //!    the whole batch is refused with `QuotaExceeded`. A batch that lowers or
 //!    keeps usage is always accepted.
 //!
+//! 5. A change may give its chunk list as a difference from its base
+//!    revision's ([`ChunkDelta`]): the whole list is the base's ids, less the
+//!    dropped ones, plus the change's. A dropped id the base does not list, or
+//!    a result whose digest differs from the change's, refuses the whole batch
+//!    with `DeltaMismatch` (nothing applied). Rule 1 checks only the ids the
+//!    change names: the base's are kept by the base revision.
+//!
 //! The caller runs [`apply`] inside one transaction and rolls back on error.
 
-use coffer_proto::api::{Change, ChangeResult, EntryVersion, UnixMillis};
-use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision};
+use coffer_proto::api::{Change, ChangeResult, ChunkDelta, EntryVersion, UnixMillis};
+use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision};
 
 use super::{StoreError, StoreResult};
 
@@ -121,17 +128,21 @@ pub fn apply(
         let revision = current_rev.next();
         head += 1;
 
-        if live {
-            for id in tx.revision_chunks(&change.entry_id, current_rev)? {
-                let row = tx.chunk(&id)?.ok_or_else(|| dangling(&id))?;
-                let live_refs = row.live_refs.saturating_sub(1);
-                if live_refs == 0 && row.live_refs > 0 {
-                    used = used.saturating_sub(row.size);
-                }
-                tx.set_chunk_refs(&id, row.refs, live_refs)?;
+        let base_chunks = if live { tx.revision_chunks(&change.entry_id, current_rev)? } else { Vec::new() };
+        let chunks = match (&change.meta, &change.delta) {
+            (None, _) => Vec::new(),
+            (Some(_), None) => unique_chunks(&change.chunks),
+            (Some(_), Some(delta)) => resolve_delta(&base_chunks, &change.chunks, delta)
+                .ok_or(StoreError::DeltaMismatch(change.entry_id))?,
+        };
+        for id in &base_chunks {
+            let row = tx.chunk(id)?.ok_or_else(|| dangling(id))?;
+            let live_refs = row.live_refs.saturating_sub(1);
+            if live_refs == 0 && row.live_refs > 0 {
+                used = used.saturating_sub(row.size);
             }
+            tx.set_chunk_refs(id, row.refs, live_refs)?;
         }
-        let chunks = if change.meta.is_some() { unique_chunks(&change.chunks) } else { Vec::new() };
         for id in &chunks {
             let row = tx.chunk(id)?.ok_or_else(|| dangling(id))?;
             if row.live_refs == 0 {
@@ -158,6 +169,20 @@ pub fn apply(
     }
     tx.set_counters(used, head)?;
     Ok((results, Cursor(head)))
+}
+
+/// The whole list of a change given as a difference (rule 5), or `None`
+/// when it does not fit the base.
+fn resolve_delta(base: &[ChunkId], added: &[ChunkId], delta: &ChunkDelta) -> Option<Vec<ChunkId>> {
+    let dropped = unique_chunks(&delta.dropped);
+    let mut list: Vec<ChunkId> = unique_chunks(base);
+    if dropped.iter().any(|d| list.binary_search(d).is_err()) {
+        return None;
+    }
+    list.retain(|id| dropped.binary_search(id).is_err());
+    list.extend_from_slice(added);
+    let list = unique_chunks(&list);
+    (ListDigest::of(&list) == delta.digest).then_some(list)
 }
 
 fn dangling(id: &ChunkId) -> StoreError {

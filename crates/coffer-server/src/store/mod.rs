@@ -138,6 +138,10 @@ pub enum StoreError {
         /// The quota.
         quota: u64,
     },
+    /// A change given as a difference from its base revision's chunk list
+    /// does not fit that list. Nothing applied.
+    #[error("the chunk list change of entry {0} does not match its base revision")]
+    DeltaMismatch(EntryId),
     /// A chunk being uploaded is being garbage collected right now.
     #[error("chunk is being garbage collected; retry")]
     ChunkBusy,

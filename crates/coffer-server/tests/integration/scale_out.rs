@@ -86,6 +86,7 @@ fn put(n: u8, chunks: &[ChunkId]) -> Change {
         base_revision: Revision(0),
         meta: Some(SealedMeta::from_sealed_bytes(vec![n])),
         chunks: chunks.to_vec(),
+        delta: None,
     }
 }
 
@@ -268,6 +269,7 @@ async fn long_polls_wake_across_instances_and_survive_a_lost_listener() {
             base_revision: Revision(0),
             meta: Some(SealedMeta::from_sealed_bytes(vec![round as u8])),
             chunks: vec![sealed.id()],
+            delta: None,
         };
         writer.remote.commit(&[change]).await.unwrap();
         let (page, woke) = tokio::time::timeout(Duration::from_secs(10), waiting)

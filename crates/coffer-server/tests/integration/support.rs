@@ -92,9 +92,10 @@ pub fn put(e: EntryId, base: u64, meta: &[u8], chunks: &[&SealedChunk]) -> Chang
         base_revision: Revision(base),
         meta: Some(SealedMeta::from_sealed_bytes(meta.to_vec())),
         chunks: chunks.iter().map(|c| c.id()).collect(),
+        delta: None,
     }
 }
 
 pub fn del(e: EntryId, base: u64) -> Change {
-    Change { entry_id: e, base_revision: Revision(base), meta: None, chunks: vec![] }
+    Change { entry_id: e, base_revision: Revision(base), meta: None, chunks: vec![], delta: None }
 }

@@ -21,7 +21,13 @@ async fn versions_and_restore() {
     };
     for (base, text) in [(0, "first"), (1, "second"), (2, "third")] {
         let meta = seal(&mut t.rng, base + 1, text);
-        let change = Change { entry_id: id, base_revision: Revision(base), meta: Some(meta), chunks: vec![] };
+        let change = Change {
+            entry_id: id,
+            base_revision: Revision(base),
+            meta: Some(meta),
+            chunks: vec![],
+            delta: None,
+        };
         let r = d.remote.commit(&[change]).await.unwrap();
         assert!(matches!(r.results[0], ChangeResult::Applied { .. }));
     }
@@ -36,7 +42,13 @@ async fn versions_and_restore() {
     // The store cannot replay old metadata as new: it does not open at another revision.
     assert!(keys.meta.open(&id, Revision(4), old.meta.as_ref().unwrap()).is_err());
     let resealed = keys.meta.seal(&mut t.rng, &id, Revision(4), &plain);
-    let change = Change { entry_id: id, base_revision: Revision(3), meta: Some(resealed), chunks: vec![] };
+    let change = Change {
+        entry_id: id,
+        base_revision: Revision(3),
+        meta: Some(resealed),
+        chunks: vec![],
+        delta: None,
+    };
     let r = d.remote.commit(&[change]).await.unwrap();
     assert!(matches!(r.results[0], ChangeResult::Applied { revision: Revision(4), .. }));
 
@@ -47,7 +59,13 @@ async fn versions_and_restore() {
     let keep = versions.iter().find(|v| v.revision == Revision(4)).unwrap();
     let plain = keys.meta.open(&id, Revision(4), keep.meta.as_ref().unwrap()).unwrap();
     let resealed = keys.meta.seal(&mut t.rng, &id, Revision(6), &plain);
-    let change = Change { entry_id: id, base_revision: Revision(5), meta: Some(resealed), chunks: vec![] };
+    let change = Change {
+        entry_id: id,
+        base_revision: Revision(5),
+        meta: Some(resealed),
+        chunks: vec![],
+        delta: None,
+    };
     let r = d.remote.commit(&[change]).await.unwrap();
     assert!(matches!(r.results[0], ChangeResult::Applied { revision: Revision(6), .. }));
 
