@@ -9,6 +9,7 @@
 //! injected traits so that the simulation of issue 5 can run this very code.
 
 pub mod chunker;
+pub mod chunklist;
 pub mod control;
 pub mod failpoints;
 pub mod fs;

@@ -215,8 +215,10 @@ impl Node {
 }
 
 /// The plaintext metadata of an entry, sealed before it leaves the device.
-/// Format version 1 is JSON (compact enough for lists of a few thousand
-/// chunks; long lists move into chunks of their own in a later version).
+/// JSON. Format 1 lists a file's chunks here; format 2, for a list longer
+/// than [`crate::chunklist::INLINE_MAX`], lists the pieces of the chunk list
+/// instead ([`crate::chunklist`]), which a device fetches (or rebuilds) and
+/// checks before it believes the entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryMeta {
     /// Format version of this structure.
@@ -225,9 +227,12 @@ pub struct EntryMeta {
     pub path: RelPath,
     /// What it is.
     pub node: Node,
-    /// Its chunks, in order (files).
+    /// Its chunks, in order (files; format 1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkRef>,
+    /// The pieces of its chunk list, in order (files; format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub list: Vec<ChunkRef>,
     /// The name of the device that made this revision (for people: version
     /// lists, conflict dialogs).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -235,8 +240,10 @@ pub struct EntryMeta {
 }
 
 impl EntryMeta {
-    /// Current format version.
+    /// Format with the chunk list inline.
     pub const VERSION: u8 = 1;
+    /// Format with the chunk list in pieces.
+    pub const VERSION_LISTED: u8 = 2;
 
     /// Serialises for sealing.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -244,24 +251,40 @@ impl EntryMeta {
     }
 
     /// Parses opened metadata, checking what serde cannot: the version, and
-    /// that a file's chunks add up to its size and hash.
+    /// that a file's chunks add up to its size and hash. A format 2 file
+    /// comes back with `list` set and `chunks` empty: [`EntryMeta::check_chunks`]
+    /// checks the list once its pieces are read.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let m: EntryMeta = serde_json::from_slice(bytes).map_err(|e| format!("unreadable metadata: {e}"))?;
-        if m.v != Self::VERSION {
-            return Err(format!("metadata version {} is not supported; update Coffer", m.v));
+        match m.v {
+            Self::VERSION if m.list.is_empty() => {}
+            Self::VERSION_LISTED
+                if m.node.kind == NodeKind::File && m.chunks.is_empty() && !m.list.is_empty() => {}
+            Self::VERSION | Self::VERSION_LISTED => {
+                return Err(format!("metadata of format {} is malformed", m.v));
+            }
+            v => return Err(format!("metadata version {v} is not supported; update Coffer")),
         }
         if m.node.kind == NodeKind::File {
-            let total: u64 = m.chunks.iter().map(|c| u64::from(c.len)).sum();
-            if total != m.node.size {
-                return Err("metadata chunk list does not add up to the file size".into());
-            }
-            if m.node.hash != Some(FileHash::of_chunks(m.chunks.iter().map(|c| (&c.content, c.len)))) {
-                return Err("metadata file hash does not match its chunk list".into());
+            if m.list.is_empty() {
+                Self::check_chunks(&m.node, &m.chunks)?;
             }
         } else if !m.chunks.is_empty() {
             return Err("metadata of a directory or link lists chunks".into());
         }
         Ok(m)
+    }
+
+    /// Checks that a file's chunks add up to its size and hash.
+    pub fn check_chunks(node: &Node, chunks: &[ChunkRef]) -> Result<(), String> {
+        let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        if total != node.size {
+            return Err("metadata chunk list does not add up to the file size".into());
+        }
+        if node.hash != Some(FileHash::of_chunks(chunks.iter().map(|c| (&c.content, c.len)))) {
+            return Err("metadata file hash does not match its chunk list".into());
+        }
+        Ok(())
     }
 }
 
@@ -348,15 +371,32 @@ mod tests {
             hash: Some(FileHash::of_chunks([(&c, 10)])),
             target: None,
         };
-        let m =
-            EntryMeta { v: 1, path: RelPath::new("a/b").unwrap(), node, chunks, device_name: "pc".into() };
+        let m = EntryMeta {
+            v: 1,
+            path: RelPath::new("a/b").unwrap(),
+            node,
+            chunks: chunks.clone(),
+            list: vec![],
+            device_name: "pc".into(),
+        };
         assert_eq!(EntryMeta::from_bytes(&m.to_bytes()).unwrap(), m);
         let mut bad = m.clone();
         bad.node.size = 11;
         assert!(EntryMeta::from_bytes(&bad.to_bytes()).is_err());
         let mut bad = m.clone();
         bad.v = 2;
-        assert!(EntryMeta::from_bytes(&bad.to_bytes()).is_err());
+        assert!(EntryMeta::from_bytes(&bad.to_bytes()).is_err(), "format 2 without pieces");
+        bad.v = 3;
+        assert!(EntryMeta::from_bytes(&bad.to_bytes()).unwrap_err().contains("update Coffer"));
+        // Format 2: pieces instead of chunks; their sum is checked later.
+        let listed = EntryMeta { v: 2, chunks: vec![], list: chunks.clone(), ..m.clone() };
+        assert_eq!(EntryMeta::from_bytes(&listed.to_bytes()).unwrap(), listed);
+        let both = EntryMeta { chunks: chunks.clone(), ..listed.clone() };
+        assert!(EntryMeta::from_bytes(&both.to_bytes()).is_err(), "chunks and pieces");
+        let pieces_in_v1 = EntryMeta { v: 1, ..listed.clone() };
+        assert!(EntryMeta::from_bytes(&pieces_in_v1.to_bytes()).is_err());
+        let dir = EntryMeta { node: Node::dir(), ..listed };
+        assert!(EntryMeta::from_bytes(&dir.to_bytes()).is_err(), "a folder with pieces");
         let raw = String::from_utf8(m.to_bytes()).unwrap().replace("a/b", "../b");
         assert!(EntryMeta::from_bytes(raw.as_bytes()).is_err());
     }

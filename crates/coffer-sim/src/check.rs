@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use coffer_crypto::AccountKeys;
+use coffer_engine::chunklist;
 use coffer_engine::ignore::IgnoreRules;
-use coffer_engine::model::{EntryMeta, NodeKind, RelPath, STATE_DIR};
+use coffer_engine::model::{ChunkRef, EntryMeta, NodeKind, RelPath, STATE_DIR};
 use coffer_proto::api::EntryVersion;
 use coffer_proto::{Cursor, EntryId};
 
@@ -91,27 +93,36 @@ async fn open_version(world: &World, v: &EntryVersion) -> Result<Option<(String,
     let keys = world.master.derive();
     let plain =
         keys.meta.open(&v.entry_id, v.revision, sealed).map_err(|e| format!("store metadata: {e}"))?;
-    let meta = EntryMeta::from_bytes(&plain)?;
+    let mut meta = EntryMeta::from_bytes(&plain)?;
+    // A long chunk list is in pieces of its own, stored like chunks.
+    for piece in std::mem::take(&mut meta.list) {
+        let plain = store_chunk(world, &keys, &piece, meta.path.as_str()).await?;
+        meta.chunks.extend(chunklist::decode(&plain)?);
+    }
     let content = match meta.node.kind {
         NodeKind::File => {
+            EntryMeta::check_chunks(&meta.node, &meta.chunks)?;
             let mut out = Vec::new();
             for c in &meta.chunks {
-                let sealed = world
-                    .service
-                    .download_chunk(world.devices[0].caller, c.id)
-                    .await
-                    .map_err(|e| format!("store chunk of {}: {e}", meta.path))?;
-                let data = keys
-                    .chunk
-                    .open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes())
-                    .map_err(|e| format!("store chunk of {}: {e}", meta.path))?;
-                out.extend_from_slice(&data);
+                out.extend_from_slice(&store_chunk(world, &keys, c, meta.path.as_str()).await?);
             }
             Some(out)
         }
         _ => None,
     };
     Ok(Some((meta.path.as_str().to_owned(), content)))
+}
+
+/// One chunk from the store, opened.
+async fn store_chunk(world: &World, keys: &AccountKeys, c: &ChunkRef, path: &str) -> Result<Vec<u8>, String> {
+    let sealed = world
+        .service
+        .download_chunk(world.devices[0].caller, c.id)
+        .await
+        .map_err(|e| format!("store chunk of {path}: {e}"))?;
+    keys.chunk
+        .open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes())
+        .map_err(|e| format!("store chunk of {path}: {e}"))
 }
 
 /// The store's live tree.

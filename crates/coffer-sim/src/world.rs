@@ -449,7 +449,9 @@ impl World {
         let len = match self.rng.gen_range(0..10) {
             0..=5 => self.rng.gen_range(0..200),
             6..=8 => self.rng.gen_range(200..3_000),
-            _ => self.rng.gen_range(3_000..9_000),
+            // Up to ~160 chunks of the simulation's 256-byte average: past
+            // 64 the chunk list goes into pieces (metadata format 2).
+            _ => self.rng.gen_range(3_000..40_000),
         };
         // Repetitive text, so that chunks repeat within and across files.
         let words = ["alpha ", "beta ", "gamma ", "delta\n"];

@@ -71,7 +71,7 @@ impl<R: Remote> Engine<R> {
         let list = self.remote.versions(id).await?;
         let mut out = Vec::new();
         for v in list {
-            let (_, e) = self.open_entry(&v).map_err(ActionError::Refused)?;
+            let (_, e, _) = super::open_entry(&self.keys, &v).map_err(ActionError::Refused)?;
             out.push(Version {
                 revision: v.revision,
                 time_ms: v.time.0,
@@ -101,9 +101,17 @@ impl<R: Remote> Engine<R> {
             None => list.iter().find(|v| v.revision != current && v.meta.is_some()),
         }
         .ok_or_else(|| ActionError::Refused(format!("no such version of {path} is kept on the store")))?;
-        let (_, old) = self.open_entry(chosen).map_err(ActionError::Refused)?;
+        let (_, old) = self.open_resolved(chosen).await?.map_err(ActionError::Refused)?;
         let live = old.live.ok_or_else(|| ActionError::Refused("that version is a deletion".into()))?;
-        let resp = self.remote.commit(&[self.change_for(path, current, &live.node, &live.chunks)]).await?;
+        let (change, pieces) = self.change_for(path, current, &live.node, &live.chunks);
+        // A long list's pieces are on the store with the old revision unless
+        // the cut changed since; the batcher sends only those it lacks.
+        let mut batcher = super::transfer::ChunkBatcher::new(&self.remote);
+        for piece in pieces {
+            batcher.add(piece).await?;
+        }
+        batcher.flush().await?;
+        let resp = self.remote.commit(&[change]).await?;
         match resp.results.first() {
             Some(ChangeResult::Applied { revision, .. }) => {
                 let entry = RemoteEntry {

@@ -18,13 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use coffer_proto::api::{Change, ChangeResult, ChunkDelta, CommitResponse, ErrorCode};
-use coffer_proto::{ChunkId, ListDigest, Revision};
+use coffer_proto::{ChunkId, ListDigest, Revision, SealedChunk};
 use futures::stream::{self, StreamExt};
 
 use super::activity::ActivityKind;
 use super::names::conflicted_copy;
 use super::transfer::{ChunkBatcher, TransferError};
 use super::{Engine, EngineError, Problem, RoundReport};
+use crate::chunklist;
 use crate::fs::{Stat, StatKind};
 use crate::model::{EntryMeta, Node, NodeKind, RelPath};
 use crate::plan::{Op, RemoteEntry, RemoteLive, SyncedEntry};
@@ -54,6 +55,8 @@ struct Fetched {
 struct Pending {
     path: RelPath,
     change: Change,
+    /// Pieces of a long chunk list to send before the commit.
+    pieces: Vec<SealedChunk>,
     /// `None` for a deletion.
     synced: Option<SyncedEntry>,
 }
@@ -203,6 +206,7 @@ impl<R: Remote> Engine<R> {
                 pending.push(Pending {
                     path,
                     change: Change { entry_id, base_revision: base, meta: None, chunks: vec![], delta: None },
+                    pieces: Vec::new(),
                     synced: None,
                 });
                 Ok(true)
@@ -249,22 +253,35 @@ impl<R: Remote> Engine<R> {
         let Some(local) = scan.entries.get(path) else { return Ok(false) };
         let mut node = local.node.clone();
         let mut chunks = Vec::new();
+        let on_store = match node.kind {
+            NodeKind::File => self.base_chunks(path, base, local.stat.size)?,
+            _ => HashSet::new(),
+        };
         if node.kind == NodeKind::File {
-            let on_store = self.base_chunks(path, base, local.stat.size)?;
             match self.upload_file(path, &local.stat, &on_store, batcher).await {
                 Ok((c, hash)) => {
                     if Some(hash) != node.hash {
-                        return Ok(false); // changed since the scan: next round
+                        // Changed since the scan; or changed without its
+                        // size or time moving (a coarse clock, a write in
+                        // the same tick as our own), so the stat cache
+                        // vouched for old content. Forget the cached hash
+                        // and rescan the path: the next round reads it.
+                        self.index.update_cache(&[], std::slice::from_ref(path))?;
+                        self.touch(path);
+                        return Ok(false);
                     }
                     node.hash = Some(hash);
                     chunks = c;
                 }
-                Err(TransferError::Unstable) => return Ok(false),
+                Err(TransferError::Unstable) => {
+                    self.touch(path);
+                    return Ok(false);
+                }
                 Err(TransferError::Remote(e)) => return Err(OpError::Fatal(e.into())),
                 Err(e) => return Err(OpError::Path(format!("could not read it: {e}"))),
             }
         }
-        self.queue_change(path, base, node, chunks, pending)?;
+        self.queue_change(path, base, node, chunks, &on_store, pending)?;
         Ok(true)
     }
 
@@ -280,7 +297,7 @@ impl<R: Remote> Engine<R> {
         }
         let entry_id = self.keys.path.entry_id(path.as_str());
         let chunks = self.index.remote_chunks_at(&entry_id, base)?.unwrap_or_default();
-        Ok(chunks.iter().map(|c| c.id).collect())
+        Ok(chunklist::store_ids(&self.keys, &chunks).into_iter().collect())
     }
 
     /// `change` with its chunk list given as a difference from its base
@@ -293,7 +310,7 @@ impl<R: Remote> Engine<R> {
         let Some(base) = self.index.remote_chunks_at(&change.entry_id, change.base_revision)? else {
             return Ok(None);
         };
-        let base: BTreeSet<ChunkId> = base.iter().map(|c| c.id).collect();
+        let base: BTreeSet<ChunkId> = chunklist::store_ids(&self.keys, &base).into_iter().collect();
         let new: BTreeSet<ChunkId> = change.chunks.iter().copied().collect();
         let added: Vec<ChunkId> = new.difference(&base).copied().collect();
         let dropped: Vec<ChunkId> = base.difference(&new).copied().collect();
@@ -334,19 +351,24 @@ impl<R: Remote> Engine<R> {
 
     /// Seals the metadata of `node` at `path` for revision `base + 1` and
     /// queues the change for the next commit.
+    /// The pieces of a long chunk list that the store lacks (those not in
+    /// `on_store`) go with it.
     fn queue_change(
         &self,
         path: &RelPath,
         base: Revision,
         node: Node,
         chunks: Vec<crate::model::ChunkRef>,
+        on_store: &HashSet<ChunkId>,
         pending: &mut Vec<Pending>,
     ) -> Result<(), OpError> {
-        let change = self.change_for(path, base, &node, &chunks);
+        let (change, mut pieces) = self.change_for(path, base, &node, &chunks);
+        pieces.retain(|p| !on_store.contains(&p.id()));
         let entry_id = change.entry_id;
         pending.push(Pending {
             path: path.clone(),
             change,
+            pieces,
             synced: Some(SyncedEntry { entry_id, revision: base.next(), node, chunks }),
         });
         Ok(())
@@ -354,20 +376,29 @@ impl<R: Remote> Engine<R> {
 
     /// The change that makes `node` (with `chunks`) the next revision of
     /// `path` after `base`: metadata sealed for that entry and revision, and
-    /// the chunk ids it references. Shared by uploads and restores.
+    /// the chunk ids it references; with a long chunk list, also the sealed
+    /// pieces of that list ([`chunklist`]), to send before the commit.
+    /// Shared by uploads and restores.
     pub(crate) fn change_for(
         &self,
         path: &RelPath,
         base: Revision,
         node: &Node,
         chunks: &[crate::model::ChunkRef],
-    ) -> Change {
+    ) -> (Change, Vec<SealedChunk>) {
         let entry_id = self.keys.path.entry_id(path.as_str());
+        let pieces = chunklist::pieces(&self.keys, chunks);
+        let (v, inline, list) = if pieces.is_empty() {
+            (EntryMeta::VERSION, chunks.to_vec(), Vec::new())
+        } else {
+            (EntryMeta::VERSION_LISTED, Vec::new(), pieces.iter().map(|p| p.r).collect())
+        };
         let meta = EntryMeta {
-            v: EntryMeta::VERSION,
+            v,
             path: path.clone(),
             node: node.clone(),
-            chunks: chunks.to_vec(),
+            chunks: inline,
+            list,
             device_name: self.config.device_name.clone(),
         };
         // The RNG holds no invariant a panic elsewhere could break.
@@ -375,10 +406,11 @@ impl<R: Remote> Engine<R> {
             let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             self.keys.meta.seal(&mut *rng, &entry_id, base.next(), &meta.to_bytes())
         };
-        let mut ids: Vec<_> = chunks.iter().map(|c| c.id).collect();
+        let mut ids: Vec<_> = chunks.iter().map(|c| c.id).chain(pieces.iter().map(|p| p.r.id)).collect();
         ids.sort_unstable();
         ids.dedup();
-        Change { entry_id, base_revision: base, meta: Some(sealed), chunks: ids, delta: None }
+        let change = Change { entry_id, base_revision: base, meta: Some(sealed), chunks: ids, delta: None };
+        (change, pieces.into_iter().map(|p| p.sealed).collect())
     }
 
     /// Sends queued chunks, then commits queued changes; records what the
@@ -389,6 +421,11 @@ impl<R: Remote> Engine<R> {
         pending: &mut Vec<Pending>,
         report: &mut RoundReport,
     ) -> Result<(), EngineError> {
+        for p in pending.iter_mut() {
+            for piece in std::mem::take(&mut p.pieces) {
+                batcher.add(piece).await?;
+            }
+        }
         batcher.flush().await?;
         if pending.is_empty() {
             return Ok(());
@@ -706,7 +743,7 @@ impl<R: Remote> Engine<R> {
                     .remote_entry(&entry_id)
                     .map_err(|e| OpError::Fatal(e.into()))?
                     .map_or(Revision::ZERO, |(r, _)| r);
-                self.queue_change(path, base, Node::dir(), Vec::new(), pending)?;
+                self.queue_change(path, base, Node::dir(), Vec::new(), &HashSet::new(), pending)?;
                 return Ok(true);
             }
             if left.is_empty() {

@@ -21,17 +21,19 @@
 //! refusal neither loses the entry for good nor goes unreported after one
 //! round.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_crypto::AccountKeys;
 use coffer_proto::api::EntryVersion;
 use coffer_proto::api::ErrorCode;
-use coffer_proto::{Cursor, EntryId, Revision};
+use coffer_proto::{ChunkId, Cursor, EntryId, Revision};
 
+use super::transfer::TransferError;
 use super::{Engine, EngineError, Problem};
-use crate::model::{EntryMeta, RelPath};
+use crate::chunklist;
+use crate::model::{ChunkRef, EntryMeta, Node, RelPath};
 use crate::plan::{RemoteEntry, RemoteLive};
 use crate::remote::Remote;
 
@@ -46,8 +48,14 @@ const REFETCH_PER_ROUND: usize = 100;
 /// Opens and checks one journal or snapshot entry against the account's
 /// keys: the metadata must open for this entry id and revision, parse, name a
 /// valid path, and that path must hash to the entry id. Pure (no I/O), so it
-/// is also what the `entry_version` fuzz target runs.
-pub fn open_entry(keys: &AccountKeys, v: &EntryVersion) -> Result<(Option<RelPath>, RemoteEntry), String> {
+/// is also what the `entry_version` fuzz target runs. A file whose chunk list
+/// is in pieces (metadata format 2) comes back without chunks and with the
+/// pieces in the third field: [`Engine::open_resolved`] reads and checks them.
+pub fn open_entry(
+    keys: &AccountKeys,
+    v: &EntryVersion,
+) -> Result<(Option<RelPath>, RemoteEntry, Vec<ChunkRef>), String> {
+    let mut list = Vec::new();
     let live = match &v.meta {
         None => None,
         Some(sealed) => {
@@ -59,6 +67,7 @@ pub fn open_entry(keys: &AccountKeys, v: &EntryVersion) -> Result<(Option<RelPat
             if keys.path.entry_id(meta.path.as_str()) != v.entry_id {
                 return Err(format!("metadata names {:?}, which is not this entry", meta.path.as_str()));
             }
+            list = meta.list;
             let live = RemoteLive {
                 node: meta.node,
                 chunks: meta.chunks,
@@ -69,17 +78,64 @@ pub fn open_entry(keys: &AccountKeys, v: &EntryVersion) -> Result<(Option<RelPat
         }
     };
     let path = live.as_ref().map(|(p, _)| p.clone());
-    Ok((path, RemoteEntry { entry_id: v.entry_id, revision: v.revision, live: live.map(|(_, l)| l) }))
+    Ok((path, RemoteEntry { entry_id: v.entry_id, revision: v.revision, live: live.map(|(_, l)| l) }, list))
 }
 
 impl<R: Remote> Engine<R> {
-    /// Opens and checks one journal or snapshot entry ([`open_entry`]).
-    pub(crate) fn open_entry(&self, v: &EntryVersion) -> Result<(Option<RelPath>, RemoteEntry), String> {
-        open_entry(&self.keys, v)
+    /// Opens and checks one journal or snapshot entry ([`open_entry`]), then
+    /// reads a long chunk list from its pieces ([`crate::chunklist`]): those
+    /// the last list known for the entry also has are rebuilt here, the rest
+    /// fetched; the list must add up to the file's size and hash. `Ok(Err)`:
+    /// refused, like a bad entry; `Err`: the store could not be reached.
+    pub(crate) async fn open_resolved(
+        &self,
+        v: &EntryVersion,
+    ) -> Result<Result<(Option<RelPath>, RemoteEntry), String>, EngineError> {
+        let (path, mut entry, list) = match open_entry(&self.keys, v) {
+            Ok(opened) => opened,
+            Err(message) => return Ok(Err(message)),
+        };
+        if let Some(live) = entry.live.as_mut().filter(|_| !list.is_empty()) {
+            match self.read_list(&v.entry_id, &live.node, &list).await? {
+                Ok(chunks) => live.chunks = chunks,
+                Err(m) => return Ok(Err(format!("chunk list of revision {} refused: {m}", v.revision))),
+            }
+        }
+        Ok(Ok((path, entry)))
+    }
+
+    /// The chunk list held in `pieces` (see [`Engine::open_resolved`]).
+    async fn read_list(
+        &self,
+        entry_id: &EntryId,
+        node: &Node,
+        pieces: &[ChunkRef],
+    ) -> Result<Result<Vec<ChunkRef>, String>, EngineError> {
+        let previous = self.index.remote_chunks(entry_id)?;
+        let known: HashMap<ChunkId, chunklist::Piece> =
+            chunklist::pieces(&self.keys, &previous).into_iter().map(|p| (p.r.id, p)).collect();
+        let mut chunks = Vec::new();
+        for r in pieces {
+            let plain = match known.get(&r.id).filter(|p| p.r == *r) {
+                Some(p) => p.plain.clone(),
+                None => match self.fetch_verified(r).await {
+                    Ok(plain) => plain,
+                    Err(TransferError::Remote(e)) if e.code() != Some(ErrorCode::NotFound) => {
+                        return Err(e.into())
+                    }
+                    Err(e) => return Ok(Err(e.to_string())),
+                },
+            };
+            match chunklist::decode(&plain) {
+                Ok(mut run) => chunks.append(&mut run),
+                Err(m) => return Ok(Err(m)),
+            }
+        }
+        Ok(EntryMeta::check_chunks(node, &chunks).map(|()| chunks))
     }
 
     /// Checks and records a batch of entries, then the cursor.
-    fn record_pulled(
+    async fn record_pulled(
         &self,
         versions: &[EntryVersion],
         cursor: Option<Cursor>,
@@ -93,7 +149,7 @@ impl<R: Remote> Engine<R> {
                     continue; // old news (our own commit, or a replay)
                 }
             }
-            match self.open_entry(v) {
+            match self.open_resolved(v).await? {
                 Ok(e) => {
                     if refused.get(&v.entry_id).is_some_and(|r| *r <= v.revision) {
                         refused.remove(&v.entry_id);
@@ -125,7 +181,7 @@ impl<R: Remote> Engine<R> {
             loop {
                 let page = self.remote.snapshot(after, Some(PAGE)).await?;
                 let taken = *at.get_or_insert(page.cursor);
-                changed += self.record_pulled(&page.entries, None, problems, &mut refused)?;
+                changed += self.record_pulled(&page.entries, None, problems, &mut refused).await?;
                 match page.next {
                     Some(n) => after = Some(n),
                     None => {
@@ -145,7 +201,7 @@ impl<R: Remote> Engine<R> {
                     page.cursor, cursor
                 )));
             }
-            changed += self.record_pulled(&page.changes, Some(page.cursor), problems, &mut refused)?;
+            changed += self.record_pulled(&page.changes, Some(page.cursor), problems, &mut refused).await?;
             cursor = page.cursor;
             if !page.more {
                 break;
@@ -169,7 +225,7 @@ impl<R: Remote> Engine<R> {
                 Err(e) => return Err(e.into()),
             }
         }
-        changed += self.record_pulled(&again, None, problems, &mut refused)?;
+        changed += self.record_pulled(&again, None, problems, &mut refused).await?;
         if refused != earlier {
             // Hex ids and integers: this cannot fail to serialise.
             self.index.set_meta(REFUSED, &serde_json::to_string(&refused).unwrap_or_default())?;

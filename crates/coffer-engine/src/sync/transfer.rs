@@ -338,7 +338,7 @@ impl<R: Remote> Engine<R> {
     }
 
     /// Downloads one chunk and opens it; one retry on a corrupt transfer.
-    async fn fetch_verified(&self, c: &ChunkRef) -> Result<Vec<u8>, TransferError> {
+    pub(crate) async fn fetch_verified(&self, c: &ChunkRef) -> Result<Vec<u8>, TransferError> {
         let mut last = String::new();
         for _ in 0..2 {
             let sealed = match self.remote.download_chunk(c.id).await {
