@@ -398,6 +398,21 @@ pub struct MissingChunksRequest {
     pub ids: Vec<ChunkId>,
 }
 
+/// `POST /v1/chunks/get`: several chunks in one answer, for the many small
+/// files of a sync (one request per chunk costs more than the chunk). The
+/// answer is a [`chunk_batch`] body holding, in request order, the chunks
+/// the store has; one it lacks is left out (ask for it alone to hear
+/// `not_found`). At most [`MAX_IDS_PER_REQUEST`] ids and
+/// [`MAX_BATCH_ANSWER_BYTES`] of sealed bytes: more is `bad_request`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetChunksRequest {
+    /// The chunks wanted.
+    pub ids: Vec<ChunkId>,
+}
+
+/// Most sealed bytes one [`GetChunksRequest`] answer may hold.
+pub const MAX_BATCH_ANSWER_BYTES: usize = 16 << 20;
+
 /// Answer to [`MissingChunksRequest`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MissingChunksResponse {

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub(crate) commits: AtomicU64,
     pub(crate) changes_applied: AtomicU64,
     pub(crate) chunk_ids_named: AtomicU64,
+    pub(crate) chunk_requests: AtomicU64,
 }
 
 /// A copy of the counters at one instant.
@@ -37,6 +38,8 @@ pub struct MetricsSnapshot {
     /// Chunk ids named in missing-chunk queries and commits (the id traffic
     /// an edit costs besides its chunks).
     pub chunk_ids_named: u64,
+    /// Chunk download requests answered (one chunk, or a batch).
+    pub chunk_requests: u64,
 }
 
 impl Metrics {
@@ -55,6 +58,7 @@ impl Metrics {
             commits: g(&self.commits),
             changes_applied: g(&self.changes_applied),
             chunk_ids_named: g(&self.chunk_ids_named),
+            chunk_requests: g(&self.chunk_requests),
         }
     }
 }
@@ -88,6 +92,11 @@ impl MetricsSnapshot {
             "coffer_chunk_ids_named_total",
             "Chunk ids named in missing-chunk queries and commits.",
             self.chunk_ids_named,
+        );
+        counter(
+            "coffer_chunk_requests_total",
+            "Chunk download requests answered (one chunk, or a batch).",
+            self.chunk_requests,
         );
         out
     }

@@ -163,6 +163,23 @@ fn a_one_byte_edit_to_a_large_file_sends_one_chunk() {
     assert!(served > 0 && served <= 1 << 20, "B downloaded {served} bytes for a one-byte edit");
 }
 
+/// Many small files reach B in a few batched requests (`POST
+/// /v1/chunks/get`), not one request each.
+#[test]
+fn small_files_download_in_batches() {
+    let (server, a, b) = pair("batch@example.org");
+    for i in 0..300 {
+        a.write(&format!("d{}/f{i}.txt", i % 3), format!("file {i}").as_bytes());
+    }
+    a.sync();
+    let before = server.metric("coffer_chunk_requests_total");
+    b.sync();
+    let requests = server.metric("coffer_chunk_requests_total") - before;
+    assert_eq!(b.tree(), a.tree());
+    assert_eq!(b.tree().len(), 300 + 3, "300 files in 3 folders");
+    assert!(requests <= 6, "{requests} chunk requests for 300 small files");
+}
+
 fn sent_bytes(out: &str) -> u64 {
     out.split_whitespace()
         .collect::<Vec<_>>()

@@ -6,9 +6,9 @@ use std::fmt;
 use std::time::Duration;
 
 use coffer_proto::api::{
-    chunk_batch, Change, CommitRequest, CommitResponse, EntryVersion, ErrorBody, ErrorCode, JournalPage,
-    MissingChunksRequest, MissingChunksResponse, SessionId, SessionInfo, SessionToken, SessionsResponse,
-    SnapshotPage, UploadChunksResponse, Usage, VersionsResponse, API_PREFIX,
+    chunk_batch, Change, CommitRequest, CommitResponse, EntryVersion, ErrorBody, ErrorCode, GetChunksRequest,
+    JournalPage, MissingChunksRequest, MissingChunksResponse, SessionId, SessionInfo, SessionToken,
+    SessionsResponse, SnapshotPage, UploadChunksResponse, Usage, VersionsResponse, API_PREFIX,
 };
 use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
 use reqwest::{Client, RequestBuilder, Response};
@@ -122,6 +122,23 @@ impl Remote for HttpRemote {
             return Err(RemoteError::CorruptChunk(id));
         }
         Ok(SealedChunk::from_parts(id, bytes.as_ref().to_vec()))
+    }
+
+    async fn download_chunks(&self, ids: &[ChunkId]) -> Result<Vec<SealedChunk>, RemoteError> {
+        let req = GetChunksRequest { ids: ids.to_vec() };
+        let resp = check(self.post("/chunks/get").json(&req).send().await?).await?;
+        let bytes = body(resp).await?;
+        let chunks = chunk_batch::decode(bytes.as_ref())
+            .map_err(|e| RemoteError::Protocol(format!("chunk batch answer: {e}")))?;
+        for c in &chunks {
+            if !ids.contains(&c.id()) {
+                return Err(RemoteError::Protocol(format!("the store sent chunk {} unasked", c.id())));
+            }
+            if blake3::hash(c.as_bytes()).as_bytes() != c.id().as_bytes() {
+                return Err(RemoteError::CorruptChunk(c.id()));
+            }
+        }
+        Ok(chunks)
     }
 
     async fn commit(&self, changes: &[Change]) -> Result<CommitResponse, RemoteError> {

@@ -46,6 +46,25 @@ pub trait Remote: Send + Sync {
     ) -> impl Future<Output = Result<UploadChunksResponse, RemoteError>> + Send;
     /// Downloads one chunk, verified against its id.
     fn download_chunk(&self, id: ChunkId) -> impl Future<Output = Result<SealedChunk, RemoteError>> + Send;
+    /// Downloads several chunks at once, each verified against its id; one
+    /// the store lacks is left out. By default one [`Remote::download_chunk`]
+    /// after another.
+    fn download_chunks(
+        &self,
+        ids: &[ChunkId],
+    ) -> impl Future<Output = Result<Vec<SealedChunk>, RemoteError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match self.download_chunk(*id).await {
+                    Ok(c) => out.push(c),
+                    Err(e) if e.code() == Some(coffer_proto::api::ErrorCode::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        }
+    }
     /// Commits a batch of entry changes.
     fn commit(&self, changes: &[Change]) -> impl Future<Output = Result<CommitResponse, RemoteError>> + Send;
     /// A page of the journal after `after`.

@@ -86,6 +86,10 @@ impl<R: Remote> Remote for RetryRemote<R> {
         self.retry(|| self.inner.download_chunk(id)).await
     }
 
+    async fn download_chunks(&self, ids: &[ChunkId]) -> Result<Vec<SealedChunk>, RemoteError> {
+        self.retry(|| self.inner.download_chunks(ids)).await
+    }
+
     async fn commit(&self, changes: &[Change]) -> Result<CommitResponse, RemoteError> {
         self.retry(|| self.inner.commit(changes)).await
     }

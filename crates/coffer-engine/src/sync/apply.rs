@@ -92,11 +92,15 @@ impl<R: Remote> Engine<R> {
                 self.commit(&mut batcher, &mut pending, report).await?;
             }
         }
-        if !self.is_paused() {
-            // Fetched files are placed a group at a time: their folders are
-            // fsynced once per group and their index rows written in one
-            // transaction, not each file on its own.
-            let mut groups = stream::iter(files)
+        // Fetched files are placed a group at a time: their folders are
+        // fsynced once per group and their index rows written in one
+        // transaction, not each file on its own. The small files' chunks of
+        // a group come first, in a few batched requests.
+        let mut files = files.into_iter().peekable();
+        while files.peek().is_some() && !self.is_paused() {
+            let window: Vec<Op> = files.by_ref().take(PLACE_BATCH).collect();
+            self.prefetch_small(&window).await;
+            let group: Vec<_> = stream::iter(window)
                 .map(|op| async move {
                     self.touch_for(&op);
                     let Op::Download { path, entry, replace } = op else {
@@ -114,32 +118,32 @@ impl<R: Remote> Engine<R> {
                     (path, size, r)
                 })
                 .buffer_unordered(self.config.parallel_downloads.max(1))
-                .chunks(PLACE_BATCH);
-            while let Some(group) = groups.next().await {
-                let mut fetched = Vec::new();
-                let mut results: Vec<(RelPath, u64, Option<OpResult>)> = Vec::new();
-                for (path, size, r) in group {
-                    match r {
-                        Ok(Some(f)) => {
-                            fetched.push(f);
-                            results.push((path, size, None));
-                        }
-                        Ok(None) => results.push((path, size, Some(Ok(false)))),
-                        Err(e) => results.push((path, size, Some(Err(e)))),
+                .collect()
+                .await;
+            self.clear_prefetched();
+            let mut fetched = Vec::new();
+            let mut results: Vec<(RelPath, u64, Option<OpResult>)> = Vec::new();
+            for (path, size, r) in group {
+                match r {
+                    Ok(Some(f)) => {
+                        fetched.push(f);
+                        results.push((path, size, None));
                     }
+                    Ok(None) => results.push((path, size, Some(Ok(false)))),
+                    Err(e) => results.push((path, size, Some(Err(e)))),
                 }
-                let mut placed = self.place_fetched(fetched)?.into_iter();
-                for (path, size, r) in results {
-                    let result = match r {
-                        Some(r) => r,
-                        None => placed.next().map_or(Ok(false), |(_, r)| r),
-                    };
-                    if matches!(result, Ok(true)) {
-                        self.record(ActivityKind::Downloaded, &path, size);
-                        report.downloaded += 1;
-                    }
-                    self.settle(&path, result, report)?;
+            }
+            let mut placed = self.place_fetched(fetched)?.into_iter();
+            for (path, size, r) in results {
+                let result = match r {
+                    Some(r) => r,
+                    None => placed.next().map_or(Ok(false), |(_, r)| r),
+                };
+                if matches!(result, Ok(true)) {
+                    self.record(ActivityKind::Downloaded, &path, size);
+                    report.downloaded += 1;
                 }
+                self.settle(&path, result, report)?;
             }
         }
         for op in deletions {

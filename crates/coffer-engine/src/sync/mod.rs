@@ -221,6 +221,10 @@ pub struct Engine<R: Remote> {
     /// fit its base (this device's idea of the base is then not to be
     /// trusted).
     pub(crate) deltas: AtomicBool,
+    /// Chunks of small files fetched in batches ahead of their downloads
+    /// ([`Engine::fetch_verified`] takes them from here first); emptied after
+    /// each group of downloads.
+    pub(crate) prefetched: Mutex<std::collections::HashMap<coffer_proto::ChunkId, coffer_proto::SealedChunk>>,
 }
 
 impl<R: Remote> std::fmt::Debug for Engine<R> {
@@ -318,6 +322,7 @@ impl<R: Remote> Engine<R> {
             limits: limit::Limits::default(),
             wake: tokio::sync::Notify::new(),
             deltas: AtomicBool::new(true),
+            prefetched: Mutex::new(std::collections::HashMap::new()),
         }
     }
 

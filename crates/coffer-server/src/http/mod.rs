@@ -16,6 +16,7 @@
 //! The endpoint table is in `docs/api.md`.
 
 mod chunk_download;
+mod chunks_get;
 mod chunks_missing;
 mod chunks_upload;
 mod commit;
@@ -245,6 +246,7 @@ pub fn router(service: Service, cfg: HttpConfig) -> Router {
         .route("/sessions/{id}", delete(session_revoke::handle))
         .route("/usage", get(usage::handle))
         .route("/chunks/missing", post(chunks_missing::handle))
+        .route("/chunks/get", post(chunks_get::handle))
         .route("/commit", post(commit::handle))
         .route("/journal", get(journal::handle))
         .route("/journal/wait", get(journal_wait::handle))

@@ -7,7 +7,7 @@
 //! time is refreshed, which restarts their garbage-collection grace period
 //! (see [`super::gc`]).
 
-use coffer_proto::api::{chunk_batch, UploadChunksResponse, MAX_IDS_PER_REQUEST};
+use coffer_proto::api::{chunk_batch, UploadChunksResponse, MAX_BATCH_ANSWER_BYTES, MAX_IDS_PER_REQUEST};
 use coffer_proto::{ChunkId, SealedChunk};
 
 use super::{Caller, Service};
@@ -77,8 +77,43 @@ impl Service {
         Ok(UploadChunksResponse { stored, already_present })
     }
 
+    /// The sealed bytes of those of `ids` the account has, in request
+    /// order (see [`coffer_proto::api::GetChunksRequest`]).
+    pub async fn download_chunks(
+        &self,
+        caller: Caller,
+        ids: Vec<ChunkId>,
+    ) -> Result<Vec<SealedChunk>, ServiceError> {
+        check_count(ids.len())?;
+        Metrics::add(&self.inner.metrics.chunk_requests, 1);
+        let chunks = self
+            .blobs(move |b| {
+                let mut out = Vec::new();
+                let mut total = 0;
+                for id in ids {
+                    if let Some(bytes) = b.get(caller.account, id)? {
+                        total += bytes.len();
+                        if total > MAX_BATCH_ANSWER_BYTES {
+                            return Ok(None);
+                        }
+                        out.push(SealedChunk::from_parts(id, bytes));
+                    }
+                }
+                Ok(Some(out))
+            })
+            .await?
+            .ok_or_else(|| {
+                ServiceError::BadRequest(format!(
+                    "the chunks asked for exceed {MAX_BATCH_ANSWER_BYTES} bytes; ask for fewer"
+                ))
+            })?;
+        Metrics::add(&self.inner.metrics.chunk_bytes_served, chunks.iter().map(|c| c.len() as u64).sum());
+        Ok(chunks)
+    }
+
     /// One chunk's sealed bytes.
     pub async fn download_chunk(&self, caller: Caller, id: ChunkId) -> Result<SealedChunk, ServiceError> {
+        Metrics::add(&self.inner.metrics.chunk_requests, 1);
         let bytes =
             self.blobs(move |b| b.get(caller.account, id)).await?.ok_or(ServiceError::NotFound("chunk"))?;
         Metrics::add(&self.inner.metrics.chunk_bytes_served, bytes.len() as u64);

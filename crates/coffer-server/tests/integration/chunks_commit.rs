@@ -42,6 +42,32 @@ async fn chunk_and_commit_flow() {
     assert_eq!(d.remote.usage().await.unwrap().used_bytes, 0, "deleted files do not count");
 }
 
+/// `POST /v1/chunks/get`: the chunks asked for that the store has, in
+/// request order, each checked by the client against its id; another
+/// account's chunk is as absent as a chunk nobody uploaded; past 16 MiB of
+/// answer, a clear refusal.
+#[tokio::test]
+async fn chunks_come_in_batches() {
+    let mut t = TestServer::start().await;
+    let d = t.user("alice").await;
+    let other = t.user("bob").await;
+    let (a, b, c) = (chunk(b"a"), chunk(&[2u8; 3000]), chunk(b"c"));
+    d.remote.upload_chunks(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
+    let theirs = chunk(b"bob's");
+    other.remote.upload_chunks(std::slice::from_ref(&theirs)).await.unwrap();
+    let got = d.remote.download_chunks(&[c.id(), chunk(b"never").id(), a.id(), theirs.id(), b.id()]).await;
+    assert_eq!(got.unwrap(), vec![c.clone(), a.clone(), b.clone()]);
+    assert!(d.remote.download_chunks(&[]).await.unwrap().is_empty());
+    let too_many = vec![a.id(); coffer_proto::api::MAX_IDS_PER_REQUEST + 1];
+    let err = d.remote.download_chunks(&too_many).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+    let big: Vec<_> = (0..3u8).map(|n| chunk(&vec![n; 6 << 20])).collect();
+    d.remote.upload_chunks(&big).await.unwrap();
+    let err = d.remote.download_chunks(&big.iter().map(|c| c.id()).collect::<Vec<_>>()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    assert_eq!(d.remote.download_chunks(&[big[0].id(), big[1].id()]).await.unwrap(), big[..2].to_vec());
+}
+
 #[tokio::test]
 async fn two_concurrent_commits_on_one_entry_exactly_one_wins() {
     let mut t = TestServer::start().await;
