@@ -302,6 +302,15 @@ impl Index {
         Ok(full_map(out))
     }
 
+    /// The chunk list `path` was last synced with, if it is a synced file.
+    pub fn synced_chunks(&self, path: &RelPath) -> Result<Option<Vec<ChunkRef>>> {
+        let chunks: Option<String> = self
+            .db()
+            .query_row("SELECT chunks FROM synced WHERE path = ?1", [path.as_str()], |r| r.get(0))
+            .optional()?;
+        chunks.map(|c| unjson(&c)).transpose()
+    }
+
     /// Records that `path` is synced at `entry`.
     pub fn put_synced(&self, path: &RelPath, entry: &SyncedEntry) -> Result<()> {
         self.db().execute(

@@ -209,7 +209,7 @@ impl SimRemote {
     /// Every call fails while offline; calls that change the store also
     /// spend one effect and fail once the process is dead. Reads spend none:
     /// they change nothing. Reads fail once the process is dead too, except
-    /// chunk fetches: a download fetches up to `FETCH_AHEAD` chunks
+    /// chunk fetches: a download fetches up to `FETCH_AHEAD` batches of chunks
     /// concurrently, and how many of them have started when the crash fires
     /// (at a write of the same download) depends on when blocking-pool
     /// threads finish opening the earlier ones. A fetch that saw the crash

@@ -14,7 +14,7 @@ use coffer_e2e::proxy::{Fault, FaultProxy, Faults};
 use coffer_e2e::{random_bytes, Client, Server};
 
 /// The seed CI runs: it fires every kind of fault (checked below).
-const DEFAULT_SEED: u64 = 5;
+const DEFAULT_SEED: u64 = 11;
 
 /// A failed `sync --once` (the client's retries ran out) is what a daemon
 /// would retry a moment later: so does this, up to this many times.

@@ -601,13 +601,17 @@ impl<R: Remote> Engine<R> {
         let abs = self.abs(path);
         let synced = entry.to_synced().ok_or_else(|| OpError::Path("internal: not live".into()))?;
         let tmp = if live.node.kind == NodeKind::File {
-            match self
-                .download_to_temp(
-                    &live.chunks,
-                    expect.filter(|s| s.kind == StatKind::File).map(|_| abs.as_path()),
-                )
-                .await
-            {
+            let reuse = match expect.filter(|s| s.kind == StatKind::File) {
+                // Replacing a file: the planner saw it unchanged since it
+                // was synced, so its synced chunk list says where its
+                // chunks lie.
+                Some(_) => Some((
+                    abs.as_path(),
+                    self.index.synced_chunks(path).map_err(|e| OpError::Fatal(e.into()))?,
+                )),
+                None => None,
+            };
+            match self.download_to_temp(&live.chunks, reuse).await {
                 Ok(t) => t,
                 Err(TransferError::Remote(e)) if e.is_retryable() => return Err(OpError::Fatal(e.into())),
                 Err(e) => return Err(OpError::Path(format!("download failed: {e}"))),

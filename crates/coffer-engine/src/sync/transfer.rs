@@ -4,7 +4,8 @@
 //! Uploads stream: chunks are sealed on every core (`ingest`) and sent in
 //! batches of at most [`BATCH_BYTES`], after asking the store which it
 //! lacks, so memory stays bounded whatever the file size and only the deltas
-//! travel. Downloads fetch up to [`FETCH_AHEAD`] chunks at once, verify each
+//! travel. Downloads fetch chunks in batched requests of up to 4 MiB, up to
+//! [`FETCH_AHEAD`] requests at once, verify each
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
 
@@ -25,8 +26,10 @@ use crate::remote::{Remote, RemoteError};
 
 /// Sealed bytes sent per upload request.
 pub(crate) const BATCH_BYTES: usize = 16 << 20;
-/// Chunks fetched concurrently per download.
-pub(crate) const FETCH_AHEAD: usize = 8;
+/// Batched chunk requests in flight per download.
+pub(crate) const FETCH_AHEAD: usize = 3;
+/// Plaintext bytes asked for in one batched chunk request per download.
+const FETCH_BATCH_BYTES: u64 = 4 << 20;
 
 /// Why moving one file failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,16 +67,28 @@ const PREFETCH_FILE_MAX: u64 = 64 << 10;
 /// Plaintext bytes asked for in one batched fetch (the store allows 16 MiB).
 const PREFETCH_REQUEST_BYTES: u64 = 4 << 20;
 
-/// Consecutive runs of `wanted` of at most `cap` bytes each (a larger item
-/// alone).
-fn batches(wanted: &[(ChunkId, u32)], cap: u64) -> Vec<&[(ChunkId, u32)]> {
+/// Where each chunk of `list` lies in the file it describes.
+fn offsets_of(list: &[ChunkRef]) -> Vec<(ContentHash, u64, u32)> {
+    let mut at = 0u64;
+    list.iter()
+        .map(|c| {
+            let here = at;
+            at += u64::from(c.len);
+            (c.content, here, c.len)
+        })
+        .collect()
+}
+
+/// Consecutive runs of `wanted` of at most `cap` bytes each, by `len` (a
+/// larger item alone), and at most 1,000 items.
+fn batches<T>(wanted: &[T], cap: u64, len: impl Fn(&T) -> u64) -> Vec<&[T]> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < wanted.len() {
         let mut end = start;
         let mut bytes = 0;
-        while end < wanted.len() && (end == start || bytes + u64::from(wanted[end].1) <= cap) {
-            bytes += u64::from(wanted[end].1);
+        while end < wanted.len() && end - start < 1000 && (end == start || bytes + len(&wanted[end]) <= cap) {
+            bytes += len(&wanted[end]);
             end += 1;
         }
         out.push(&wanted[start..end]);
@@ -250,13 +265,14 @@ impl<R: Remote> Engine<R> {
     /// Fetches and verifies `chunks` into a new temp file; returns its path.
     /// The temp file is fsynced; the caller renames it into place (or
     /// removes it).
-    /// `reuse` names the local file being replaced: chunks it already holds
-    /// (by content hash) are copied from it instead of fetched, so a small
-    /// edit to a large file downloads about one chunk.
+    /// `reuse` names the local file being replaced, with the chunk list it
+    /// was synced with if known: chunks it already holds (by content hash)
+    /// are copied from it instead of fetched, so a small edit to a large
+    /// file downloads about one chunk.
     pub(crate) async fn download_to_temp(
         &self,
         chunks: &[ChunkRef],
-        reuse: Option<&Path>,
+        reuse: Option<(&Path, Option<Vec<ChunkRef>>)>,
     ) -> Result<PathBuf, TransferError> {
         let tmp = self.temp_path();
         let result = self.download_into(&tmp, chunks, reuse).await;
@@ -294,15 +310,24 @@ impl<R: Remote> Engine<R> {
         &self,
         tmp: &Path,
         chunks: &[ChunkRef],
-        reuse: Option<&Path>,
+        reuse: Option<(&Path, Option<Vec<ChunkRef>>)>,
     ) -> Result<(), TransferError> {
         // Plan: each chunk comes from the local file (at an offset not
         // before the previous local one, so one forward pass reads them) or
         // from the store.
         let mut from_local: Vec<Option<u64>> = vec![None; chunks.len()];
         let mut local_reader = None;
-        if let Some(path) = reuse.filter(|_| chunks.len() > 1) {
-            let local = self.local_chunks(path, chunks).await;
+        if let Some((path, synced)) = reuse.filter(|_| chunks.len() > 1) {
+            // The list the file was synced with says where its chunks lie,
+            // without reading it twice; every copied chunk is still checked
+            // against its content hash below (and fetched if it differs).
+            // (A list cut with other chunk sizes shares no chunk with the
+            // new one: then the file is chunked again with today's.)
+            let needed: HashSet<ContentHash> = chunks.iter().map(|c| c.content).collect();
+            let local = match synced.map(|l| offsets_of(&l)) {
+                Some(l) if l.iter().any(|(c, _, _)| needed.contains(c)) => l,
+                _ => self.local_chunks(path, chunks).await,
+            };
             let mut at: std::collections::HashMap<ContentHash, Vec<u64>> = std::collections::HashMap::new();
             for (content, offset, _) in &local {
                 at.entry(*content).or_default().push(*offset);
@@ -319,25 +344,33 @@ impl<R: Remote> Engine<R> {
             }
         }
         let mut file = self.fs.create_new(tmp)?;
-        let mut fetches = stream::iter(chunks.iter().copied().zip(from_local.iter().copied()))
-            .map(|(c, local)| async move {
-                if local.is_some() {
-                    return Ok::<_, TransferError>(None);
-                }
-                self.fetch_verified(&c).await.map(Some)
-            })
+        // The rest comes from the store in batches of up to
+        // FETCH_BATCH_BYTES, one request each, FETCH_AHEAD batches ahead.
+        let wanted: Vec<ChunkRef> =
+            chunks.iter().zip(&from_local).filter(|(_, l)| l.is_none()).map(|(c, _)| *c).collect();
+        let groups: Vec<Vec<ChunkRef>> = batches(&wanted, FETCH_BATCH_BYTES, |c| u64::from(c.len))
+            .into_iter()
+            .map(<[_]>::to_vec)
+            .collect();
+        let mut batches = stream::iter(groups)
+            .map(|group| async move { self.fetch_batch(&group).await })
             .buffered(FETCH_AHEAD);
+        let mut ready = std::collections::VecDeque::new();
         for (c, local) in chunks.iter().zip(from_local.iter().copied()) {
-            let fetched = fetches
-                .next()
-                .await
-                .ok_or_else(|| std::io::Error::other("download stream ended early"))??;
-            let plain = match (fetched, local) {
-                (Some(plain), _) => {
+            let plain = match local {
+                None => {
+                    while ready.is_empty() {
+                        let batch = batches
+                            .next()
+                            .await
+                            .ok_or_else(|| std::io::Error::other("download stream ended early"))??;
+                        ready.extend(batch);
+                    }
+                    let plain: Vec<u8> = ready.pop_front().expect("a batch holds at least one chunk");
                     self.limits.down.take(plain.len() as u64).await;
                     plain
                 }
-                (None, Some(offset)) => {
+                Some(offset) => {
                     // Verified like a download: the content hash must match,
                     // or the chunk is fetched after all.
                     let copied = local_reader
@@ -349,7 +382,6 @@ impl<R: Remote> Engine<R> {
                         None => self.fetch_verified(c).await?,
                     }
                 }
-                (None, None) => unreachable!("a chunk is either fetched or copied"),
             };
             fail::fail_point!("download-chunk-received");
             file.write_all(&plain)?;
@@ -362,6 +394,46 @@ impl<R: Remote> Engine<R> {
         file.sync_all()?;
         fail::fail_point!("download-temp-synced");
         Ok(())
+    }
+
+    /// Fetches a run of chunks in one request and opens them on a blocking
+    /// thread; in order. A chunk the answer lacks or that does not open, or
+    /// every chunk of a request that failed, is fetched alone
+    /// ([`Engine::fetch_verified`]: retries, and the error a person sees).
+    async fn fetch_batch(&self, group: &[ChunkRef]) -> Result<Vec<Vec<u8>>, TransferError> {
+        if let [c] = group {
+            return Ok(vec![self.fetch_verified(c).await?]);
+        }
+        let ids: Vec<ChunkId> = group.iter().map(|c| c.id).collect();
+        let got: std::collections::HashMap<ChunkId, SealedChunk> =
+            match self.remote.download_chunks(&ids).await {
+                Ok(chunks) => chunks.into_iter().map(|c| (c.id(), c)).collect(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "batched chunk download failed; fetching one by one");
+                    std::collections::HashMap::new()
+                }
+            };
+        let keys = self.keys.clone();
+        let refs = group.to_vec();
+        let opened: Vec<Option<Vec<u8>>> = tokio::task::spawn_blocking(move || {
+            refs.iter()
+                .map(|c| {
+                    let sealed = got.get(&c.id)?;
+                    let plain = keys.chunk.open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes()).ok()?;
+                    (plain.len() == c.len as usize).then_some(plain)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut out = Vec::with_capacity(group.len());
+        for (c, plain) in group.iter().zip(opened) {
+            out.push(match plain {
+                Some(p) => p,
+                None => self.fetch_verified(c).await?,
+            });
+        }
+        Ok(out)
     }
 
     /// Downloads one chunk and opens it; one retry on a corrupt transfer.
@@ -436,7 +508,7 @@ impl<R: Remote> Engine<R> {
         if wanted.len() < 2 {
             return;
         }
-        for batch in batches(&wanted, PREFETCH_REQUEST_BYTES) {
+        for batch in batches(&wanted, PREFETCH_REQUEST_BYTES, |w| u64::from(w.1)) {
             let ids: Vec<ChunkId> = batch.iter().map(|w| w.0).collect();
             match self.remote.download_chunks(&ids).await {
                 Ok(chunks) => {
