@@ -7,7 +7,7 @@
 //! or the benchmark). Channels are bounded, so at most about
 //! `2 × workers + 2` chunks are in flight whatever the file size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use coffer_crypto::{AccountKeys, ContentHash};
@@ -15,6 +15,7 @@ use coffer_proto::SealedChunk;
 use crossbeam_channel::bounded;
 
 use crate::chunker::{ChunkerParams, RawChunk, StreamChunker};
+use crate::model::ChunkRef;
 
 /// One chunk after ingest.
 #[derive(Debug, Clone)]
@@ -52,7 +53,11 @@ pub struct IngestSummary {
 /// Hashes and seals one chunk. The single place that defines what a chunk's
 /// identity is, shared by the pipeline and by callers with one chunk at hand.
 pub fn seal_chunk(keys: &AccountKeys, chunk: &RawChunk) -> IngestedChunk {
-    let content = keys.chunk_id.content_hash(&chunk.data);
+    seal_hashed(keys, chunk, keys.chunk_id.content_hash(&chunk.data))
+}
+
+/// [`seal_chunk`] with the content hash already computed.
+fn seal_hashed(keys: &AccountKeys, chunk: &RawChunk, content: ContentHash) -> IngestedChunk {
     let sealed = keys.chunk.seal(&content, &chunk.data);
     IngestedChunk {
         offset: chunk.offset,
@@ -70,15 +75,75 @@ pub fn ingest<R, F>(
     keys: &AccountKeys,
     params: ChunkerParams,
     workers: usize,
-    mut sink: F,
+    sink: F,
 ) -> Result<IngestSummary, IngestError>
 where
     R: Read + Send,
     F: FnMut(IngestedChunk) -> Result<(), String>,
 {
+    run(reader, keys, params, workers, |c| seal_chunk(keys, c), |c| c.len, sink)
+}
+
+/// A chunk of [`ingest_skipping`].
+#[derive(Debug, Clone)]
+pub enum Ingested {
+    /// A chunk to send: hashed and sealed.
+    Sealed(IngestedChunk),
+    /// A chunk the caller named as already held (same content hash and
+    /// length): hashed, not sealed (its store id is the one given).
+    Known(ChunkRef),
+}
+
+/// Like [`ingest`], but a chunk whose content hash and length match one in
+/// `known` (an edited file's previous chunks) is not sealed: an edit of a
+/// large file seals only what changed.
+pub fn ingest_skipping<R, F>(
+    reader: R,
+    keys: &AccountKeys,
+    params: ChunkerParams,
+    workers: usize,
+    known: &HashMap<ContentHash, ChunkRef>,
+    sink: F,
+) -> Result<IngestSummary, IngestError>
+where
+    R: Read + Send,
+    F: FnMut(Ingested) -> Result<(), String>,
+{
+    let work = |c: &RawChunk| {
+        let content = keys.chunk_id.content_hash(&c.data);
+        match known.get(&content) {
+            Some(r) if r.len as usize == c.data.len() => Ingested::Known(*r),
+            _ => Ingested::Sealed(seal_hashed(keys, c, content)),
+        }
+    };
+    let len = |i: &Ingested| match i {
+        Ingested::Sealed(c) => c.len,
+        Ingested::Known(r) => r.len,
+    };
+    run(reader, keys, params, workers, work, len, sink)
+}
+
+/// The pipeline: chunks on this thread's helper, `work` on `workers`
+/// threads, `sink` in file order.
+fn run<R, T, W, L, F>(
+    reader: R,
+    keys: &AccountKeys,
+    params: ChunkerParams,
+    workers: usize,
+    work: W,
+    len: L,
+    mut sink: F,
+) -> Result<IngestSummary, IngestError>
+where
+    R: Read + Send,
+    T: Send,
+    W: Fn(&RawChunk) -> T + Sync,
+    L: Fn(&T) -> u32,
+    F: FnMut(T) -> Result<(), String>,
+{
     let workers = workers.max(1);
     let (raw_tx, raw_rx) = bounded::<(u64, RawChunk)>(workers + 1);
-    let (out_tx, out_rx) = bounded::<(u64, IngestedChunk)>(workers + 1);
+    let (out_tx, out_rx) = bounded::<(u64, T)>(workers + 1);
     std::thread::scope(|s| {
         let reader_thread = s.spawn(move || -> Result<(), std::io::Error> {
             for (i, chunk) in StreamChunker::new(reader, params, &keys.chunker_seed).enumerate() {
@@ -89,10 +154,10 @@ where
             Ok(())
         });
         for _ in 0..workers {
-            let (rx, tx) = (raw_rx.clone(), out_tx.clone());
+            let (rx, tx, work) = (raw_rx.clone(), out_tx.clone(), &work);
             s.spawn(move || {
                 for (i, chunk) in rx {
-                    if tx.send((i, seal_chunk(keys, &chunk))).is_err() {
+                    if tx.send((i, work(&chunk))).is_err() {
                         break;
                     }
                 }
@@ -107,7 +172,7 @@ where
             pending.insert(i, done);
             while let Some(done) = pending.remove(&summary.chunks) {
                 summary.chunks += 1;
-                summary.bytes += u64::from(done.len);
+                summary.bytes += u64::from(len(&done));
                 if let Err(e) = sink(done) {
                     sink_error = Some(e);
                     break;

@@ -27,7 +27,7 @@ use super::transfer::{ChunkBatcher, TransferError};
 use super::{Engine, EngineError, Problem, RoundReport};
 use crate::chunklist;
 use crate::fs::{Stat, StatKind};
-use crate::model::{EntryMeta, Node, NodeKind, RelPath};
+use crate::model::{ChunkRef, EntryMeta, Node, NodeKind, RelPath};
 use crate::plan::{Op, RemoteEntry, RemoteLive, SyncedEntry};
 use crate::remote::Remote;
 use crate::scan::ScanResult;
@@ -257,12 +257,13 @@ impl<R: Remote> Engine<R> {
         let Some(local) = scan.entries.get(path) else { return Ok(false) };
         let mut node = local.node.clone();
         let mut chunks = Vec::new();
-        let on_store = match node.kind {
+        let base_list = match node.kind {
             NodeKind::File => self.base_chunks(path, base, local.stat.size)?,
-            _ => HashSet::new(),
+            _ => Vec::new(),
         };
+        let on_store: HashSet<ChunkId> = chunklist::store_ids(&self.keys, &base_list).into_iter().collect();
         if node.kind == NodeKind::File {
-            match self.upload_file(path, &local.stat, &on_store, batcher).await {
+            match self.upload_file(path, &local.stat, &base_list, batcher).await {
                 Ok((c, hash)) => {
                     if Some(hash) != node.hash {
                         // Changed since the scan; or changed without its
@@ -289,19 +290,19 @@ impl<R: Remote> Engine<R> {
         Ok(true)
     }
 
-    /// The chunk ids of `path`'s base revision, which the store keeps while
-    /// that revision is current: an edit need not send them again. Empty
-    /// for a new file, a small one (a single chunk), or when deltas are off.
-    fn base_chunks(&self, path: &RelPath, base: Revision, size: u64) -> Result<HashSet<ChunkId>, OpError> {
+    /// The chunk list of `path`'s base revision, whose chunks (and list
+    /// pieces) the store keeps while that revision is current: an edit need
+    /// not seal or send them again. Empty for a new file, a small one (a
+    /// single chunk), or when deltas are off.
+    fn base_chunks(&self, path: &RelPath, base: Revision, size: u64) -> Result<Vec<ChunkRef>, OpError> {
         if base == Revision::ZERO
             || size <= self.config.chunker.min as u64
             || !self.deltas.load(Ordering::Relaxed)
         {
-            return Ok(HashSet::new());
+            return Ok(Vec::new());
         }
         let entry_id = self.keys.path.entry_id(path.as_str());
-        let chunks = self.index.remote_chunks_at(&entry_id, base)?.unwrap_or_default();
-        Ok(chunklist::store_ids(&self.keys, &chunks).into_iter().collect())
+        Ok(self.index.remote_chunks_at(&entry_id, base)?.unwrap_or_default())
     }
 
     /// `change` with its chunk list given as a difference from its base

@@ -9,7 +9,7 @@
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use coffer_crypto::ContentHash;
@@ -19,7 +19,7 @@ use futures::stream::{self, StreamExt};
 use super::{Engine, EngineError};
 use crate::chunker::{RawChunk, StreamChunker};
 use crate::fs::Stat;
-use crate::ingest::{ingest, seal_chunk, IngestError};
+use crate::ingest::{ingest_skipping, seal_chunk, IngestError, Ingested};
 use crate::model::{ChunkRef, FileHash, RelPath};
 use crate::plan::Op;
 use crate::remote::{Remote, RemoteError};
@@ -160,13 +160,13 @@ impl<R: Remote> Engine<R> {
     /// Reads `path`, seals its chunks and queues them on `batcher`. Returns
     /// the chunk list and file hash, or `Unstable` if the file no longer
     /// matches `expect` (it changed since the scan, or while being read).
-    /// Chunks in `on_store` (the base revision's, which the store keeps)
-    /// are neither asked about nor sent again.
+    /// Chunks of `base` (the base revision's, which the store keeps) are
+    /// neither sealed, asked about nor sent again.
     pub(crate) async fn upload_file(
         &self,
         path: &RelPath,
         expect: &Stat,
-        on_store: &HashSet<ChunkId>,
+        base: &[ChunkRef],
         batcher: &mut ChunkBatcher<'_, R>,
     ) -> Result<(Vec<ChunkRef>, FileHash), TransferError> {
         let abs = self.abs(path);
@@ -195,7 +195,6 @@ impl<R: Remote> Engine<R> {
             if let Some(c) = sealed {
                 self.moved_up(c.len).await;
                 chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
-                self.update_status(|s| s.bytes_done += u64::from(c.len));
                 fail::fail_point!("upload-sealed");
                 batcher.add(c.sealed).await?;
             }
@@ -203,22 +202,31 @@ impl<R: Remote> Engine<R> {
         }
         // Sealing runs on blocking threads; sealed chunks come back over a
         // bounded channel so the upload can proceed while reading goes on.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::ingest::IngestedChunk>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(4);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let known: HashMap<ContentHash, ChunkRef> = base.iter().map(|c| (c.content, *c)).collect();
         let reading = tokio::task::spawn_blocking(move || {
-            ingest(reader, &keys, params, workers, |c| {
+            ingest_skipping(reader, &keys, params, workers, &known, |c| {
                 tx.blocking_send(c).map_err(|_| "upload stopped".to_string())
             })
         });
         let mut failed = None;
         while let Some(c) = rx.recv().await {
+            let c = match c {
+                Ingested::Known(r) => {
+                    // On the store already: nothing to send or to pace.
+                    chunks.push(r);
+                    self.update_status(|s| {
+                        s.bytes_done += u64::from(r.len);
+                        s.current_bytes_done += u64::from(r.len);
+                    });
+                    continue;
+                }
+                Ingested::Sealed(c) => c,
+            };
             self.moved_up(c.len).await;
             chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
-            self.update_status(|s| s.bytes_done += u64::from(c.len));
             fail::fail_point!("upload-sealed");
-            if on_store.contains(&c.sealed.id()) {
-                continue;
-            }
             if let Err(e) = batcher.add(c.sealed).await {
                 failed = Some(e);
                 break;
