@@ -1,7 +1,9 @@
 //! What the engine believes from other devices: entry metadata (sealed by a
 //! device of the same account, so validly sealed but possibly malicious),
-//! the paths inside it, and `.cofferignore` files synced from elsewhere.
+//! the pieces of a long chunk list, the paths inside it, and
+//! `.cofferignore` files synced from elsewhere.
 
+use coffer_engine::chunklist;
 use coffer_engine::ignore::IgnoreRules;
 use coffer_engine::model::{FileHash, NodeKind, RelPath, STATE_DIR};
 use coffer_engine::sync::names::conflicted_copy;
@@ -79,6 +81,35 @@ pub fn entry_version_seeds() -> Vec<Vec<u8>> {
         .iter()
         .flat_map(|s| [[&[1u8][..], s.as_bytes()].concat(), [&[0u8][..], s.as_bytes()].concat()])
         .collect()
+}
+
+/// A piece of a long chunk list (metadata format 2), fetched from the store
+/// and opened: whatever decodes names only non-empty chunks, re-encodes to
+/// the same bytes, and cuts back into pieces that hold the same entries.
+pub fn chunk_list(data: &[u8]) {
+    let Ok(list) = chunklist::decode(data) else { return };
+    assert!(!list.is_empty(), "accepted an empty piece");
+    assert!(list.iter().all(|c| c.len > 0), "accepted an empty chunk");
+    assert_eq!(chunklist::encode(&list), data, "decoding is not the inverse of encoding");
+    let pieces = chunklist::pieces(keys(), &list);
+    if list.len() > chunklist::INLINE_MAX {
+        let back: Vec<_> =
+            pieces.iter().flat_map(|p| chunklist::decode(&p.plain).expect("own piece")).collect();
+        assert_eq!(back, list, "the pieces lost or moved an entry");
+    } else {
+        assert!(pieces.is_empty(), "a short list was cut");
+    }
+}
+
+/// Seeds: encoded runs of a few entries, and malformed lengths.
+pub fn chunk_list_seeds() -> Vec<Vec<u8>> {
+    let entry = |n: u8| {
+        let mut e = vec![n; 64];
+        e.extend_from_slice(&(u32::from(n) + 1).to_le_bytes());
+        e
+    };
+    let run = |n: u8| (0..n).flat_map(entry).collect::<Vec<u8>>();
+    vec![run(1), run(3), run(70), entry(5)[..67].to_vec(), vec![0; 68]]
 }
 
 /// A path from anywhere (the store, the disk, the UI): the rules of

@@ -48,6 +48,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "chunk_batch", run: wire::chunk_batch, seeds: wire::chunk_batch_seeds },
     Target { name: "control_request", run: wire::control_request, seeds: wire::control_request_seeds },
     Target { name: "entry_version", run: engine::entry_version, seeds: engine::entry_version_seeds },
+    Target { name: "chunk_list", run: engine::chunk_list, seeds: engine::chunk_list_seeds },
     Target { name: "rel_path", run: engine::rel_path, seeds: engine::rel_path_seeds },
     Target { name: "ignore_rules", run: engine::ignore_rules, seeds: engine::ignore_rules_seeds },
 ];

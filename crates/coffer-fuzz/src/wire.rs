@@ -45,6 +45,9 @@ const WIRE_TYPES: &[WireType] = &[
     ("CommitRequest", round_trip::<api::CommitRequest>),
     ("JournalQuery", round_trip::<api::JournalQuery>),
     ("SnapshotQuery", round_trip::<api::SnapshotQuery>),
+    ("GetChunksRequest", round_trip::<api::GetChunksRequest>),
+    // A commit whose chunk list is a difference from its base.
+    ("CommitRequest (delta)", round_trip::<api::CommitRequest>),
 ];
 
 /// `data[0]` picks a wire type (see `WIRE_TYPES`), `data[1..]` is its JSON.
@@ -89,6 +92,10 @@ pub fn wire_json_seeds() -> Vec<Vec<u8>> {
         format!(r#"{{"changes":[{{"entry_id":"{id}","base_revision":0,"meta":null,"chunks":[]}}]}}"#),
         r#"{"after":1,"limit":10,"timeout_ms":5}"#.to_string(),
         format!(r#"{{"after":"{id}","limit":10}}"#),
+        format!(r#"{{"ids":["{id}","{id}"]}}"#),
+        format!(
+            r#"{{"changes":[{{"entry_id":"{id}","base_revision":2,"meta":"AQIDBA==","chunks":["{id}"],"delta":{{"dropped":["{id}"],"digest":"{id}"}}}}]}}"#
+        ),
     ];
     assert_eq!(bodies.len(), WIRE_TYPES.len());
     bodies.iter().enumerate().map(|(i, b)| [&[i as u8][..], b.as_bytes()].concat()).collect()

@@ -142,6 +142,7 @@ targets!(
     chunk_batch,
     control_request,
     entry_version,
+    chunk_list,
     rel_path,
     ignore_rules,
 );
