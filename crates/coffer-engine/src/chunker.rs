@@ -36,8 +36,9 @@ pub struct ChunkerParams {
 impl Default for ChunkerParams {
     /// 32 KiB / 128 KiB / 512 KiB, tuned with the side-by-side benchmark
     /// (docs/benchmarks.md): a one-byte edit of a 1 GiB file costs about
-    /// 0.3 MB on the wire against 4.2 MB with 1 MiB chunks, for no
-    /// measurable loss in W1; 64 KiB chunks lost 30 % in W1.
+    /// 0.4 MB on the wire (median, both links) against 4.2 MB with 1 MiB
+    /// chunks, for no measurable loss in W1; 64 KiB chunks cost about
+    /// 0.3 MB but 25–30 % in W1 and twice the store's objects.
     fn default() -> Self {
         Self { min: 32 << 10, avg: 128 << 10, max: 512 << 10 }
     }
