@@ -79,11 +79,15 @@ fn ends_piece(content: &ContentHash) -> bool {
     u16::from_le_bytes([b[0], b[1]]) % CUT_EVERY == 0
 }
 
-/// Every id the store must keep for a file with `list`: its data chunks and,
-/// for a long list, its pieces. Sorted, deduplicated.
-pub fn store_ids(keys: &AccountKeys, list: &[ChunkRef]) -> Vec<ChunkId> {
+/// Every id the store keeps for a revision with `list`: its data chunks
+/// and, when its metadata keeps the list in pieces (`listed`; a revision
+/// from before format 2 kept even a long list inline), those pieces.
+/// Sorted, deduplicated.
+pub fn store_ids(keys: &AccountKeys, list: &[ChunkRef], listed: bool) -> Vec<ChunkId> {
     let mut ids: Vec<ChunkId> = list.iter().map(|c| c.id).collect();
-    ids.extend(pieces(keys, list).iter().map(|p| p.r.id));
+    if listed {
+        ids.extend(pieces(keys, list).iter().map(|p| p.r.id));
+    }
     ids.sort_unstable();
     ids.dedup();
     ids
@@ -151,7 +155,7 @@ mod tests {
         let l = list(10, 2);
         let mut ids: Vec<ChunkId> = l.iter().map(|c| c.id).collect();
         ids.sort_unstable();
-        assert_eq!(store_ids(&keys(), &l), ids);
+        assert_eq!(store_ids(&keys(), &l, true), ids);
     }
 
     #[test]
@@ -174,8 +178,8 @@ mod tests {
             let opened = k.chunk.open(&k.chunk_id, piece.r.id, &piece.r.content, piece.sealed.as_bytes());
             assert_eq!(opened.unwrap(), piece.plain);
         }
-        let ids = store_ids(&keys(), &l);
-        assert_eq!(ids.len(), l.len() + p.len());
+        assert_eq!(store_ids(&keys(), &l, true).len(), l.len() + p.len());
+        assert_eq!(store_ids(&keys(), &l, false).len(), l.len(), "an inline list has no pieces on the store");
     }
 
     /// One changed entry, one inserted entry: every other piece keeps its

@@ -104,6 +104,10 @@ struct LiveRow {
     device: DeviceId,
     #[serde(default)]
     device_name: String,
+    /// Absent in rows written before format 2: such a revision's list was
+    /// inline.
+    #[serde(default)]
+    listed: bool,
 }
 
 /// A live remote row without its chunk list (serde skips the field).
@@ -113,6 +117,8 @@ struct LiveHead {
     device: DeviceId,
     #[serde(default)]
     device_name: String,
+    #[serde(default)]
+    listed: bool,
 }
 
 /// The local index of one sync root.
@@ -188,6 +194,7 @@ fn write_remote(tx: &rusqlite::Transaction<'_>, entries: &[(Option<RelPath>, Rem
                 chunks: l.chunks.clone(),
                 device: l.device,
                 device_name: l.device_name.clone(),
+                listed: l.listed,
             })
         });
         stmt.execute(params![
@@ -410,6 +417,7 @@ impl Index {
                         chunks: l.chunks,
                         device: l.device,
                         device_name: l.device_name,
+                        listed: l.listed,
                     })
                 }
                 Some(s) => {
@@ -419,6 +427,7 @@ impl Index {
                         chunks: Vec::new(),
                         device: l.device,
                         device_name: l.device_name,
+                        listed: l.listed,
                     })
                 }
                 None => None,
@@ -446,9 +455,14 @@ impl Index {
         }
     }
 
-    /// The chunk list of an entry's revision `revision`, if that is the
-    /// latest revision seen and not a deletion.
-    pub fn remote_chunks_at(&self, id: &EntryId, revision: Revision) -> Result<Option<Vec<ChunkRef>>> {
+    /// The chunk list of an entry's revision `revision`, and whether its
+    /// metadata keeps it in pieces, if that is the latest revision seen and
+    /// not a deletion.
+    pub fn remote_chunks_at(
+        &self,
+        id: &EntryId,
+        revision: Revision,
+    ) -> Result<Option<(Vec<ChunkRef>, bool)>> {
         let row: Option<(i64, Option<String>)> = self
             .db()
             .query_row(
@@ -458,7 +472,10 @@ impl Index {
             )
             .optional()?;
         match row {
-            Some((rev, Some(s))) if u64_of(rev) == revision.get() => Ok(Some(unjson::<LiveRow>(&s)?.chunks)),
+            Some((rev, Some(s))) if u64_of(rev) == revision.get() => {
+                let l = unjson::<LiveRow>(&s)?;
+                Ok(Some((l.chunks, l.listed)))
+            }
             _ => Ok(None),
         }
     }
@@ -712,6 +729,7 @@ mod tests {
                 chunks: vec![],
                 device: DeviceId::from_bytes([9; 16]),
                 device_name: "pc".into(),
+                listed: false,
             };
             let r = RemoteEntry {
                 entry_id: EntryId::from_bytes([2; 32]),
@@ -800,6 +818,7 @@ mod tests {
             chunks: vec![],
             device: DeviceId::from_bytes([9; 16]),
             device_name: "pc".into(),
+            listed: false,
         };
         let remote = vec![
             (Some(p("new")), RemoteEntry { entry_id: id(1), revision: Revision(2), live: Some(live) }),
@@ -835,6 +854,7 @@ mod tests {
             chunks: chunks.clone(),
             device: DeviceId::from_bytes([9; 16]),
             device_name: "pc".into(),
+            listed: true,
         };
         let r = RemoteEntry { entry_id: e.entry_id, revision: Revision(2), live: Some(live) };
         let gone = RemoteEntry { entry_id: EntryId::from_bytes([5; 32]), revision: Revision(4), live: None };
@@ -850,6 +870,11 @@ mod tests {
         assert_eq!(ix.remote_chunks(&e.entry_id).unwrap(), chunks);
         assert!(ix.remote_chunks(&gone.entry_id).unwrap().is_empty());
         assert!(ix.remote_chunks(&EntryId::from_bytes([7; 32])).unwrap().is_empty());
+        // The list of the latest revision, with whether it is in pieces;
+        // nothing for another revision or a deletion.
+        assert_eq!(ix.remote_chunks_at(&e.entry_id, Revision(2)).unwrap(), Some((chunks.clone(), true)));
+        assert_eq!(ix.remote_chunks_at(&e.entry_id, Revision(1)).unwrap(), None);
+        assert_eq!(ix.remote_chunks_at(&gone.entry_id, Revision(4)).unwrap(), None);
     }
 
     #[test]

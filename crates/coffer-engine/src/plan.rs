@@ -65,6 +65,9 @@ pub struct RemoteLive {
     pub device: DeviceId,
     /// That device's name (from the sealed metadata; may be empty).
     pub device_name: String,
+    /// Whether the metadata keeps the chunk list in pieces (format 2), so
+    /// that the store holds those pieces too.
+    pub listed: bool,
 }
 
 impl RemoteEntry {
@@ -337,6 +340,7 @@ mod tests {
                 chunks: vec![],
                 device: DeviceId::from_bytes([1; 16]),
                 device_name: String::new(),
+                listed: false,
             }),
         }
     }
@@ -492,6 +496,7 @@ mod tests {
                             chunks: vec![],
                             device: DeviceId::from_bytes([2; 16]),
                             device_name: String::new(),
+                            listed: false,
                         }),
                     };
                     t.synced.insert(path.clone(), entry.to_synced().unwrap());

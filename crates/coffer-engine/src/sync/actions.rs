@@ -117,7 +117,11 @@ impl<R: Remote> Engine<R> {
                 let entry = RemoteEntry {
                     entry_id: id,
                     revision: *revision,
-                    live: Some(RemoteLive { device: self.config.device_id, ..live }),
+                    live: Some(RemoteLive {
+                        device: self.config.device_id,
+                        listed: live.chunks.len() > crate::chunklist::INLINE_MAX,
+                        ..live
+                    }),
                 };
                 self.index.put_remote(&[(Some(path.clone()), entry)], None)?;
                 Ok(*revision)

@@ -257,11 +257,12 @@ impl<R: Remote> Engine<R> {
         let Some(local) = scan.entries.get(path) else { return Ok(false) };
         let mut node = local.node.clone();
         let mut chunks = Vec::new();
-        let base_list = match node.kind {
+        let (base_list, listed) = match node.kind {
             NodeKind::File => self.base_chunks(path, base, local.stat.size)?,
-            _ => Vec::new(),
+            _ => (Vec::new(), false),
         };
-        let on_store: HashSet<ChunkId> = chunklist::store_ids(&self.keys, &base_list).into_iter().collect();
+        let on_store: HashSet<ChunkId> =
+            chunklist::store_ids(&self.keys, &base_list, listed).into_iter().collect();
         if node.kind == NodeKind::File {
             match self.upload_file(path, &local.stat, &base_list, batcher).await {
                 Ok((c, hash)) => {
@@ -291,15 +292,20 @@ impl<R: Remote> Engine<R> {
     }
 
     /// The chunk list of `path`'s base revision, whose chunks (and list
-    /// pieces) the store keeps while that revision is current: an edit need
-    /// not seal or send them again. Empty for a new file, a small one (a
-    /// single chunk), or when deltas are off.
-    fn base_chunks(&self, path: &RelPath, base: Revision, size: u64) -> Result<Vec<ChunkRef>, OpError> {
+    /// pieces, if it is `listed`) the store keeps while that revision is
+    /// current: an edit need not seal or send them again. Empty for a new
+    /// file, a small one (a single chunk), or when deltas are off.
+    fn base_chunks(
+        &self,
+        path: &RelPath,
+        base: Revision,
+        size: u64,
+    ) -> Result<(Vec<ChunkRef>, bool), OpError> {
         if base == Revision::ZERO
             || size <= self.config.chunker.min as u64
             || !self.deltas.load(Ordering::Relaxed)
         {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let entry_id = self.keys.path.entry_id(path.as_str());
         Ok(self.index.remote_chunks_at(&entry_id, base)?.unwrap_or_default())
@@ -312,10 +318,11 @@ impl<R: Remote> Engine<R> {
         {
             return Ok(None);
         }
-        let Some(base) = self.index.remote_chunks_at(&change.entry_id, change.base_revision)? else {
+        let Some((base, listed)) = self.index.remote_chunks_at(&change.entry_id, change.base_revision)?
+        else {
             return Ok(None);
         };
-        let base: BTreeSet<ChunkId> = chunklist::store_ids(&self.keys, &base).into_iter().collect();
+        let base: BTreeSet<ChunkId> = chunklist::store_ids(&self.keys, &base, listed).into_iter().collect();
         let new: BTreeSet<ChunkId> = change.chunks.iter().copied().collect();
         let added: Vec<ChunkId> = new.difference(&base).copied().collect();
         let dropped: Vec<ChunkId> = base.difference(&new).copied().collect();
@@ -452,6 +459,7 @@ impl<R: Remote> Engine<R> {
                         chunks: s.chunks.clone(),
                         device: self.config.device_id,
                         device_name: self.config.device_name.clone(),
+                        listed: s.chunks.len() > chunklist::INLINE_MAX,
                     });
                     match &p.synced {
                         Some(s) => {

@@ -73,6 +73,7 @@ pub fn open_entry(
                 chunks: meta.chunks,
                 device: v.device_id,
                 device_name: meta.device_name,
+                listed: !list.is_empty(),
             };
             Some((meta.path, live))
         }
