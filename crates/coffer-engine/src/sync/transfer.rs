@@ -67,6 +67,20 @@ const PREFETCH_FILE_MAX: u64 = 64 << 10;
 /// Plaintext bytes asked for in one batched fetch (the store allows 16 MiB).
 const PREFETCH_REQUEST_BYTES: u64 = 4 << 20;
 
+/// Opens a fetched chunk and checks its length: the plaintext, or why it is
+/// not the chunk `c` names.
+fn open_chunk(
+    keys: &coffer_crypto::AccountKeys,
+    c: &ChunkRef,
+    sealed: &SealedChunk,
+) -> Result<Vec<u8>, String> {
+    match keys.chunk.open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes()) {
+        Ok(plain) if plain.len() == c.len as usize => Ok(plain),
+        Ok(_) => Err(format!("chunk {} has the wrong length", c.id)),
+        Err(e) => Err(format!("chunk {}: {e}", c.id)),
+    }
+}
+
 /// Where each chunk of `list` lies in the file it describes.
 fn offsets_of(list: &[ChunkRef]) -> Vec<(ContentHash, u64, u32)> {
     let mut at = 0u64;
@@ -424,13 +438,7 @@ impl<R: Remote> Engine<R> {
         let keys = self.keys.clone();
         let refs = group.to_vec();
         let opened: Vec<Option<Vec<u8>>> = tokio::task::spawn_blocking(move || {
-            refs.iter()
-                .map(|c| {
-                    let sealed = got.get(&c.id)?;
-                    let plain = keys.chunk.open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes()).ok()?;
-                    (plain.len() == c.len as usize).then_some(plain)
-                })
-                .collect()
+            refs.iter().map(|c| open_chunk(&keys, c, got.get(&c.id)?).ok()).collect()
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -479,19 +487,14 @@ impl<R: Remote> Engine<R> {
         c: &ChunkRef,
         sealed: SealedChunk,
     ) -> Result<Result<Vec<u8>, String>, TransferError> {
+        if c.len <= SMALL_CHUNK {
+            return Ok(open_chunk(&self.keys, c, &sealed));
+        }
         let keys = self.keys.clone();
         let c = *c;
-        let open = move || keys.chunk.open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes());
-        let opened = if c.len <= SMALL_CHUNK {
-            open()
-        } else {
-            tokio::task::spawn_blocking(open).await.map_err(|e| std::io::Error::other(e.to_string()))?
-        };
-        Ok(match opened {
-            Ok(plain) if plain.len() == c.len as usize => Ok(plain),
-            Ok(_) => Err(format!("chunk {} has the wrong length", c.id)),
-            Err(e) => Err(format!("chunk {}: {e}", c.id)),
-        })
+        Ok(tokio::task::spawn_blocking(move || open_chunk(&keys, &c, &sealed))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?)
     }
 
     /// Fetches the chunks of a group's small files (one chunk, at most
