@@ -57,6 +57,10 @@ struct Pending {
     change: Change,
     /// Pieces of a long chunk list to send before the commit.
     pieces: Vec<SealedChunk>,
+    /// The ids the store keeps for the base revision (read once, at
+    /// upload): what the commit may give as a difference. Empty when none
+    /// is known.
+    base_ids: HashSet<ChunkId>,
     /// `None` for a deletion.
     synced: Option<SyncedEntry>,
 }
@@ -211,6 +215,7 @@ impl<R: Remote> Engine<R> {
                     path,
                     change: Change { entry_id, base_revision: base, meta: None, chunks: vec![], delta: None },
                     pieces: Vec::new(),
+                    base_ids: HashSet::new(),
                     synced: None,
                 });
                 Ok(true)
@@ -287,7 +292,7 @@ impl<R: Remote> Engine<R> {
                 Err(e) => return Err(OpError::Path(format!("could not read it: {e}"))),
             }
         }
-        self.queue_change(path, base, node, chunks, &on_store, pending)?;
+        self.queue_change(path, base, node, chunks, on_store, pending)?;
         Ok(true)
     }
 
@@ -311,43 +316,39 @@ impl<R: Remote> Engine<R> {
         Ok(self.index.remote_chunks_at(&entry_id, base)?.unwrap_or_default())
     }
 
-    /// `change` with its chunk list given as a difference from its base
-    /// revision's ([`ChunkDelta`]), when that is shorter than the list.
-    fn as_delta(&self, change: &Change) -> Result<Option<Change>, EngineError> {
-        if change.meta.is_none() || change.base_revision == Revision::ZERO || change.chunks.len() < DELTA_MIN
-        {
-            return Ok(None);
+    /// `p`'s change with its chunk list given as a difference from the ids
+    /// its base revision keeps ([`ChunkDelta`]), when that is shorter.
+    fn as_delta(p: &Pending) -> Option<Change> {
+        let change = &p.change;
+        if change.meta.is_none() || p.base_ids.is_empty() || change.chunks.len() < DELTA_MIN {
+            return None;
         }
-        let Some((base, listed)) = self.index.remote_chunks_at(&change.entry_id, change.base_revision)?
-        else {
-            return Ok(None);
-        };
-        let base: BTreeSet<ChunkId> = chunklist::store_ids(&self.keys, &base, listed).into_iter().collect();
         let new: BTreeSet<ChunkId> = change.chunks.iter().copied().collect();
-        let added: Vec<ChunkId> = new.difference(&base).copied().collect();
-        let dropped: Vec<ChunkId> = base.difference(&new).copied().collect();
+        let mut added: Vec<ChunkId> = new.iter().filter(|id| !p.base_ids.contains(id)).copied().collect();
+        let mut dropped: Vec<ChunkId> = p.base_ids.iter().filter(|id| !new.contains(id)).copied().collect();
         if added.len() + dropped.len() >= new.len() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Change {
+        added.sort_unstable();
+        dropped.sort_unstable();
+        Some(Change {
             chunks: added,
             delta: Some(ChunkDelta { dropped, digest: ListDigest::of(&new) }),
             ..change.clone()
-        }))
+        })
     }
 
-    /// Commits `changes`, each of a large file's edits as a difference from
-    /// its base when deltas are on. If the store finds a difference that does
-    /// not fit (`bad_request`; nothing was applied), deltas go off for good
-    /// and the same changes go again with whole lists.
-    async fn commit_changes(&self, changes: &[Change]) -> Result<CommitResponse, EngineError> {
+    /// Commits `batch`'s changes, each of a large file's edits as a
+    /// difference from its base when deltas are on. If the store finds a
+    /// difference that does not fit (`bad_request`; nothing was applied),
+    /// deltas go off for good and the same changes go again with whole lists.
+    async fn commit_changes(&self, batch: &[Pending]) -> Result<CommitResponse, EngineError> {
+        let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
         if !self.deltas.load(Ordering::Relaxed) {
-            return Ok(self.remote.commit(changes).await?);
+            return Ok(self.remote.commit(&changes).await?);
         }
-        let mut sent = Vec::with_capacity(changes.len());
-        for c in changes {
-            sent.push(self.as_delta(c)?.unwrap_or_else(|| c.clone()));
-        }
+        let sent: Vec<Change> =
+            batch.iter().map(|p| Self::as_delta(p).unwrap_or_else(|| p.change.clone())).collect();
         match self.remote.commit(&sent).await {
             Err(e) if e.code() == Some(ErrorCode::BadRequest) && sent.iter().any(|c| c.delta.is_some()) => {
                 tracing::warn!(
@@ -355,7 +356,7 @@ impl<R: Remote> Engine<R> {
                     "the store refused a chunk list given as a difference; sending whole lists from now on"
                 );
                 self.deltas.store(false, Ordering::Relaxed);
-                Ok(self.remote.commit(changes).await?)
+                Ok(self.remote.commit(&changes).await?)
             }
             r => Ok(r?),
         }
@@ -371,7 +372,7 @@ impl<R: Remote> Engine<R> {
         base: Revision,
         node: Node,
         chunks: Vec<crate::model::ChunkRef>,
-        on_store: &HashSet<ChunkId>,
+        on_store: HashSet<ChunkId>,
         pending: &mut Vec<Pending>,
     ) -> Result<(), OpError> {
         let (change, mut pieces) = self.change_for(path, base, &node, &chunks);
@@ -381,6 +382,7 @@ impl<R: Remote> Engine<R> {
             path: path.clone(),
             change,
             pieces,
+            base_ids: on_store,
             synced: Some(SyncedEntry { entry_id, revision: base.next(), node, chunks }),
         });
         Ok(())
@@ -443,10 +445,9 @@ impl<R: Remote> Engine<R> {
             return Ok(());
         }
         let batch = std::mem::take(pending);
-        let changes: Vec<Change> = batch.iter().map(|p| p.change.clone()).collect();
         let noted = self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
         fail::fail_point!("upload-before-commit");
-        let resp = self.commit_changes(&changes).await?;
+        let resp = self.commit_changes(&batch).await?;
         fail::fail_point!("upload-after-commit");
         let mut remote_rows = Vec::new();
         let mut refused = Vec::new();
@@ -760,7 +761,7 @@ impl<R: Remote> Engine<R> {
                     .remote_entry(&entry_id)
                     .map_err(|e| OpError::Fatal(e.into()))?
                     .map_or(Revision::ZERO, |(r, _)| r);
-                self.queue_change(path, base, Node::dir(), Vec::new(), &HashSet::new(), pending)?;
+                self.queue_change(path, base, Node::dir(), Vec::new(), HashSet::new(), pending)?;
                 return Ok(true);
             }
             if left.is_empty() {
