@@ -400,6 +400,7 @@ impl Desktop {
                 format!("{what} is not the next step of the first run (now: {step:?})"),
             ))
         };
+        let signup = matches!(req, SetupRequest::Signup { .. });
         match req {
             SetupRequest::GetSetup => {}
             SetupRequest::ChangeStore => {
@@ -445,29 +446,22 @@ impl Desktop {
                 let _ = (email, zeroize::Zeroizing::new(password));
                 return wrong("signing in");
             }
-            SetupRequest::Signup { email, password } => {
+            SetupRequest::Signup { email, password } | SetupRequest::Login { email, password } => {
                 let password = zeroize::Zeroizing::new(password);
                 let url = self
                     .store_url(&st)
                     .ok_or_else(|| err(ErrorCode::StoreUnreachable, "the store is not running"))?;
                 check_account_fields(&email, &password)?;
-                coffer_cli::cmd::account::signup(&self.home, &url, email.trim(), &password)
-                    .await
-                    .map_err(account_error)?;
-                st.config.recovery_confirmed = false;
-                save_config(&self.home, &st.config)?;
-            }
-            SetupRequest::Login { email, password } => {
-                let password = zeroize::Zeroizing::new(password);
-                let url = self
-                    .store_url(&st)
-                    .ok_or_else(|| err(ErrorCode::StoreUnreachable, "the store is not running"))?;
-                check_account_fields(&email, &password)?;
-                coffer_cli::cmd::account::login(&self.home, &url, email.trim(), &password)
-                    .await
-                    .map_err(account_error)?;
-                // The key was shown when the account was made.
-                st.config.recovery_confirmed = true;
+                let (home, email) = (&self.home, email.trim());
+                if signup {
+                    coffer_cli::cmd::account::signup(home, &url, email, &password).await.map(drop)
+                } else {
+                    coffer_cli::cmd::account::login(home, &url, email, &password).await
+                }
+                .map_err(account_error)?;
+                // A login's key was shown when the account was made; a
+                // signup's is shown next.
+                st.config.recovery_confirmed = !signup;
                 save_config(&self.home, &st.config)?;
             }
             SetupRequest::ConfirmRecoveryKey => {
