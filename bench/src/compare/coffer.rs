@@ -35,9 +35,16 @@ pub struct Coffer {
     one_shot: Usage,
 }
 
+/// The log filter of Coffer's processes: `warn`, or `COFFER_BENCH_LOG`
+/// (e.g. `coffer_engine=debug`) to see where a round's time goes; the logs
+/// are kept in the round's folder (`daemon-a.log`, `server.log`).
+fn log_filter() -> String {
+    std::env::var("COFFER_BENCH_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 fn client(bin: &Path, home: &Path) -> Command {
     let mut c = Command::new(bin);
-    c.arg("--home").arg(home).env("COFFER_INSECURE_FAST_KDF", "1").env("RUST_LOG", "warn");
+    c.arg("--home").arg(home).env("COFFER_INSECURE_FAST_KDF", "1").env("RUST_LOG", log_filter());
     c
 }
 
@@ -69,7 +76,7 @@ impl Coffer {
         let mut child = Command::new(&bin)
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("server.log"))?)
@@ -219,7 +226,7 @@ impl Peer for Coffer {
         let t = measure::run_timed(
             &self.bin.to_string_lossy(),
             &args,
-            &[("COFFER_INSECURE_FAST_KDF", "1".into()), ("RUST_LOG", "warn".into())],
+            &[("COFFER_INSECURE_FAST_KDF", "1".into()), ("RUST_LOG", log_filter())],
             &self.dir.join("rescan.log"),
             &[],
         )?;

@@ -235,6 +235,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 eprintln!("   {tool}: round failed: {e:#}");
                 results.failures.push(format!("{tool} round {}: {e:#}", rep + 1));
                 keep_logs(&dir, &args.out.join(format!("failed-{tool}-{}", rep + 1)));
+            } else if std::env::var_os("COFFER_BENCH_LOG").is_some() {
+                keep_logs(&dir, &args.out.join(format!("logs-{tool}-{}", rep + 1)));
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
