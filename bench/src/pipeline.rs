@@ -149,7 +149,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Box::new(|| {
                 let mut offset = 0;
                 chunks(&path, &keys, p, |c| {
-                    let raw = coffer_engine::chunker::RawChunk { offset, data: c.to_vec() };
+                    let raw = coffer_engine::chunker::RawChunk::new(offset, c.to_vec());
                     offset += c.len() as u64;
                     std::hint::black_box(seal_chunk(&keys, &raw));
                 })

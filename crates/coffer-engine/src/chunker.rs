@@ -8,11 +8,17 @@
 //!
 //! The gear table is XORed with the account's [`ChunkerSeed`], so chunk sizes
 //! (which the store sees) do not fingerprint well-known files.
+//!
+//! A file cut before can be cut again faster with [`StreamChunker::with_hints`]:
+//! given the old version's chunk list, a stretch that still holds an old
+//! chunk's bytes is taken as that chunk after checking its content hash and
+//! that FastCDC would cut exactly there, without running FastCDC over it.
+//! The cuts are the same as without hints (see [`Hints`]).
 
 use std::borrow::Cow;
 use std::io::{self, Read};
 
-use coffer_crypto::ChunkerSeed;
+use coffer_crypto::{ChunkIdKey, ChunkerSeed, ContentHash};
 use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
 
 /// How tightly chunk sizes gather around the average (FastCDC's normalized
@@ -71,6 +77,146 @@ pub struct RawChunk {
     pub offset: u64,
     /// The bytes.
     pub data: Vec<u8>,
+    /// Its keyed content hash, when the chunker already computed it (a
+    /// chunk matched to a hint); `None` otherwise.
+    pub hash: Option<ContentHash>,
+}
+
+impl RawChunk {
+    /// A chunk whose hash is not known yet.
+    pub fn new(offset: u64, data: Vec<u8>) -> Self {
+        Self { offset, data, hash: None }
+    }
+
+    /// Its keyed content hash: the one the chunker computed, or computed now.
+    pub fn content_hash(&self, key: &ChunkIdKey) -> ContentHash {
+        self.hash.unwrap_or_else(|| key.content_hash(&self.data))
+    }
+}
+
+/// A file's previous chunk list, which lets [`StreamChunker`] skip FastCDC
+/// over what did not change.
+///
+/// At each cut the chunker tries the old chunk that should start there
+/// (following the shift of the last old chunk it matched, so an insertion
+/// or deletion does not throw it off): if the next bytes have that chunk's
+/// length and keyed content hash, and FastCDC's cut condition holds at its
+/// end, the chunk is taken as is. That is the cut FastCDC makes: its
+/// decision for a chunk depends only on the chunk's bytes (no earlier
+/// candidate point fired, as the old chunk's own cut shows) and on the
+/// gear hash at the cut itself, which the check recomputes from the 64
+/// bytes before it. The old list's last chunk, cut by the end of the
+/// file, is never taken. Where nothing matches, FastCDC runs as usual.
+///
+/// This holds when the old list was cut with the same parameters and seed,
+/// as every list of the account is; with any other list the chunks are
+/// still exactly the file's bytes, only perhaps not where FastCDC cuts.
+#[derive(Clone)]
+pub struct Hints {
+    key: ChunkIdKey,
+    /// (content hash, length) of the old chunks, in file order.
+    chunks: Vec<(ContentHash, u32)>,
+    /// Where each old chunk started in the old file.
+    starts: Vec<u64>,
+    /// New offset minus old offset of the last chunk matched.
+    shift: i128,
+}
+
+impl std::fmt::Debug for Hints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hints").field("chunks", &self.chunks.len()).field("shift", &self.shift).finish()
+    }
+}
+
+impl Hints {
+    /// Hints from a file's previous chunks (content hash and length, in
+    /// order), hashed with the account's chunk id key.
+    pub fn new(key: &ChunkIdKey, chunks: Vec<(ContentHash, u32)>) -> Self {
+        let mut at = 0u64;
+        let starts = chunks
+            .iter()
+            .map(|(_, len)| {
+                let start = at;
+                at += u64::from(*len);
+                start
+            })
+            .collect();
+        Self { key: key.clone(), chunks, starts, shift: 0 }
+    }
+
+    /// The old chunk to take at `offset`, if one fits `avail` (the bytes
+    /// from `offset` on, at least `max` of them unless the file ends):
+    /// its hash and length.
+    fn take(&mut self, offset: u64, avail: &[u8], c: &Cutter<'_>) -> Option<(ContentHash, usize)> {
+        let n = self.chunks.len();
+        let old = i128::from(offset) - self.shift;
+        let next = self.starts.partition_point(|s| i128::from(*s) < old);
+        // Aligned with an old cut: that chunk. Otherwise the old chunk the
+        // offset falls in (after an insertion) and the next (after a deletion).
+        let aligned = next < n && i128::from(self.starts[next]) == old;
+        let candidates = if aligned { [Some(next), None] } else { [next.checked_sub(1), Some(next)] };
+        for j in candidates.into_iter().flatten() {
+            // The last old chunk was cut by the end of the file, not by FastCDC.
+            if j + 1 >= n {
+                continue;
+            }
+            let (hash, len) = self.chunks[j];
+            let len = len as usize;
+            if !c.cuts_at(avail, len) {
+                continue;
+            }
+            if self.key.content_hash(&avail[..len]) == hash {
+                self.shift = i128::from(offset) - i128::from(self.starts[j]);
+                return Some((hash, len));
+            }
+        }
+        None
+    }
+}
+
+/// FastCDC's parameters, masks and gear tables for one chunker.
+struct Cutter<'a> {
+    params: ChunkerParams,
+    masks: (u64, u64),
+    gear: &'a [u64],
+}
+
+impl Cutter<'_> {
+    /// Whether FastCDC, started at the beginning of `avail`, would cut it
+    /// after exactly `len` bytes, given that it found no earlier cut in
+    /// them (which a chunk cut before with the same bytes guarantees).
+    fn cuts_at(&self, avail: &[u8], len: usize) -> bool {
+        let ChunkerParams { min, avg, max } = self.params;
+        if len < min || len > max || len > avail.len() {
+            return false;
+        }
+        // FastCDC looks at no more than `max` bytes, and tests candidate
+        // points in pairs, so with an odd count the last one is not tested.
+        let remaining = avail.len().min(max);
+        if len == max {
+            // Cut by the size limit: no candidate fired before it.
+            return remaining == max;
+        }
+        if len >= remaining / 2 * 2 {
+            return false;
+        }
+        // The gear hash at the candidate point `len` (the byte that makes
+        // FastCDC cut there is the first of the next chunk): it accumulates
+        // from `min`, each step shifting left, so only the last 64 bytes count.
+        let mut hash: u64 = 0;
+        for &b in &avail[min.max(len.saturating_sub(63))..=len] {
+            hash = (hash << 1).wrapping_add(self.gear[usize::from(b)]);
+        }
+        let (mask_s, mask_l) = self.masks;
+        let mask = if len < avg { mask_s } else { mask_l };
+        // FastCDC tests even points on the hash shifted left by one, with
+        // the mask shifted too (its `_ls` tables and masks).
+        if len % 2 == 0 {
+            (hash << 1) & (mask << 1) == 0
+        } else {
+            hash & mask == 0
+        }
+    }
 }
 
 impl std::fmt::Debug for RawChunk {
@@ -91,6 +237,7 @@ pub struct StreamChunker<R> {
     eof: bool,
     offset: u64,
     failed: bool,
+    hints: Option<Hints>,
 }
 
 impl<R> std::fmt::Debug for StreamChunker<R> {
@@ -120,7 +267,16 @@ impl<R: Read> StreamChunker<R> {
             eof: false,
             offset: 0,
             failed: false,
+            hints: None,
         }
+    }
+
+    /// Uses a previous version's chunk list to skip FastCDC where the file
+    /// did not change (same cuts; see [`Hints`]). Hinted chunks come with
+    /// their content hash.
+    pub fn with_hints(mut self, hints: Option<Hints>) -> Self {
+        self.hints = hints.filter(|h| h.chunks.len() > 1);
+        self
     }
 
     /// Refills so that at least `max` bytes follow `start`, or the reader is
@@ -154,6 +310,15 @@ impl<R: Read> StreamChunker<R> {
         if avail.is_empty() {
             return Ok(None);
         }
+        if let Some(hints) = self.hints.as_mut() {
+            let cutter = Cutter { params: self.params, masks: self.masks, gear: &self.gear.0 };
+            if let Some((hash, len)) = hints.take(self.offset, avail, &cutter) {
+                let chunk = RawChunk { offset: self.offset, data: avail[..len].to_vec(), hash: Some(hash) };
+                self.start += len;
+                self.offset += len as u64;
+                return Ok(Some(chunk));
+            }
+        }
         let (mask_s, mask_l) = self.masks;
         let (_, len) = cut_gear(
             avail,
@@ -167,7 +332,7 @@ impl<R: Read> StreamChunker<R> {
             &self.gear.0,
             &self.gear.1,
         );
-        let chunk = RawChunk { offset: self.offset, data: avail[..len].to_vec() };
+        let chunk = RawChunk::new(self.offset, avail[..len].to_vec());
         self.start += len;
         self.offset += len as u64;
         Ok(Some(chunk))
@@ -317,6 +482,127 @@ mod tests {
             let new_chunks = after.iter().filter(|c| !old.contains(&c.data)).count();
             assert_eq!(new_chunks, 1, "one flipped byte");
             assert_eq!(after.len(), before.len());
+        }
+    }
+
+    const SMALL: ChunkerParams = ChunkerParams { min: 1024, avg: 4096, max: 16384 };
+
+    fn key() -> ChunkIdKey {
+        ChunkIdKey::from_bytes([7; 32])
+    }
+
+    fn hints_of(chunks: &[RawChunk]) -> Hints {
+        Hints::new(
+            &key(),
+            chunks.iter().map(|c| (key().content_hash(&c.data), c.data.len() as u32)).collect(),
+        )
+    }
+
+    fn chunk_hinted(data: &[u8], params: ChunkerParams, seed: u64, hints: Hints) -> Vec<RawChunk> {
+        StreamChunker::new(data, params, &ChunkerSeed::from_u64(seed))
+            .with_hints(Some(hints))
+            .map(|c| c.unwrap())
+            .collect()
+    }
+
+    /// Every chunk FastCDC cuts (but the last) passes the hint's cut check,
+    /// and a point one byte off does not.
+    #[test]
+    fn cut_check_agrees_with_fastcdc() {
+        for (params, seed) in [(SMALL, 3u64), (ChunkerParams::default(), 5)] {
+            let data = random(8 << 20, seed);
+            let chunks = chunk_all(&data, params, seed);
+            let gear = get_gear_with_seed(ChunkerSeed::from_u64(seed).expose_secret());
+            let cutter = Cutter { params, masks: select_masks(params.avg, NORMALIZATION), gear: &gear.0 };
+            let mut off_by_one = 0;
+            for c in &chunks[..chunks.len() - 1] {
+                let avail = &data[c.offset as usize..];
+                assert!(cutter.cuts_at(avail, c.data.len()), "chunk at {}", c.offset);
+                off_by_one += usize::from(cutter.cuts_at(avail, c.data.len() + 1));
+            }
+            assert!(off_by_one * 100 < chunks.len(), "{off_by_one} of {}", chunks.len());
+        }
+    }
+
+    /// A one-byte change in a large file: the same chunks as without hints,
+    /// all but one or two taken from the hints.
+    #[test]
+    fn hints_skip_what_did_not_change() {
+        let p = ChunkerParams::default();
+        let data = random(32 << 20, 11);
+        let before = chunk_all(&data, p, 4);
+        for edit in 0..4 {
+            let mut edited = data.clone();
+            match edit {
+                0 => edited[data.len() / 2] ^= 1,
+                1 => drop(edited.splice(10 << 20..10 << 20, *b"0123456789")),
+                2 => drop(edited.drain(20 << 20..(20 << 20) + 777)),
+                // The byte that made FastCDC cut chunk 100 (the next one's
+                // first): chunk 100's bytes are unchanged, its cut is not.
+                _ => edited[before[101].offset as usize] ^= 0x80,
+            }
+            let plain = chunk_all(&edited, p, 4);
+            let hinted = chunk_hinted(&edited, p, 4, hints_of(&before));
+            assert_eq!(
+                hinted,
+                plain
+                    .iter()
+                    .map(|c| RawChunk { hash: hinted_hash(&hinted, c), ..c.clone() })
+                    .collect::<Vec<_>>()
+            );
+            let taken = hinted.iter().filter(|c| c.hash.is_some()).count();
+            assert!(taken + 4 >= hinted.len(), "edit {edit}: {taken} of {} from hints", hinted.len());
+            for c in &hinted {
+                if let Some(h) = c.hash {
+                    assert_eq!(h, key().content_hash(&c.data));
+                }
+            }
+        }
+    }
+
+    /// The hash a hinted run gave the chunk at `c`'s offset, for comparing.
+    fn hinted_hash(hinted: &[RawChunk], c: &RawChunk) -> Option<ContentHash> {
+        hinted.iter().find(|h| h.offset == c.offset).and_then(|h| h.hash)
+    }
+
+    /// Cuts of the hinted chunker: offsets and lengths.
+    fn cuts(chunks: &[RawChunk]) -> Vec<(u64, usize)> {
+        chunks.iter().map(|c| (c.offset, c.data.len())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xC0FFE),
+            ..ProptestConfig::default()
+        })]
+        /// Whatever the edits (insertions, deletions, overwrites, at the
+        /// ends too) and whatever the hints (the old version's, or another
+        /// file's, or nonsense lengths), the cuts are FastCDC's.
+        #[test]
+        fn hinted_cuts_are_fastcdc_cuts(
+            seed in any::<u64>(),
+            edits in proptest::collection::vec((0.0f64..1.0, 0usize..3000, 0usize..3000), 0..4),
+            hint_kind in 0u8..3,
+        ) {
+            let data = random(300 << 10, seed);
+            let mut edited = data.clone();
+            for (pos, del, ins) in edits {
+                let at = (pos * edited.len() as f64) as usize;
+                let end = (at + del).min(edited.len());
+                edited.splice(at..end, random(ins, seed ^ at as u64));
+            }
+            let hints = match hint_kind {
+                0 => hints_of(&chunk_all(&data, SMALL, seed | 1)),
+                1 => hints_of(&chunk_all(&random(300 << 10, !seed), SMALL, seed | 1)),
+                _ => Hints::new(&key(), (0..40).map(|i| (key().content_hash(&[i]), 1000 + i as u32 * 97)).collect()),
+            };
+            let plain = chunk_all(&edited, SMALL, seed | 1);
+            let hinted = chunk_hinted(&edited, SMALL, seed | 1, hints);
+            prop_assert_eq!(cuts(&hinted), cuts(&plain));
+            for c in &hinted {
+                prop_assert!(c.hash.is_none_or(|h| h == key().content_hash(&c.data)));
+            }
         }
     }
 

@@ -62,7 +62,7 @@ pub fn pieces(keys: &AccountKeys, list: &[ChunkRef]) -> Vec<Piece> {
         let cut = i + 1 == list.len() || len >= PIECE_MAX || (len >= PIECE_MIN && ends_piece(&c.content));
         if cut {
             let plain = encode(&list[start..=i]);
-            let s = seal_chunk(keys, &RawChunk { offset: 0, data: plain.clone() });
+            let s = seal_chunk(keys, &RawChunk::new(0, plain.clone()));
             out.push(Piece {
                 r: ChunkRef { id: s.sealed.id(), content: s.content, len: s.len },
                 sealed: s.sealed,

@@ -14,7 +14,7 @@ use coffer_crypto::{AccountKeys, ContentHash};
 use coffer_proto::SealedChunk;
 use crossbeam_channel::bounded;
 
-use crate::chunker::{ChunkerParams, RawChunk, StreamChunker};
+use crate::chunker::{ChunkerParams, Hints, RawChunk, StreamChunker};
 use crate::model::ChunkRef;
 
 /// One chunk after ingest.
@@ -53,7 +53,7 @@ pub struct IngestSummary {
 /// Hashes and seals one chunk. The single place that defines what a chunk's
 /// identity is, shared by the pipeline and by callers with one chunk at hand.
 pub fn seal_chunk(keys: &AccountKeys, chunk: &RawChunk) -> IngestedChunk {
-    seal_hashed(keys, chunk, keys.chunk_id.content_hash(&chunk.data))
+    seal_hashed(keys, chunk, chunk.content_hash(&keys.chunk_id))
 }
 
 /// [`seal_chunk`] with the content hash already computed.
@@ -81,7 +81,7 @@ where
     R: Read + Send,
     F: FnMut(IngestedChunk) -> Result<(), String>,
 {
-    run(reader, keys, params, workers, |c| seal_chunk(keys, c), |c| c.len, sink)
+    run(reader, keys, params, None, workers, |c| seal_chunk(keys, c), |c| c.len, sink)
 }
 
 /// A chunk of [`ingest_skipping`].
@@ -94,23 +94,26 @@ pub enum Ingested {
     Known(ChunkRef),
 }
 
-/// Like [`ingest`], but a chunk whose content hash and length match one in
-/// `known` (an edited file's previous chunks) is not sealed: an edit of a
-/// large file seals only what changed.
+/// Like [`ingest`], but for an edit of a file whose previous chunks were
+/// `base`: they guide the chunker (no FastCDC over what did not change, see
+/// [`Hints`]), and a chunk whose content hash and length match one of them
+/// is not sealed. An edit of a large file seals only what changed.
 pub fn ingest_skipping<R, F>(
     reader: R,
     keys: &AccountKeys,
     params: ChunkerParams,
     workers: usize,
-    known: &HashMap<ContentHash, ChunkRef>,
+    base: &[ChunkRef],
     sink: F,
 ) -> Result<IngestSummary, IngestError>
 where
     R: Read + Send,
     F: FnMut(Ingested) -> Result<(), String>,
 {
+    let known: HashMap<ContentHash, ChunkRef> = base.iter().map(|c| (c.content, *c)).collect();
+    let hints = Hints::new(&keys.chunk_id, base.iter().map(|c| (c.content, c.len)).collect());
     let work = |c: &RawChunk| {
-        let content = keys.chunk_id.content_hash(&c.data);
+        let content = c.content_hash(&keys.chunk_id);
         match known.get(&content) {
             Some(r) if r.len as usize == c.data.len() => Ingested::Known(*r),
             _ => Ingested::Sealed(seal_hashed(keys, c, content)),
@@ -120,15 +123,17 @@ where
         Ingested::Sealed(c) => c.len,
         Ingested::Known(r) => r.len,
     };
-    run(reader, keys, params, workers, work, len, sink)
+    run(reader, keys, params, Some(hints), workers, work, len, sink)
 }
 
-/// The pipeline: chunks on this thread's helper, `work` on `workers`
-/// threads, `sink` in file order.
+/// The pipeline: chunks on this thread's helper (with `hints`, if any),
+/// `work` on `workers` threads, `sink` in file order.
+#[allow(clippy::too_many_arguments)]
 fn run<R, T, W, L, F>(
     reader: R,
     keys: &AccountKeys,
     params: ChunkerParams,
+    hints: Option<Hints>,
     workers: usize,
     work: W,
     len: L,
@@ -146,7 +151,8 @@ where
     let (out_tx, out_rx) = bounded::<(u64, T)>(workers + 1);
     std::thread::scope(|s| {
         let reader_thread = s.spawn(move || -> Result<(), std::io::Error> {
-            for (i, chunk) in StreamChunker::new(reader, params, &keys.chunker_seed).enumerate() {
+            let chunker = StreamChunker::new(reader, params, &keys.chunker_seed).with_hints(hints);
+            for (i, chunk) in chunker.enumerate() {
                 if raw_tx.send((i as u64, chunk?)).is_err() {
                     break; // the consumer stopped: an error downstream
                 }

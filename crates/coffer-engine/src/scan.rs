@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use coffer_crypto::{AccountKeys, ChunkIdKey, ChunkerSeed, ContentHash};
 
-use crate::chunker::{ChunkerParams, StreamChunker};
+use crate::chunker::{ChunkerParams, Hints, StreamChunker};
 use crate::fs::{display_path, Clock, Fs, Stat, StatKind, SystemClock};
 use crate::ignore::{IgnoreError, IgnoreRules, IgnoreWarning};
 use crate::model::{FileHash, Node, NodeKind, RelPath, STATE_DIR};
@@ -54,7 +54,17 @@ pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 pub trait StatCache {
     /// The cached stat and node of `path`, if any.
     fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)>;
+
+    /// The chunks (content hash, length, in order) `path` last had, if
+    /// known: they let a large file that changed be chunked again without
+    /// running FastCDC over what did not change ([`Hints`]).
+    fn chunk_hints(&self, _path: &RelPath) -> Option<Vec<(ContentHash, u32)>> {
+        None
+    }
 }
+
+/// Files at least this large are chunked with hints from the cache.
+const HINT_MIN_BYTES: u64 = 4 << 20;
 
 impl<S: std::hash::BuildHasher> StatCache for HashMap<RelPath, (Stat, Node), S> {
     fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)> {
@@ -394,9 +404,18 @@ impl Walker<'_> {
 
     /// Hashes the queued files and returns the result.
     fn finish(mut self) -> ScanResult {
-        let jobs = std::mem::take(&mut self.jobs);
+        let jobs: Vec<(RelPath, Stat, Option<Hints>)> = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .map(|(rel, stat)| {
+                let hints = (stat.size >= HINT_MIN_BYTES)
+                    .then(|| self.cache.chunk_hints(&rel))
+                    .flatten()
+                    .map(|h| Hints::new(&self.sc.chunk_id, h));
+                (rel, stat, hints)
+            })
+            .collect();
         self.out.files_hashed = jobs.len();
-        for ((rel, _), r) in jobs.iter().zip(self.sc.hash_many(&jobs)) {
+        for ((rel, _, _), r) in jobs.iter().zip(self.sc.hash_many(&jobs)) {
             match r {
                 Ok(entry) => {
                     self.out.entries.insert(rel.clone(), entry);
@@ -629,17 +648,20 @@ impl Scanner {
         if stat.kind != StatKind::File {
             return Err(ScanError::NotAFile { path: display_path(path) });
         }
-        self.hash_stable(path, stat)
+        self.hash_stable(path, stat, None)
     }
 
     /// Hashes `jobs` (relative paths with their stats before reading), on
     /// up to `threads` threads; results in the same order.
     /// Chunk lists are dropped as soon as each file is done, so a scan holds
     /// one node per file, not its chunks.
-    fn hash_many(&self, jobs: &[(RelPath, Stat)]) -> Vec<Result<LocalEntry, ScanError>> {
+    fn hash_many(&self, jobs: &[(RelPath, Stat, Option<Hints>)]) -> Vec<Result<LocalEntry, ScanError>> {
         let threads = self.threads.min(jobs.len());
         if threads <= 1 {
-            return jobs.iter().map(|(rel, stat)| self.hash_entry(&self.abs(rel), *stat)).collect();
+            return jobs
+                .iter()
+                .map(|(rel, stat, h)| self.hash_entry(&self.abs(rel), *stat, h.clone()))
+                .collect();
         }
         let next = AtomicUsize::new(0);
         let done: Mutex<Vec<(usize, Result<LocalEntry, ScanError>)>> =
@@ -648,8 +670,8 @@ impl Scanner {
             for _ in 0..threads {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((rel, stat)) = jobs.get(i) else { break };
-                    let r = self.hash_entry(&self.abs(rel), *stat);
+                    let Some((rel, stat, hints)) = jobs.get(i) else { break };
+                    let r = self.hash_entry(&self.abs(rel), *stat, hints.clone());
                     done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
                 });
             }
@@ -659,13 +681,14 @@ impl Scanner {
         done.into_iter().map(|(_, r)| r).collect()
     }
 
-    fn hash_entry(&self, path: &Path, before: Stat) -> Result<LocalEntry, ScanError> {
-        self.hash_stable(path, before).map(|h| LocalEntry { node: h.node, stat: h.stat })
+    fn hash_entry(&self, path: &Path, before: Stat, hints: Option<Hints>) -> Result<LocalEntry, ScanError> {
+        self.hash_stable(path, before, hints).map(|h| LocalEntry { node: h.node, stat: h.stat })
     }
 
     /// Reads and hashes a file that had `before` as its stat, checking that
-    /// it did not change meanwhile.
-    fn hash_stable(&self, path: &Path, before: Stat) -> Result<HashedFile, ScanError> {
+    /// it did not change meanwhile; `hints` (its previous chunks) spare
+    /// FastCDC over what did not change.
+    fn hash_stable(&self, path: &Path, before: Stat, hints: Option<Hints>) -> Result<HashedFile, ScanError> {
         let io_err = |source| ScanError::Io { path: display_path(path), source };
         let reader = self.fs.open_read(path).map_err(io_err)?;
         let mut chunks = Vec::new();
@@ -682,10 +705,10 @@ impl Scanner {
                 chunks.push((self.chunk_id.content_hash(&data), data.len() as u32));
             }
         } else {
-            for chunk in StreamChunker::new(&mut counting, self.params, &self.seed) {
+            for chunk in StreamChunker::new(&mut counting, self.params, &self.seed).with_hints(hints) {
                 let chunk = chunk.map_err(io_err)?;
                 // A chunk is at most `max` bytes, which FastCDC caps far below 4 GiB.
-                chunks.push((self.chunk_id.content_hash(&chunk.data), chunk.data.len() as u32));
+                chunks.push((chunk.content_hash(&self.chunk_id), chunk.data.len() as u32));
             }
         }
         let after = self.fs.symlink_metadata(path).map_err(io_err)?;
@@ -1127,6 +1150,40 @@ mod tests {
         let got: BTreeMap<RelPath, FileHash> =
             par.entries.iter().map(|(k, e)| (k.clone(), e.node.hash.unwrap())).collect();
         assert_eq!(got, expected);
+    }
+
+    /// A changed large file is chunked with the cache's hints (its previous
+    /// chunks), and hashes as it would without them.
+    #[test]
+    fn large_files_are_hashed_with_hints() {
+        struct Hinting(Vec<(ContentHash, u32)>, std::sync::atomic::AtomicUsize);
+        impl StatCache for Hinting {
+            fn lookup(&self, _: &RelPath) -> Option<(Stat, Node)> {
+                None
+            }
+            fn chunk_hints(&self, _: &RelPath) -> Option<Vec<(ContentHash, u32)>> {
+                self.1.fetch_add(1, Ordering::Relaxed);
+                Some(self.0.clone())
+            }
+        }
+        let fs = Arc::new(MemFs::new());
+        let old = bytes(HINT_MIN_BYTES as usize + 5000, 3);
+        let hints: Vec<(ContentHash, u32)> = StreamChunker::new(&old[..], PARAMS, &ChunkerSeed::from_u64(99))
+            .map(|c| {
+                let c = c.unwrap();
+                (chunk_key().content_hash(&c.data), c.data.len() as u32)
+            })
+            .collect();
+        let mut new = old.clone();
+        new.splice(1_000_000..1_000_000, *b"inserted");
+        new[3_000_000] ^= 0xff;
+        fs.write_file(Path::new("/r/big"), &new).unwrap();
+        fs.write_file(Path::new("/r/small"), b"small").unwrap();
+        let cache = Hinting(hints, std::sync::atomic::AtomicUsize::new(0));
+        let got = scanner(fs.clone(), Path::new("/r")).scan(&cache, &BTreeSet::new()).unwrap();
+        assert_eq!(got.entries[&p("big")].node.hash, Some(reference(&new)));
+        assert_eq!(got.entries[&p("small")].node.hash, Some(reference(b"small")));
+        assert_eq!(cache.1.load(Ordering::Relaxed), 1, "only the large file asks for hints");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coffer_crypto::AccountKeys;
+use coffer_crypto::{AccountKeys, ContentHash};
 use coffer_proto::DeviceId;
 use tokio::sync::watch;
 
@@ -504,13 +504,14 @@ impl<R: Remote> Engine<R> {
             (Some(mut base), Some(paths)) => {
                 let paths: Vec<RelPath> = paths.into_iter().collect();
                 let cached = self.index.cached_under(&paths)?;
-                let t = scanner.scan_paths(&paths, &CacheView(&cached), &excluded).map_err(io)?;
+                let t =
+                    scanner.scan_paths(&paths, &CacheView(&cached, &self.index), &excluded).map_err(io)?;
                 merge_targeted(&mut base, &t);
                 (base, cached, Some(t.covered))
             }
             _ => {
                 let cached = self.index.all_cached()?;
-                let result = scanner.scan(&CacheView(&cached), &excluded).map_err(io)?;
+                let result = scanner.scan(&CacheView(&cached, &self.index), &excluded).map_err(io)?;
                 (result, cached, None)
             }
         };
@@ -841,7 +842,7 @@ fn to_cached(s: &Stat) -> crate::index::CachedStat {
 }
 
 /// The index's stat cache as the scanner sees it.
-struct CacheView<'a>(&'a BTreeMap<RelPath, (crate::index::CachedStat, Node)>);
+struct CacheView<'a>(&'a BTreeMap<RelPath, (crate::index::CachedStat, Node)>, &'a Index);
 
 impl crate::scan::StatCache for CacheView<'_> {
     fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)> {
@@ -849,5 +850,11 @@ impl crate::scan::StatCache for CacheView<'_> {
             let kind = n.kind.into();
             (Stat { kind, size: c.size, mtime_ns: c.mtime_ns, inode: c.inode, mode: c.mode }, n.clone())
         })
+    }
+
+    /// The list the file was last synced with (a hint, checked chunk by chunk).
+    fn chunk_hints(&self, path: &RelPath) -> Option<Vec<(ContentHash, u32)>> {
+        let list = self.1.synced_chunks(path).ok().flatten()?;
+        Some(list.iter().map(|c| (c.content, c.len)).collect())
     }
 }

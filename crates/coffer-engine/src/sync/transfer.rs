@@ -9,7 +9,7 @@
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use coffer_crypto::ContentHash;
@@ -201,7 +201,7 @@ impl<R: Remote> Engine<R> {
                 let mut data = Vec::with_capacity(size);
                 std::io::Read::read_to_end(&mut reader, &mut data)?;
                 Ok::<_, std::io::Error>(
-                    (!data.is_empty()).then(|| seal_chunk(&keys, &RawChunk { offset: 0, data })),
+                    (!data.is_empty()).then(|| seal_chunk(&keys, &RawChunk::new(0, data))),
                 )
             })
             .await
@@ -218,9 +218,9 @@ impl<R: Remote> Engine<R> {
         // bounded channel so the upload can proceed while reading goes on.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(4);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let known: HashMap<ContentHash, ChunkRef> = base.iter().map(|c| (c.content, *c)).collect();
+        let base = base.to_vec();
         let reading = tokio::task::spawn_blocking(move || {
-            ingest_skipping(reader, &keys, params, workers, &known, |c| {
+            ingest_skipping(reader, &keys, params, workers, &base, |c| {
                 tx.blocking_send(c).map_err(|_| "upload stopped".to_string())
             })
         });
