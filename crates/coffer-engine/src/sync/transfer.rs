@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use coffer_crypto::ContentHash;
+use coffer_crypto::{ChunkIdKey, ContentHash};
 use coffer_proto::{ChunkId, SealedChunk};
 use futures::stream::{self, StreamExt};
 
@@ -30,6 +30,8 @@ pub(crate) const BATCH_BYTES: usize = 16 << 20;
 pub(crate) const FETCH_AHEAD: usize = 3;
 /// Plaintext bytes asked for in one batched chunk request per download.
 const FETCH_BATCH_BYTES: u64 = 4 << 20;
+/// Bytes copied from a replaced file's old version between progress updates.
+const LOCAL_RUN_BYTES: u64 = 64 << 20;
 
 /// Why moving one file failed.
 #[derive(Debug, thiserror::Error)]
@@ -378,8 +380,52 @@ impl<R: Remote> Engine<R> {
             .map(|group| async move { self.fetch_batch(&group).await })
             .buffered(FETCH_AHEAD);
         let mut ready = std::collections::VecDeque::new();
-        for (c, local) in chunks.iter().zip(from_local.iter().copied()) {
-            let plain = match local {
+        let mut i = 0;
+        while i < chunks.len() {
+            let c = &chunks[i];
+            let plain = match from_local[i] {
+                Some(_) if local_reader.is_some() => {
+                    // A run of chunks from the local file (up to
+                    // LOCAL_RUN_BYTES, so progress moves): copied on
+                    // blocking threads (reading and checking on one,
+                    // writing on the other). One that does not check out
+                    // ends the run and is fetched after all.
+                    let mut end = i;
+                    let mut run_bytes = 0u64;
+                    while end < chunks.len() && from_local[end].is_some() && run_bytes < LOCAL_RUN_BYTES {
+                        run_bytes += u64::from(chunks[end].len);
+                        end += 1;
+                    }
+                    let run: Vec<(ChunkRef, u64)> = chunks[i..end]
+                        .iter()
+                        .zip(&from_local[i..end])
+                        .filter_map(|(c, o)| Some((*c, (*o)?)))
+                        .collect();
+                    let (key, mut reader) =
+                        (self.keys.chunk_id.clone(), local_reader.take().expect("checked"));
+                    let (back, reader, copied) = tokio::task::spawn_blocking(move || {
+                        let mut file = file;
+                        let copied = copy_local_run(&key, &mut reader, file.as_mut(), &run);
+                        (file, reader, copied)
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    (file, local_reader) = (back, Some(reader));
+                    let copied = copied?;
+                    let bytes: u64 = chunks[i..i + copied].iter().map(|c| u64::from(c.len)).sum();
+                    self.update_status(|s| {
+                        s.bytes_done += bytes;
+                        s.current_bytes_done += bytes;
+                    });
+                    i += copied;
+                    if i == end {
+                        continue;
+                    }
+                    // Chunk `i` did not check out: fetched; the run goes on
+                    // after it (the cursor is past it).
+                    self.fetch_verified(&chunks[i]).await?
+                }
+                Some(_) => self.fetch_verified(c).await?,
                 None => {
                     while ready.is_empty() {
                         let batch = batches
@@ -392,18 +438,6 @@ impl<R: Remote> Engine<R> {
                     self.limits.down.take(plain.len() as u64).await;
                     plain
                 }
-                Some(offset) => {
-                    // Verified like a download: the content hash must match,
-                    // or the chunk is fetched after all.
-                    let copied = local_reader
-                        .as_mut()
-                        .and_then(|r| r.read_at(offset, c.len).ok())
-                        .filter(|d| self.keys.chunk_id.content_hash(d) == c.content);
-                    match copied {
-                        Some(d) => d,
-                        None => self.fetch_verified(c).await?,
-                    }
-                }
             };
             fail::fail_point!("download-chunk-received");
             file.write_all(&plain)?;
@@ -411,6 +445,7 @@ impl<R: Remote> Engine<R> {
                 s.bytes_done += plain.len() as u64;
                 s.current_bytes_done += plain.len() as u64;
             });
+            i += 1;
         }
         fail::fail_point!("download-temp-written");
         file.sync_all()?;
@@ -555,6 +590,41 @@ impl<R: Remote> Engine<R> {
 
 use std::io::Write as _;
 
+/// Copies `run` (chunks with their offsets in the local file, in order) from
+/// `reader` into `file`, each checked against its content hash: one thread
+/// reads and hashes while this one writes. Stops before the first chunk that
+/// cannot be read or does not match; returns how many were copied.
+fn copy_local_run(
+    key: &ChunkIdKey,
+    reader: &mut LocalCursor,
+    file: &mut dyn crate::fs::WriteFile,
+    run: &[(ChunkRef, u64)],
+) -> std::io::Result<usize> {
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+    std::thread::scope(|s| {
+        // Dropped when this closure returns, even on a write error, so the
+        // reading thread stops rather than waiting to send.
+        let rx = rx;
+        s.spawn(move || {
+            for (c, offset) in run {
+                let checked =
+                    reader.read_at(*offset, c.len).ok().filter(|d| key.content_hash(d) == c.content);
+                // Ends at the first bad chunk, or when the writer stopped.
+                if checked.and_then(|d| tx.send(d).ok()).is_none() {
+                    break;
+                }
+            }
+        });
+        let mut copied = 0;
+        for data in &rx {
+            fail::fail_point!("download-chunk-received");
+            file.write_all(&data)?;
+            copied += 1;
+        }
+        Ok(copied)
+    })
+}
+
 /// Reads a local file forward only (the `Fs` seam has no seek).
 struct LocalCursor {
     reader: Box<dyn std::io::Read + Send>,
@@ -576,5 +646,80 @@ impl LocalCursor {
         std::io::Read::read_exact(&mut self.reader, &mut data)?;
         self.pos += u64::from(len);
         Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    struct Sink(Vec<u8>, Option<usize>);
+    impl io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            match self.1 {
+                Some(0) => Err(io::Error::other("disk full")),
+                _ => {
+                    self.1 = self.1.map(|n| n - 1);
+                    self.0.extend_from_slice(b);
+                    Ok(b.len())
+                }
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl crate::fs::WriteFile for Sink {
+        fn sync_all(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// 20 chunks of 1,000 bytes; the old file's bytes and the run.
+    fn old_file(key: &ChunkIdKey) -> (Vec<u8>, Vec<(ChunkRef, u64)>) {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let run = (0..20u64)
+            .map(|i| {
+                let bytes = &data[i as usize * 1000..(i as usize + 1) * 1000];
+                let id = ChunkId::from_bytes(*blake3::hash(bytes).as_bytes());
+                (ChunkRef { id, content: key.content_hash(bytes), len: 1000 }, i * 1000)
+            })
+            .collect();
+        (data, run)
+    }
+
+    fn cursor(data: Vec<u8>) -> LocalCursor {
+        LocalCursor { reader: Box::new(io::Cursor::new(data)), pos: 0 }
+    }
+
+    #[test]
+    fn a_local_run_stops_before_a_chunk_that_does_not_check_out() {
+        let key = ChunkIdKey::from_bytes([3; 32]);
+        let (mut data, run) = old_file(&key);
+        let mut out = Sink(Vec::new(), None);
+        assert_eq!(copy_local_run(&key, &mut cursor(data.clone()), &mut out, &run).unwrap(), 20);
+        assert_eq!(out.0, data);
+
+        data[7_500] ^= 1; // chunk 7 changed since it was synced
+        let mut out = Sink(Vec::new(), None);
+        let mut reader = cursor(data.clone());
+        assert_eq!(copy_local_run(&key, &mut reader, &mut out, &run).unwrap(), 7);
+        assert_eq!(out.0, data[..7_000]);
+        // The cursor is past chunk 7: the run goes on from chunk 8.
+        assert_eq!(copy_local_run(&key, &mut reader, &mut out, &run[8..]).unwrap(), 12);
+    }
+
+    /// A write error ends the copy with that error; the reading thread
+    /// does not wait forever with chunks to hand over.
+    #[test]
+    fn a_write_error_ends_a_local_run() {
+        let key = ChunkIdKey::from_bytes([3; 32]);
+        let (data, run) = old_file(&key);
+        let mut out = Sink(Vec::new(), Some(2));
+        let err = copy_local_run(&key, &mut cursor(data), &mut out, &run).unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert_eq!(out.0.len(), 2_000);
     }
 }
