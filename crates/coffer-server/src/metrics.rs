@@ -18,6 +18,7 @@ pub struct Metrics {
     pub(crate) changes_applied: AtomicU64,
     pub(crate) chunk_ids_named: AtomicU64,
     pub(crate) chunk_requests: AtomicU64,
+    pub(crate) chunk_uploads: AtomicU64,
 }
 
 /// A copy of the counters at one instant.
@@ -40,6 +41,8 @@ pub struct MetricsSnapshot {
     pub chunk_ids_named: u64,
     /// Chunk download requests answered (one chunk, or a batch).
     pub chunk_requests: u64,
+    /// Chunk upload requests (batches) answered.
+    pub chunk_uploads: u64,
 }
 
 impl Metrics {
@@ -59,6 +62,7 @@ impl Metrics {
             changes_applied: g(&self.changes_applied),
             chunk_ids_named: g(&self.chunk_ids_named),
             chunk_requests: g(&self.chunk_requests),
+            chunk_uploads: g(&self.chunk_uploads),
         }
     }
 }
@@ -97,6 +101,11 @@ impl MetricsSnapshot {
             "coffer_chunk_requests_total",
             "Chunk download requests answered (one chunk, or a batch).",
             self.chunk_requests,
+        );
+        counter(
+            "coffer_chunk_uploads_total",
+            "Chunk upload requests (batches) answered.",
+            self.chunk_uploads,
         );
         out
     }

@@ -128,16 +128,17 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     }
 
     /// Queues a chunk (duplicates within a batch are dropped); sends the
-    /// batch when it is full.
+    /// batch first if the chunk would take it past [`BATCH_BYTES`], so a
+    /// batch is one upload request.
     pub async fn add(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
         if self.pending.iter().any(|c| c.id() == chunk.id()) {
             return Ok(());
         }
-        self.pending_bytes += chunk.len();
-        self.pending.push(chunk);
-        if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= 1024 {
+        if self.pending_bytes + chunk.len() > BATCH_BYTES || self.pending.len() >= 1000 {
             self.flush().await?;
         }
+        self.pending_bytes += chunk.len();
+        self.pending.push(chunk);
         Ok(())
     }
 

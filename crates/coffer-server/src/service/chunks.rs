@@ -56,6 +56,7 @@ impl Service {
             }
         }
         let m = &self.inner.metrics;
+        Metrics::add(&m.chunk_uploads, 1);
         Metrics::add(&m.chunk_bytes_received, chunks.iter().map(|c| c.len() as u64).sum());
         let ids: Vec<ChunkId> = chunks.iter().map(SealedChunk::id).collect();
         let missing = self.meta(move |m| m.missing_chunks(caller.account, &ids)).await?;
