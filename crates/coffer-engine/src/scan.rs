@@ -996,6 +996,9 @@ mod tests {
         fn sync_dir(&self, path: &Path) -> io::Result<()> {
             self.inner.sync_dir(path)
         }
+        fn sync_files(&self, paths: &[PathBuf]) -> io::Result<()> {
+            self.inner.sync_files(paths)
+        }
         fn exists(&self, path: &Path) -> io::Result<bool> {
             self.inner.exists(path)
         }

@@ -166,6 +166,12 @@ impl Fs for CrashFs {
         self.inner.sync_dir(path)
     }
 
+    fn sync_files(&self, paths: &[PathBuf]) -> io::Result<()> {
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        self.effect("sync", &refs)?;
+        self.inner.sync_files(paths)
+    }
+
     fn exists(&self, path: &Path) -> io::Result<bool> {
         self.inner.exists(path)
     }

@@ -595,8 +595,8 @@ impl<R: Remote> Engine<R> {
 
     /// The first half of downloading a file or link: checks that the path
     /// is still as planned, creates its parents, and fetches it into a
-    /// verified, fsynced temp file with its mode and time set. `None` when
-    /// the path moved on (deferred).
+    /// verified temp file with its mode and time set. `None` when the path
+    /// moved on (deferred).
     async fn fetch(
         &self,
         path: &RelPath,
@@ -650,13 +650,25 @@ impl<R: Remote> Engine<R> {
         Ok(Some(Fetched { path: path.clone(), tmp, node: live.node.clone(), synced, expect }))
     }
 
-    /// The second half: renames each fetched temp file into place (after a
-    /// last check that the destination is still what was planned), fsyncs
-    /// each folder that received one, and only then records them as synced,
-    /// all in one index transaction. A file is never marked synced before
-    /// it is durably in place. Results are in the order given.
+    /// The second half: makes the fetched temp files durable (together: one
+    /// `syncfs` rather than an fsync each, for a group of small files),
+    /// renames each into place (after a last check that the destination is
+    /// still what was planned), fsyncs each folder that received one, and
+    /// only then records them as synced, all in one index transaction. A
+    /// file is never renamed before its bytes are durable, nor marked
+    /// synced before it is durably in place. Results are in the order given.
     fn place_fetched(&self, fetched: Vec<Fetched>) -> Result<Vec<(RelPath, OpResult)>, EngineError> {
         let mut results: Vec<(RelPath, OpResult)> = Vec::with_capacity(fetched.len());
+        let files: Vec<PathBuf> =
+            fetched.iter().filter(|f| f.node.kind == NodeKind::File).map(|f| f.tmp.clone()).collect();
+        if let Err(e) = self.fs.sync_files(&files) {
+            for f in fetched {
+                let _ = self.fs.remove_file(&f.tmp);
+                results.push((f.path, Err(OpError::Path(format!("cannot write it to the disk: {e}")))));
+            }
+            return Ok(results);
+        }
+        fail::fail_point!("download-temp-synced");
         let mut placed = Vec::new();
         for f in fetched {
             let r = self.place(&f.tmp, &f.path, f.expect.as_ref());

@@ -288,8 +288,8 @@ impl<R: Remote> Engine<R> {
     }
 
     /// Fetches and verifies `chunks` into a new temp file; returns its path.
-    /// The temp file is fsynced; the caller renames it into place (or
-    /// removes it).
+    /// The caller makes it durable ([`crate::fs::Fs::sync_files`], a group
+    /// of them at once) and renames it into place, or removes it.
     /// `reuse` names the local file being replaced, with the chunk list it
     /// was synced with if known: chunks it already holds (by content hash)
     /// are copied from it instead of fetched, so a small edit to a large
@@ -449,8 +449,6 @@ impl<R: Remote> Engine<R> {
             i += 1;
         }
         fail::fail_point!("download-temp-written");
-        file.sync_all()?;
-        fail::fail_point!("download-temp-synced");
         Ok(())
     }
 
