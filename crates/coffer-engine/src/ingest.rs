@@ -94,16 +94,20 @@ pub enum Ingested {
     Known(ChunkRef),
 }
 
-/// Like [`ingest`], but for an edit of a file whose previous chunks were
-/// `base`: they guide the chunker (no FastCDC over what did not change, see
-/// [`Hints`]), and a chunk whose content hash and length match one of them
-/// is not sealed. An edit of a large file seals only what changed.
+/// Like [`ingest`], but for a file whose previous chunks were `base` (none
+/// for a new file), and which a scan may just have chunked (`scanned`):
+/// that list, or else `base`, guides the chunker (no FastCDC over what did
+/// not change, see [`Hints`]), and a chunk whose content hash and length
+/// match one of `base` is not sealed. An edit of a large file seals only
+/// what changed.
+#[allow(clippy::too_many_arguments)]
 pub fn ingest_skipping<R, F>(
     reader: R,
     keys: &AccountKeys,
     params: ChunkerParams,
     workers: usize,
     base: &[ChunkRef],
+    scanned: Option<Vec<(ContentHash, u32)>>,
     sink: F,
 ) -> Result<IngestSummary, IngestError>
 where
@@ -111,7 +115,10 @@ where
     F: FnMut(Ingested) -> Result<(), String>,
 {
     let known: HashMap<ContentHash, ChunkRef> = base.iter().map(|c| (c.content, *c)).collect();
-    let hints = Hints::new(&keys.chunk_id, base.iter().map(|c| (c.content, c.len)).collect());
+    let hints = Hints::new(
+        &keys.chunk_id,
+        scanned.unwrap_or_else(|| base.iter().map(|c| (c.content, c.len)).collect()),
+    );
     let work = |c: &RawChunk| {
         let content = c.content_hash(&keys.chunk_id);
         match known.get(&content) {
@@ -244,6 +251,32 @@ mod tests {
             );
         }
         assert_eq!(rebuilt, input);
+    }
+
+    /// A scan's list of the file (or a wrong one) only spares FastCDC: the
+    /// chunks are those of a plain ingest, and none is skipped without a base.
+    #[test]
+    fn a_scanned_list_gives_the_same_chunks() {
+        let keys = MasterKey::from_bytes([1; 32]).derive();
+        let input = data(4 << 20);
+        let plain: Vec<_> = StreamChunker::new(&input[..], SMALL, &keys.chunker_seed)
+            .map(|c| seal_chunk(&keys, &c.unwrap()))
+            .collect();
+        let scanned: Vec<(ContentHash, u32)> = plain.iter().map(|c| (c.content, c.len)).collect();
+        let mut wrong = scanned.clone();
+        wrong.iter_mut().step_by(3).for_each(|(_, len)| *len += 2);
+        for list in [scanned, wrong] {
+            let mut got = Vec::new();
+            ingest_skipping(&input[..], &keys, SMALL, 2, &[], Some(list), |c| {
+                match c {
+                    Ingested::Sealed(c) => got.push((c.offset, c.sealed.id())),
+                    Ingested::Known(_) => panic!("nothing is known without a base"),
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, plain.iter().map(|c| (c.offset, c.sealed.id())).collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -63,8 +63,12 @@ pub trait StatCache {
     }
 }
 
-/// Files at least this large are chunked with hints from the cache.
+/// Files at least this large are chunked with hints from the cache, and
+/// their chunk lists are kept for the upload.
 const HINT_MIN_BYTES: u64 = 4 << 20;
+
+/// A hashed file's entry, and its chunk list if it is large.
+type Hashed = (LocalEntry, Option<Vec<(ContentHash, u32)>>);
 
 impl<S: std::hash::BuildHasher> StatCache for HashMap<RelPath, (Stat, Node), S> {
     fn lookup(&self, path: &RelPath) -> Option<(Stat, Node)> {
@@ -120,7 +124,15 @@ pub struct ScanResult {
     pub ignore_warnings: Vec<IgnoreWarning>,
     /// How many files were read and hashed (the rest came from the cache).
     pub files_hashed: usize,
+    /// The chunk lists (content hash, length) of the large files this scan
+    /// hashed, with the stat they were read at, so that their upload need
+    /// not run FastCDC again ([`Hints`]). At most [`KEPT_LIST_ENTRIES`]
+    /// entries in all.
+    pub lists: HashMap<RelPath, (Stat, Vec<(ContentHash, u32)>)>,
 }
+
+/// Chunk list entries a scan keeps for uploads (36 bytes each: 36 MiB).
+pub const KEPT_LIST_ENTRIES: usize = 1 << 20;
 
 impl ScanResult {
     fn sort(&mut self) {
@@ -415,9 +427,14 @@ impl Walker<'_> {
             })
             .collect();
         self.out.files_hashed = jobs.len();
+        let mut kept = 0;
         for ((rel, _, _), r) in jobs.iter().zip(self.sc.hash_many(&jobs)) {
             match r {
-                Ok(entry) => {
+                Ok((entry, list)) => {
+                    if let Some(list) = list.filter(|l| kept + l.len() <= KEPT_LIST_ENTRIES) {
+                        kept += list.len();
+                        self.out.lists.insert(rel.clone(), (entry.stat, list));
+                    }
                     self.out.entries.insert(rel.clone(), entry);
                 }
                 Err(ScanError::Unstable { .. } | ScanError::NotAFile { .. }) => {
@@ -655,7 +672,7 @@ impl Scanner {
     /// up to `threads` threads; results in the same order.
     /// Chunk lists are dropped as soon as each file is done, so a scan holds
     /// one node per file, not its chunks.
-    fn hash_many(&self, jobs: &[(RelPath, Stat, Option<Hints>)]) -> Vec<Result<LocalEntry, ScanError>> {
+    fn hash_many(&self, jobs: &[(RelPath, Stat, Option<Hints>)]) -> Vec<Result<Hashed, ScanError>> {
         let threads = self.threads.min(jobs.len());
         if threads <= 1 {
             return jobs
@@ -664,8 +681,7 @@ impl Scanner {
                 .collect();
         }
         let next = AtomicUsize::new(0);
-        let done: Mutex<Vec<(usize, Result<LocalEntry, ScanError>)>> =
-            Mutex::new(Vec::with_capacity(jobs.len()));
+        let done: Mutex<Vec<(usize, Result<Hashed, ScanError>)>> = Mutex::new(Vec::with_capacity(jobs.len()));
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| loop {
@@ -681,8 +697,12 @@ impl Scanner {
         done.into_iter().map(|(_, r)| r).collect()
     }
 
-    fn hash_entry(&self, path: &Path, before: Stat, hints: Option<Hints>) -> Result<LocalEntry, ScanError> {
-        self.hash_stable(path, before, hints).map(|h| LocalEntry { node: h.node, stat: h.stat })
+    /// A file's entry, and its chunk list if it is large.
+    fn hash_entry(&self, path: &Path, before: Stat, hints: Option<Hints>) -> Result<Hashed, ScanError> {
+        self.hash_stable(path, before, hints).map(|h| {
+            let list = (h.node.size >= HINT_MIN_BYTES).then_some(h.chunks);
+            (LocalEntry { node: h.node, stat: h.stat }, list)
+        })
     }
 
     /// Reads and hashes a file that had `before` as its stat, checking that

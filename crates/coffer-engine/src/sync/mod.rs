@@ -88,6 +88,9 @@ impl EngineConfig {
     }
 }
 
+/// Chunk lists of large files by path, with the stat they were read at.
+type ScanLists = std::collections::HashMap<RelPath, (Stat, Vec<(ContentHash, u32)>)>;
+
 /// Why a round stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -225,6 +228,10 @@ pub struct Engine<R: Remote> {
     /// ([`Engine::fetch_verified`] takes them from here first); emptied after
     /// each group of downloads.
     pub(crate) prefetched: Mutex<std::collections::HashMap<coffer_proto::ChunkId, coffer_proto::SealedChunk>>,
+    /// The chunk lists of the large files the last scan hashed, with the
+    /// stat they were read at: their upload takes them as hints rather
+    /// than running FastCDC again (see [`crate::chunker::Hints`]).
+    pub(crate) scan_lists: Mutex<ScanLists>,
 }
 
 impl<R: Remote> std::fmt::Debug for Engine<R> {
@@ -323,6 +330,7 @@ impl<R: Remote> Engine<R> {
             wake: tokio::sync::Notify::new(),
             deltas: AtomicBool::new(true),
             prefetched: Mutex::new(std::collections::HashMap::new()),
+            scan_lists: Mutex::new(ScanLists::new()),
         }
     }
 
@@ -473,6 +481,21 @@ impl<R: Remote> Engine<R> {
         }
     }
 
+    /// Keeps the chunk lists a scan made for the uploads that follow, in
+    /// place of the last scan's.
+    fn keep_lists(&self, lists: ScanLists) {
+        if let Ok(mut kept) = self.scan_lists.lock() {
+            *kept = lists;
+        }
+    }
+
+    /// The chunk list the last scan made of `path`, if it read the file as
+    /// it is now (`expect`); taken, so it is used once.
+    pub(crate) fn scan_list(&self, path: &RelPath, expect: &Stat) -> Option<Vec<(ContentHash, u32)>> {
+        let (stat, list) = self.scan_lists.lock().ok()?.remove(path)?;
+        stat.same_identity(expect).then_some(list)
+    }
+
     /// Asks the next round for a full scan (the periodic safety net).
     pub fn request_full_scan(&self) {
         if let Ok(mut s) = self.last_scan.lock() {
@@ -504,14 +527,16 @@ impl<R: Remote> Engine<R> {
             (Some(mut base), Some(paths)) => {
                 let paths: Vec<RelPath> = paths.into_iter().collect();
                 let cached = self.index.cached_under(&paths)?;
-                let t =
+                let mut t =
                     scanner.scan_paths(&paths, &CacheView(&cached, &self.index), &excluded).map_err(io)?;
+                self.keep_lists(std::mem::take(&mut t.result.lists));
                 merge_targeted(&mut base, &t);
                 (base, cached, Some(t.covered))
             }
             _ => {
                 let cached = self.index.all_cached()?;
-                let result = scanner.scan(&CacheView(&cached, &self.index), &excluded).map_err(io)?;
+                let mut result = scanner.scan(&CacheView(&cached, &self.index), &excluded).map_err(io)?;
+                self.keep_lists(std::mem::take(&mut result.lists));
                 (result, cached, None)
             }
         };

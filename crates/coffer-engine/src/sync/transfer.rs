@@ -222,8 +222,9 @@ impl<R: Remote> Engine<R> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(4);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let base = base.to_vec();
+        let scanned = self.scan_list(path, expect);
         let reading = tokio::task::spawn_blocking(move || {
-            ingest_skipping(reader, &keys, params, workers, &base, |c| {
+            ingest_skipping(reader, &keys, params, workers, &base, scanned, |c| {
                 tx.blocking_send(c).map_err(|_| "upload stopped".to_string())
             })
         });
