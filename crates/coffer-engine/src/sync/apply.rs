@@ -661,7 +661,8 @@ impl<R: Remote> Engine<R> {
         let mut results: Vec<(RelPath, OpResult)> = Vec::with_capacity(fetched.len());
         let files: Vec<PathBuf> =
             fetched.iter().filter(|f| f.node.kind == NodeKind::File).map(|f| f.tmp.clone()).collect();
-        if let Err(e) = self.fs.sync_files(&files) {
+        let durable = if files.is_empty() { Ok(()) } else { self.fs.sync_files(&files) };
+        if let Err(e) = durable {
             for f in fetched {
                 let _ = self.fs.remove_file(&f.tmp);
                 results.push((f.path, Err(OpError::Path(format!("cannot write it to the disk: {e}")))));
