@@ -223,13 +223,16 @@ mod tests {
 
     const SMALL: ChunkerParams = ChunkerParams { min: 4096, avg: 16384, max: 65536 };
 
+    /// The chunks of `input`, cut and sealed one after another.
+    fn sealed_serially(keys: &AccountKeys, input: &[u8]) -> Vec<IngestedChunk> {
+        StreamChunker::new(input, SMALL, &keys.chunker_seed).map(|c| seal_chunk(keys, &c.unwrap())).collect()
+    }
+
     #[test]
     fn in_order_and_identical_to_serial() {
         let keys = MasterKey::from_bytes([1; 32]).derive();
         let input = data(4 << 20);
-        let serial: Vec<_> = StreamChunker::new(&input[..], SMALL, &keys.chunker_seed)
-            .map(|c| seal_chunk(&keys, &c.unwrap()))
-            .collect();
+        let serial = sealed_serially(&keys, &input);
         for workers in [1, 2, 4] {
             let mut got = Vec::new();
             let summary = ingest(&input[..], &keys, SMALL, workers, |c| {
@@ -259,9 +262,7 @@ mod tests {
     fn a_scanned_list_gives_the_same_chunks() {
         let keys = MasterKey::from_bytes([1; 32]).derive();
         let input = data(4 << 20);
-        let plain: Vec<_> = StreamChunker::new(&input[..], SMALL, &keys.chunker_seed)
-            .map(|c| seal_chunk(&keys, &c.unwrap()))
-            .collect();
+        let plain = sealed_serially(&keys, &input);
         let scanned: Vec<(ContentHash, u32)> = plain.iter().map(|c| (c.content, c.len)).collect();
         let mut wrong = scanned.clone();
         wrong.iter_mut().step_by(3).for_each(|(_, len)| *len += 2);
