@@ -12,6 +12,7 @@
 //! dirty on that disk, which on a desktop running the embedded store can
 //! be a lot.)
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ impl DiskBlobStore {
     /// Makes the entries written in `dirs` (blob folders) durable, with
     /// their account folders and the root.
     fn sync_dirs<'a>(&self, dirs: impl IntoIterator<Item = &'a Path>) -> StoreResult<()> {
-        let mut all = std::collections::BTreeSet::new();
+        let mut all = BTreeSet::new();
         for d in dirs {
             all.insert(d.to_path_buf());
             if let Some(account) = d.parent() {
@@ -59,28 +60,11 @@ impl DiskBlobStore {
         }
         all.insert(self.root.clone());
         let all: Vec<PathBuf> = all.into_iter().collect();
-        let sync = |d: &PathBuf| fs::File::open(d).and_then(|f| f.sync_all()).map_err(io);
-        if all.len() < SYNC_THREADS_MIN_DIRS {
-            return all.iter().try_for_each(sync);
-        }
         // Concurrent fsyncs share the disk's cache flushes.
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..PUT_THREADS)
-                .map(|_| {
-                    scope.spawn(|| -> StoreResult<()> {
-                        while let Some(d) = all.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            sync(d)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            workers.into_iter().try_for_each(|w| {
-                w.join().map_err(|_| StoreError::Backend("a folder sync thread panicked".into()))?
-            })
-        })
+        let threads = if all.len() < SYNC_THREADS_MIN_DIRS { 1 } else { PUT_THREADS };
+        on_threads(&all, threads, |d| fs::File::open(d).and_then(|f| f.sync_all()).map_err(io))
     }
+
     /// Writes one blob (temp file, fsync, rename), without the folders'
     /// fsyncs; returns its folder.
     fn write_one(&self, account: AccountId, id: ChunkId, bytes: &[u8]) -> StoreResult<PathBuf> {
@@ -95,44 +79,40 @@ impl DiskBlobStore {
         result.map_err(io)?;
         Ok(dir.to_path_buf())
     }
+}
 
-    /// Writes `blobs` as [`BlobStore::put`] does, on `threads` threads,
-    /// without the folders' fsyncs; returns the folders written in.
-    fn write_many(
-        &self,
-        account: AccountId,
-        blobs: &[(ChunkId, &[u8])],
-        threads: usize,
-    ) -> StoreResult<std::collections::BTreeSet<PathBuf>> {
-        let dirs = blobs
-            .iter()
-            .filter_map(|(id, _)| self.path(account, *id).parent().map(Path::to_path_buf))
-            .collect();
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| -> StoreResult<()> {
-                        while !failed.load(Ordering::Relaxed) {
-                            let Some((id, bytes)) = blobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                                break;
-                            };
-                            if let Err(e) = self.write_one(account, *id, bytes) {
-                                failed.store(true, Ordering::Relaxed);
-                                return Err(e);
-                            }
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            workers.into_iter().try_for_each(|w| {
-                w.join().map_err(|_| StoreError::Backend("a blob writer thread panicked".into()))?
-            })
-        })?;
-        Ok(dirs)
+/// Runs `f` on each item, on up to `threads` threads; stops at the first
+/// error (items not started by then are skipped) and returns it.
+fn on_threads<T: Sync>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> StoreResult<()> + Sync,
+) -> StoreResult<()> {
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.iter().try_for_each(f);
     }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> StoreResult<()> {
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                        if let Err(e) = f(item) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join().map_err(|_| StoreError::Backend("a blob store thread panicked".into()))?
+        })
+    })
 }
 
 fn io(e: std::io::Error) -> StoreError {
@@ -160,12 +140,15 @@ impl BlobStore for DiskBlobStore {
     /// commits. An upload request of many small chunks was bound by that.
     /// Then the folders written in, once each.
     fn put_many(&self, account: AccountId, blobs: &[(ChunkId, &[u8])]) -> StoreResult<()> {
-        let threads = PUT_THREADS.min(blobs.len());
-        if threads <= 1 {
-            return blobs.iter().try_for_each(|(id, bytes)| self.put(account, *id, bytes));
+        if blobs.is_empty() {
+            return Ok(());
         }
-        let written = self.write_many(account, blobs, threads)?;
-        self.sync_dirs(written.iter().map(PathBuf::as_path))
+        on_threads(blobs, PUT_THREADS, |(id, bytes)| self.write_one(account, *id, bytes).map(drop))?;
+        let dirs: BTreeSet<PathBuf> = blobs
+            .iter()
+            .filter_map(|(id, _)| self.path(account, *id).parent().map(Path::to_path_buf))
+            .collect();
+        self.sync_dirs(dirs.iter().map(PathBuf::as_path))
     }
 
     fn get(&self, account: AccountId, id: ChunkId) -> StoreResult<Option<Vec<u8>>> {
