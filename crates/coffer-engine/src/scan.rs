@@ -416,23 +416,27 @@ impl Walker<'_> {
 
     /// Hashes the queued files and returns the result.
     fn finish(mut self) -> ScanResult {
+        // Hints are loaded up front (the cache is not shared between the
+        // hashing threads), up to KEPT_LIST_ENTRIES entries in all.
+        let mut hinted = 0;
         let jobs: Vec<(RelPath, Stat, Option<Hints>)> = std::mem::take(&mut self.jobs)
             .into_iter()
             .map(|(rel, stat)| {
-                let hints = (stat.size >= HINT_MIN_BYTES)
+                let hints = (stat.size >= HINT_MIN_BYTES && hinted < KEPT_LIST_ENTRIES)
                     .then(|| self.cache.chunk_hints(&rel))
                     .flatten()
-                    .map(|h| Hints::new(&self.sc.chunk_id, h));
+                    .map(|h| {
+                        hinted += h.len();
+                        Hints::new(&self.sc.chunk_id, h)
+                    });
                 (rel, stat, hints)
             })
             .collect();
         self.out.files_hashed = jobs.len();
-        let mut kept = 0;
         for ((rel, _, _), r) in jobs.iter().zip(self.sc.hash_many(&jobs)) {
             match r {
                 Ok((entry, list)) => {
-                    if let Some(list) = list.filter(|l| kept + l.len() <= KEPT_LIST_ENTRIES) {
-                        kept += list.len();
+                    if let Some(list) = list {
                         self.out.lists.insert(rel.clone(), (entry.stat, list));
                     }
                     self.out.entries.insert(rel.clone(), entry);
@@ -672,12 +676,15 @@ impl Scanner {
     /// up to `threads` threads; results in the same order.
     /// Chunk lists are dropped as soon as each file is done, so a scan holds
     /// one node per file, not its chunks.
+    /// Large files' chunk lists are kept while the scan's budget of
+    /// [`KEPT_LIST_ENTRIES`] lasts (the others dropped as each is done).
     fn hash_many(&self, jobs: &[(RelPath, Stat, Option<Hints>)]) -> Vec<Result<Hashed, ScanError>> {
+        let budget = AtomicUsize::new(KEPT_LIST_ENTRIES);
         let threads = self.threads.min(jobs.len());
         if threads <= 1 {
             return jobs
                 .iter()
-                .map(|(rel, stat, h)| self.hash_entry(&self.abs(rel), *stat, h.clone()))
+                .map(|(rel, stat, h)| self.hash_entry(&self.abs(rel), *stat, h.clone(), &budget))
                 .collect();
         }
         let next = AtomicUsize::new(0);
@@ -687,7 +694,7 @@ impl Scanner {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((rel, stat, hints)) = jobs.get(i) else { break };
-                    let r = self.hash_entry(&self.abs(rel), *stat, hints.clone());
+                    let r = self.hash_entry(&self.abs(rel), *stat, hints.clone(), &budget);
                     done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
                 });
             }
@@ -697,11 +704,21 @@ impl Scanner {
         done.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// A file's entry, and its chunk list if it is large.
-    fn hash_entry(&self, path: &Path, before: Stat, hints: Option<Hints>) -> Result<Hashed, ScanError> {
+    /// A file's entry, and its chunk list if it is large and `budget`
+    /// (list entries) still allows it.
+    fn hash_entry(
+        &self,
+        path: &Path,
+        before: Stat,
+        hints: Option<Hints>,
+        budget: &AtomicUsize,
+    ) -> Result<Hashed, ScanError> {
         self.hash_stable(path, before, hints).map(|h| {
-            let list = (h.node.size >= HINT_MIN_BYTES).then_some(h.chunks);
-            (LocalEntry { node: h.node, stat: h.stat }, list)
+            let keep = h.node.size >= HINT_MIN_BYTES
+                && budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(h.chunks.len()))
+                    .is_ok();
+            (LocalEntry { node: h.node, stat: h.stat }, keep.then_some(h.chunks))
         })
     }
 
@@ -1207,6 +1224,11 @@ mod tests {
         assert_eq!(got.entries[&p("big")].node.hash, Some(reference(&new)));
         assert_eq!(got.entries[&p("small")].node.hash, Some(reference(b"small")));
         assert_eq!(cache.1.load(Ordering::Relaxed), 1, "only the large file asks for hints");
+        // Its new chunk list is kept for the upload; a small file's is not.
+        let (stat, list) = &got.lists[&p("big")];
+        assert_eq!(*stat, got.entries[&p("big")].stat);
+        assert_eq!(FileHash::of_chunks(list.iter().map(|(h, l)| (h, *l))), reference(&new));
+        assert!(!got.lists.contains_key(&p("small")));
     }
 
     #[test]
