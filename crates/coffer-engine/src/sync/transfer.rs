@@ -234,10 +234,7 @@ impl<R: Remote> Engine<R> {
                 Ingested::Known(r) => {
                     // On the store already: nothing to send or to pace.
                     chunks.push(r);
-                    self.update_status(|s| {
-                        s.bytes_done += u64::from(r.len);
-                        s.current_bytes_done += u64::from(r.len);
-                    });
+                    self.progressed(u64::from(r.len));
                     continue;
                 }
                 Ingested::Sealed(c) => c,
@@ -267,9 +264,14 @@ impl<R: Remote> Engine<R> {
     /// progress.
     async fn moved_up(&self, len: u32) {
         self.limits.up.take(u64::from(len)).await;
+        self.progressed(u64::from(len));
+    }
+
+    /// Counts `bytes` of the current file as done, in the round's progress too.
+    fn progressed(&self, bytes: u64) {
         self.update_status(|s| {
-            s.bytes_done += u64::from(len);
-            s.current_bytes_done += u64::from(len);
+            s.bytes_done += bytes;
+            s.current_bytes_done += bytes;
         });
     }
 
@@ -415,10 +417,7 @@ impl<R: Remote> Engine<R> {
                     (file, local_reader) = (back, Some(reader));
                     let copied = copied?;
                     let bytes: u64 = chunks[i..i + copied].iter().map(|c| u64::from(c.len)).sum();
-                    self.update_status(|s| {
-                        s.bytes_done += bytes;
-                        s.current_bytes_done += bytes;
-                    });
+                    self.progressed(bytes);
                     i += copied;
                     if i == end {
                         continue;
@@ -443,10 +442,7 @@ impl<R: Remote> Engine<R> {
             };
             fail::fail_point!("download-chunk-received");
             file.write_all(&plain)?;
-            self.update_status(|s| {
-                s.bytes_done += plain.len() as u64;
-                s.current_bytes_done += plain.len() as u64;
-            });
+            self.progressed(plain.len() as u64);
             i += 1;
         }
         fail::fail_point!("download-temp-written");
