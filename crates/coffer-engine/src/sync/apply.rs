@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use coffer_proto::api::{Change, ChangeResult, ChunkDelta, CommitResponse, ErrorCode};
 use coffer_proto::{ChunkId, ListDigest, Revision, SealedChunk};
@@ -435,6 +436,7 @@ impl<R: Remote> Engine<R> {
         pending: &mut Vec<Pending>,
         report: &mut RoundReport,
     ) -> Result<(), EngineError> {
+        let started = Instant::now();
         for p in pending.iter_mut() {
             for piece in std::mem::take(&mut p.pieces) {
                 batcher.add(piece).await?;
@@ -444,11 +446,15 @@ impl<R: Remote> Engine<R> {
         if pending.is_empty() {
             return Ok(());
         }
+        let flushed = Instant::now();
         let batch = std::mem::take(pending);
         let noted = self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
         fail::fail_point!("upload-before-commit");
+        let sent = Instant::now();
         let resp = self.commit_changes(&batch).await?;
         fail::fail_point!("upload-after-commit");
+        let answered = Instant::now();
+        let changes = batch.len();
         let mut remote_rows = Vec::new();
         let mut refused = Vec::new();
         let mut synced_rows = Vec::new();
@@ -501,7 +507,16 @@ impl<R: Remote> Engine<R> {
         // One transaction for the whole request (it was one per file).
         self.index.record_commit(&synced_rows, &remote_rows)?;
         fail::fail_point!("upload-after-index");
-        self.settle_in_flight(&noted, &refused)
+        self.settle_in_flight(&noted, &refused)?;
+        tracing::debug!(
+            changes,
+            flush_ms = (flushed - started).as_millis() as u64,
+            note_ms = (sent - flushed).as_millis() as u64,
+            commit_ms = (answered - sent).as_millis() as u64,
+            record_ms = answered.elapsed().as_millis() as u64,
+            "committed"
+        );
+        Ok(())
     }
 
     /// True when the node at `path` is still what the scan saw (`expect`),
