@@ -60,7 +60,10 @@ fn five_thousand_small_files() {
     for i in 0..5000 {
         a.write(&format!("d{:02}/f{i:04}.txt", i % 50), format!("file {i}\n").repeat(1 + i % 7).as_bytes());
     }
-    a.sync();
+    // Ten commit batches, each sent while the next is read: every upload
+    // is counted once.
+    let out = a.sync().stdout;
+    assert!(out.contains("5050 uploaded"), "{out}");
     b.sync();
     let tree = b.tree();
     assert_eq!(tree.len(), 5000 + 50);

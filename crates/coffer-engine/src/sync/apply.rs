@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use coffer_proto::api::{Change, ChangeResult, ChunkDelta, CommitResponse, ErrorCode};
 use coffer_proto::{ChunkId, ListDigest, Revision, SealedChunk};
+use futures::future::{self, BoxFuture, FutureExt};
 use futures::stream::{self, StreamExt};
 
 use super::activity::ActivityKind;
@@ -85,17 +86,42 @@ impl<R: Remote> Engine<R> {
         let (files, rest): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(is_file_download);
         let (deletions, first): (Vec<Op>, Vec<Op>) =
             rest.into_iter().partition(|op| matches!(op, Op::DeleteLocal { .. }));
-        for op in first {
-            if self.is_paused() {
-                break;
+        // A batch of uploads is committed (its chunks sent, then its
+        // changes) while the next batch is read and sealed: for many small
+        // files, each step alone leaves the other's resources idle. One
+        // commit at a time, in order.
+        let mut first = first.into_iter().peekable();
+        let mut committing: Option<BoxFuture<'_, Result<RoundReport, EngineError>>> = None;
+        while first.peek().is_some() && !self.is_paused() {
+            let prepare = async {
+                for op in first.by_ref() {
+                    let path = op.path().clone();
+                    self.touch_for(&op);
+                    let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
+                    self.settle(&path, result, report)?;
+                    if pending.len() >= COMMIT_BATCH || self.is_paused() {
+                        break;
+                    }
+                }
+                Ok::<(), EngineError>(())
+            };
+            let (prepared, committed) = match committing.take() {
+                Some(job) => {
+                    let (p, c) = future::join(prepare, job).await;
+                    (p, Some(c))
+                }
+                None => (prepare.await, None),
+            };
+            if let Some(c) = committed {
+                report.absorb(c?);
             }
-            let path = op.path().clone();
-            self.touch_for(&op);
-            let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
-            self.settle(&path, result, report)?;
-            if pending.len() >= COMMIT_BATCH {
-                self.commit(&mut batcher, &mut pending, report).await?;
+            prepared?;
+            if !pending.is_empty() {
+                committing = Some(self.commit_batch(batcher.take(), std::mem::take(&mut pending)).boxed());
             }
+        }
+        if let Some(job) = committing {
+            report.absorb(job.await?);
         }
         // Fetched files are placed a group at a time: their folders are
         // fsynced once per group and their index rows written in one
@@ -436,18 +462,31 @@ impl<R: Remote> Engine<R> {
         pending: &mut Vec<Pending>,
         report: &mut RoundReport,
     ) -> Result<(), EngineError> {
+        report.absorb(self.commit_batch(batcher.take(), std::mem::take(pending)).await?);
+        Ok(())
+    }
+
+    /// Sends `chunks` and the list pieces of `batch`, then commits
+    /// `batch`'s changes; records what the store accepted. Returns what it
+    /// did (uploads, deletions, refusals, bytes sent) for the round's report.
+    async fn commit_batch(
+        &self,
+        chunks: Vec<SealedChunk>,
+        mut batch: Vec<Pending>,
+    ) -> Result<RoundReport, EngineError> {
         let started = Instant::now();
-        for p in pending.iter_mut() {
-            for piece in std::mem::take(&mut p.pieces) {
-                batcher.add(piece).await?;
-            }
+        let mut report = RoundReport::default();
+        let mut sender = ChunkBatcher::new(&self.remote);
+        let pieces = batch.iter_mut().flat_map(|p| std::mem::take(&mut p.pieces));
+        for c in chunks.into_iter().chain(pieces.collect::<Vec<_>>()) {
+            sender.add(c).await?;
         }
-        batcher.flush().await?;
-        if pending.is_empty() {
-            return Ok(());
+        sender.flush().await?;
+        report.sent_bytes = sender.sent_bytes;
+        if batch.is_empty() {
+            return Ok(report);
         }
         let flushed = Instant::now();
-        let batch = std::mem::take(pending);
         let noted = self.note_in_flight(batch.iter().filter_map(|p| Some((&p.path, p.synced.as_ref()?))))?;
         fail::fail_point!("upload-before-commit");
         let sent = Instant::now();
@@ -516,7 +555,7 @@ impl<R: Remote> Engine<R> {
             record_ms = answered.elapsed().as_millis() as u64,
             "committed"
         );
-        Ok(())
+        Ok(report)
     }
 
     /// True when the node at `path` is still what the scan saw (`expect`),

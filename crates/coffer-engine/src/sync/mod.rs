@@ -178,6 +178,30 @@ pub struct RoundReport {
 }
 
 impl RoundReport {
+    /// Adds what `part` of the round did (a batch committed on its own).
+    pub(crate) fn absorb(&mut self, part: RoundReport) {
+        let RoundReport {
+            pulled,
+            planned,
+            uploaded,
+            downloaded,
+            deleted,
+            conflicts,
+            sent_bytes,
+            deferred,
+            problems,
+        } = part;
+        self.pulled += pulled;
+        self.planned += planned;
+        self.uploaded += uploaded;
+        self.downloaded += downloaded;
+        self.deleted += deleted;
+        self.conflicts += conflicts;
+        self.sent_bytes += sent_bytes;
+        self.deferred += deferred;
+        self.problems.extend(problems);
+    }
+
     /// True when the round found nothing to do.
     pub fn is_quiet(&self) -> bool {
         self.planned == 0 && self.pulled == 0

@@ -142,6 +142,12 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
         Ok(())
     }
 
+    /// Takes what is queued, unsent (to send in a batch of its own).
+    pub fn take(&mut self) -> Vec<SealedChunk> {
+        self.pending_bytes = 0;
+        std::mem::take(&mut self.pending)
+    }
+
     /// Sends whatever is queued that the store lacks.
     pub async fn flush(&mut self) -> Result<(), RemoteError> {
         if self.pending.is_empty() {
