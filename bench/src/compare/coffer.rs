@@ -21,6 +21,8 @@ const PASSWORD: &str = "bench password, not a secret";
 /// A Coffer server and two clients.
 #[derive(Debug)]
 pub struct Coffer {
+    /// `coffer`, or `coffer-base` for the second build of an A/B run.
+    name: &'static str,
     bin: PathBuf,
     dir: PathBuf,
     home_a: PathBuf,
@@ -70,8 +72,9 @@ fn run_with_password(mut cmd: Command, what: &str) -> anyhow::Result<()> {
 impl Coffer {
     /// Starts the server, signs up A, logs in B, starts both daemons, and
     /// waits until a probe file written on A is on B.
-    pub fn start(ctx: &Ctx, dir: &Path) -> anyhow::Result<Self> {
-        let bin = ctx.coffer_bin.clone();
+    /// `name` is the tool's name in the results, `bin` its binary.
+    pub fn start(ctx: &Ctx, dir: &Path, name: &'static str, bin: &Path) -> anyhow::Result<Self> {
+        let bin = bin.to_path_buf();
         let data = measure::mkdir(dir.join("server"))?;
         let mut child = Command::new(&bin)
             .args(["server", "--listen", "127.0.0.1:0", "--data"])
@@ -94,8 +97,8 @@ impl Coffer {
         };
         std::thread::spawn(move || for _ in lines {});
         let addr: SocketAddr = url.trim_start_matches("http://").trim_end_matches('/').parse()?;
-        let proxy_a = Proxy::start(ctx.rt.handle(), addr)?;
-        let proxy_b = Proxy::start(ctx.rt.handle(), addr)?;
+        let proxy_a = Proxy::start(ctx.rt.handle(), addr, ctx.delay)?;
+        let proxy_b = Proxy::start(ctx.rt.handle(), addr, ctx.delay)?;
         let home_a = dir.join("home-a");
         let home_b = dir.join("home-b");
         let root_a = measure::mkdir(dir.join("a"))?;
@@ -134,6 +137,7 @@ impl Coffer {
         let daemon_a = daemon(&home_a, &root_a, "a")?;
         let daemon_b = daemon(&home_b, &root_b, "b")?;
         let me = Self {
+            name,
             bin,
             dir: dir.to_path_buf(),
             home_a,
@@ -175,7 +179,7 @@ pub fn probe(peer: &dyn Peer) -> anyhow::Result<()> {
 
 impl Peer for Coffer {
     fn name(&self) -> String {
-        "coffer".into()
+        self.name.into()
     }
     fn live(&self) -> bool {
         true

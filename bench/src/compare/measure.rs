@@ -296,3 +296,38 @@ pub fn mkdir(p: PathBuf) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
     Ok(p)
 }
+
+/// Files this large or larger are removed as soon as their round ends
+/// ([`free_space`]); smaller ones stay until the end of the run.
+pub const BIG_FILE: u64 = 1 << 20;
+
+/// Frees a finished round's disk space without freeing its many inodes
+/// yet: files of [`BIG_FILE`] bytes or more under `dir` are removed now;
+/// the rest of the tree is left for the end of the run.
+///
+/// Why: on an ext4 without a journal (as on the machines this benchmark was
+/// measured on), the inode allocator steps over every free inode deleted in
+/// the last 5 seconds, or the last 5 minutes while its inode-table block is
+/// dirty (`recently_deleted` in the kernel's `fs/ext4/ialloc.c`), with a
+/// buffer lookup each. After a round removed its tens of thousands of small
+/// files, every file the next round created paid for walking past them: one
+/// W2 run had 30 % of all the machine's CPU samples there, and a tool's
+/// figures depended on which tool had run before it.
+pub fn free_space(dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            free_space(&entry.path())?;
+        } else if kind.is_file() && entry.metadata()?.len() >= BIG_FILE {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}

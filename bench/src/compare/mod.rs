@@ -53,6 +53,16 @@ pub struct Args {
     /// The `coffer` binary (default: next to this one).
     #[arg(long)]
     pub coffer_bin: Option<PathBuf>,
+    /// A second `coffer` build, run as the tool `coffer-base` (name it in
+    /// `--tools`): two builds measured side by side in one run, rounds
+    /// interleaved, for an A/B comparison. Never counted as a peer.
+    #[arg(long)]
+    pub coffer_base_bin: Option<PathBuf>,
+    /// Milliseconds every proxy holds each byte back, in each direction (a
+    /// round trip costs twice this): the tools over a farther network than
+    /// loopback. 0 (the default) for the targets' figures.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
     /// Where the CSV and chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -157,18 +167,29 @@ pub trait Peer {
 #[derive(Debug)]
 pub struct Ctx {
     pub coffer_bin: PathBuf,
+    pub coffer_base_bin: Option<PathBuf>,
+    /// Each proxy's one-way delay.
+    pub delay: std::time::Duration,
     pub work: PathBuf,
     pub rt: tokio::runtime::Runtime,
 }
 
 fn start_peer(ctx: &Ctx, tool: &str, dir: &Path) -> anyhow::Result<Box<dyn Peer>> {
     Ok(match tool {
-        "coffer" => Box::new(coffer::Coffer::start(ctx, dir)?),
+        "coffer" => Box::new(coffer::Coffer::start(ctx, dir, "coffer", &ctx.coffer_bin)?),
+        "coffer-base" => {
+            let bin = ctx.coffer_base_bin.as_deref().context("coffer-base needs --coffer-base-bin")?;
+            Box::new(coffer::Coffer::start(ctx, dir, "coffer-base", bin)?)
+        }
         "syncthing" => Box::new(syncthing::Syncthing::start(ctx, dir)?),
         "rclone" => Box::new(rclone::Rclone::start(ctx, dir, false)?),
         "rclone-crypt" => Box::new(rclone::Rclone::start(ctx, dir, true)?),
         "unison" => Box::new(unison::Unison::start(ctx, dir)?),
-        other => anyhow::bail!("unknown tool {other:?} (coffer, syncthing, rclone, rclone-crypt, unison)"),
+        other => {
+            anyhow::bail!(
+                "unknown tool {other:?} (coffer, coffer-base, syncthing, rclone, rclone-crypt, unison)"
+            )
+        }
     })
 }
 
@@ -206,7 +227,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let ctx = Ctx { coffer_bin, work: work.canonicalize()?, rt };
+    let ctx = Ctx {
+        coffer_bin,
+        coffer_base_bin: args.coffer_base_bin.clone(),
+        delay: std::time::Duration::from_millis(args.delay_ms),
+        work: work.canonicalize()?,
+        rt,
+    };
     let wl: Vec<String> = args.workloads.iter().map(|w| w.to_lowercase()).collect();
     let started = std::time::SystemTime::now();
     let mut results = report::Results::default();
@@ -238,7 +265,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             } else if std::env::var_os("COFFER_BENCH_LOG").is_some() {
                 keep_logs(&dir, &args.out.join(format!("logs-{tool}-{}", rep + 1)));
             }
-            let _ = std::fs::remove_dir_all(&dir);
+            // The small files go at the end of the run (see `free_space`).
+            if let Err(e) = measure::free_space(&dir) {
+                eprintln!("   could not free {}: {e:#}; removing it now", dir.display());
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
     }
     if wl.iter().any(|w| w == "w5") {

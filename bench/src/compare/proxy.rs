@@ -1,11 +1,14 @@
 //! A counting TCP proxy on loopback: every tool's traffic between its
 //! devices (or between a device and its server) goes through one of these,
 //! so "bytes over the wire" is measured the same way for every tool,
-//! whatever its protocol (HTTP, TLS, unison's own, WebDAV).
+//! whatever its protocol (HTTP, TLS, unison's own, WebDAV). It can also
+//! hold every byte back for a fixed time in each direction (`--delay-ms`),
+//! so the tools can be compared over a network farther than loopback.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,8 +24,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts a proxy on a free loopback port that forwards to `target`.
-    pub fn start(rt: &tokio::runtime::Handle, target: SocketAddr) -> anyhow::Result<Self> {
+    /// Starts a proxy on a free loopback port that forwards to `target`,
+    /// each byte `delay` later than it came (in both directions).
+    pub fn start(rt: &tokio::runtime::Handle, target: SocketAddr, delay: Duration) -> anyhow::Result<Self> {
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).context("binding the counting proxy")?;
         let addr = listener.local_addr()?;
         let bytes = Arc::new(AtomicU64::new(0));
@@ -41,8 +45,8 @@ impl Proxy {
                                 let _ = outbound.set_nodelay(true);
                                 let (ri, wi) = inbound.into_split();
                                 let (ro, wo) = outbound.into_split();
-                                let up = tokio::spawn(pump(ri, wo, counter.clone()));
-                                pump(ro, wi, counter).await;
+                                let up = tokio::spawn(pump(ri, wo, counter.clone(), delay));
+                                pump(ro, wi, counter, delay).await;
                                 let _ = up.await;
                             }
                         });
@@ -63,19 +67,50 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     counter: Arc<AtomicU64>,
+    delay: Duration,
 ) {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-                if to.write_all(&buf[..n]).await.is_err() {
-                    break;
+    if delay.is_zero() {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
                 }
             }
         }
+        let _ = to.shutdown().await;
+        return;
     }
+    // Reads go on while earlier bytes wait out their delay: a fixed latency,
+    // not a lower throughput (up to 256 reads of 64 KiB in flight).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(256);
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    while let Some((due, bytes)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        if to.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    let _ = reader.await;
     let _ = to.shutdown().await;
 }
 

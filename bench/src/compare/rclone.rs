@@ -68,8 +68,8 @@ impl Rclone {
             anyhow::ensure!(Instant::now() < end, "rclone serve sftp did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let proxy_a = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], port).into())?;
-        let proxy_b = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], port).into())?;
+        let proxy_a = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], port).into(), ctx.delay)?;
+        let proxy_b = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], port).into(), ctx.delay)?;
         let pass = obscure("bench")?;
         let crypt_pass = obscure("bench crypt password")?;
         let crypt_salt = obscure("bench crypt salt")?;

@@ -187,7 +187,9 @@ fn table(rows: &[Row]) -> String {
 fn targets(rows: &[Row]) -> String {
     let get = |w: &str, tool: &str| rows.iter().find(|r| r.workload == w && r.tool == tool);
     let best_peer = |w: &str, key: &dyn Fn(&Row) -> f64| {
-        rows.iter().filter(|r| r.workload == w && r.tool != "coffer").min_by(|a, b| key(a).total_cmp(&key(b)))
+        rows.iter()
+            .filter(|r| r.workload == w && !r.tool.starts_with("coffer"))
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
     };
     let mut t = String::new();
     let mark = |ok: bool| if ok { "met" } else { "MISSED" };

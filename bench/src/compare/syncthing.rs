@@ -122,7 +122,7 @@ impl Syncthing {
         let id_a = device_id(&home_a)?;
         let id_b = device_id(&home_b)?;
         let (listen_a, listen_b, gui_a, gui_b) = (free_port()?, free_port()?, free_port()?, free_port()?);
-        let proxy = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], listen_b).into())?;
+        let proxy = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], listen_b).into(), ctx.delay)?;
         let v = config_version(&home_a);
         std::fs::write(
             home_a.join("config.xml"),

@@ -48,7 +48,7 @@ impl Unison {
             anyhow::ensure!(Instant::now() < end, "unison -socket did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let proxy = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], port).into())?;
+        let proxy = Proxy::start(ctx.rt.handle(), ([127, 0, 0, 1], port).into(), ctx.delay)?;
         let mut me =
             Self { dir: dir.to_path_buf(), root_a, root_b, server, proxy, one_shot: Usage::default() };
         me.propagate().context("unison's first sync")?;
