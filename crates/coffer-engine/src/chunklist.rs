@@ -104,10 +104,21 @@ pub fn encode(list: &[ChunkRef]) -> Vec<u8> {
     out
 }
 
-/// Reads a piece back. Refuses an empty piece, a torn entry and a
-/// zero-length chunk (no chunk is empty: an empty file has no chunks).
+/// Reads a piece back. Refuses an empty piece, a torn entry, a piece
+/// longer than [`PIECE_MAX`] entries and a zero-length chunk (no chunk is
+/// empty: an empty file has no chunks).
 pub fn decode(bytes: &[u8]) -> Result<Vec<ChunkRef>, String> {
-    if bytes.is_empty() || bytes.len() % ENTRY != 0 || bytes.len() / ENTRY > PIECE_MAX {
+    if bytes.len() / ENTRY > PIECE_MAX {
+        return Err(format!("a chunk list piece of {} bytes is malformed", bytes.len()));
+    }
+    decode_refs(bytes)
+}
+
+/// Reads entries in the binary form of a piece, as many as there are (the
+/// lists of metadata format 3). Refuses an empty run, a torn entry and a
+/// zero-length chunk.
+pub fn decode_refs(bytes: &[u8]) -> Result<Vec<ChunkRef>, String> {
+    if bytes.is_empty() || bytes.len() % ENTRY != 0 {
         return Err(format!("a chunk list piece of {} bytes is malformed", bytes.len()));
     }
     bytes

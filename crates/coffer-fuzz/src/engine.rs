@@ -5,11 +5,11 @@
 
 use coffer_engine::chunklist;
 use coffer_engine::ignore::IgnoreRules;
-use coffer_engine::model::{FileHash, NodeKind, RelPath, STATE_DIR};
+use coffer_engine::model::{ChunkRef, EntryMeta, FileHash, Node, NodeKind, RelPath, STATE_DIR};
 use coffer_engine::sync::names::conflicted_copy;
 use coffer_engine::sync::open_entry;
 use coffer_proto::api::{EntryVersion, UnixMillis};
-use coffer_proto::{Cursor, DeviceId, EntryId, Revision};
+use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision};
 
 use crate::{keys, rng};
 
@@ -77,7 +77,26 @@ pub fn entry_version_seeds() -> Vec<Vec<u8>> {
     let dir = r#"{"v":1,"path":"d","node":{"kind":"dir","size":0,"mtime_ns":0,"executable":false,"hash":null,"target":null}}"#;
     let link = r#"{"v":1,"path":"l","node":{"kind":"symlink","size":0,"mtime_ns":0,"executable":false,"hash":null,"target":"../../etc"}}"#;
     let escape = dir.replace("\"d\"", "\"../x\"");
-    [file.as_str(), dir, link, escape.as_str()]
+    // Format 3: a file of one chunk, its list in binary.
+    let content = coffer_crypto::ContentHash::from_bytes([7; 32]);
+    let compact = EntryMeta {
+        v: EntryMeta::VERSION_COMPACT,
+        path: RelPath::new("d/b.bin").expect("path"),
+        node: Node {
+            kind: NodeKind::File,
+            size: 9,
+            mtime_ns: 5,
+            executable: false,
+            hash: Some(FileHash::of_chunks([(&content, 9)])),
+            target: None,
+        },
+        chunks: vec![ChunkRef { id: ChunkId::from_bytes([8; 32]), content, len: 9 }],
+        list: vec![],
+        device_name: "pc".into(),
+    }
+    .to_bytes();
+    let compact = String::from_utf8(compact).expect("JSON");
+    [file.as_str(), dir, link, escape.as_str(), compact.as_str()]
         .iter()
         .flat_map(|s| [[&[1u8][..], s.as_bytes()].concat(), [&[0u8][..], s.as_bytes()].concat()])
         .collect()

@@ -429,13 +429,13 @@ impl<R: Remote> Engine<R> {
     ) -> (Change, Vec<SealedChunk>) {
         let entry_id = self.keys.path.entry_id(path.as_str());
         let pieces = chunklist::pieces(&self.keys, chunks);
-        let (v, inline, list) = if pieces.is_empty() {
-            (EntryMeta::VERSION, chunks.to_vec(), Vec::new())
+        let (inline, list) = if pieces.is_empty() {
+            (chunks.to_vec(), Vec::new())
         } else {
-            (EntryMeta::VERSION_LISTED, Vec::new(), pieces.iter().map(|p| p.r).collect())
+            (Vec::new(), pieces.iter().map(|p| p.r).collect())
         };
         let meta = EntryMeta {
-            v,
+            v: EntryMeta::VERSION_COMPACT,
             path: path.clone(),
             node: node.clone(),
             chunks: inline,
