@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -123,6 +123,11 @@ pub struct NonUtf8Name {
     pub lossy: String,
 }
 
+/// A file being read, from [`Fs::open_read`]: forward, or from any offset.
+pub trait ReadFile: Read + Seek + Send {}
+
+impl<T: Read + Seek + Send> ReadFile for T {}
+
 /// A file being written by [`Fs::create_new`].
 pub trait WriteFile: Write + Send {
     /// Flushes data and metadata to stable storage (`fsync`).
@@ -142,7 +147,7 @@ pub trait Fs: Send + Sync + fmt::Debug {
     /// Lists a directory, sorted by name (see the module doc).
     fn read_dir(&self, path: &Path) -> io::Result<Vec<Result<String, NonUtf8Name>>>;
     /// Opens a file for reading.
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
     /// A symlink's target, as stored in the link. Not UTF-8 → `InvalidData`.
     fn read_link(&self, path: &Path) -> io::Result<String>;
     /// Creates a new, empty file for writing; fails if anything exists there.
@@ -254,7 +259,7 @@ impl Fs for RealFs {
             .collect())
     }
 
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         // Non-blocking open: a FIFO swapped in since the last stat must not
         // hang the scanner (for a regular file the flag changes nothing).
         let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
@@ -697,7 +702,7 @@ impl Fs for MemFs {
             .collect())
     }
 
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         let st = lock(&self.state);
         let p = st.resolve(path, true)?;
         match st.nodes.get(&p).map(|n| &n.kind) {

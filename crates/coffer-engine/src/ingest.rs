@@ -8,13 +8,14 @@
 //! `2 × workers + 2` chunks are in flight whatever the file size.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{ErrorKind, Read, SeekFrom};
 
 use coffer_crypto::{AccountKeys, ContentHash};
 use coffer_proto::SealedChunk;
 use crossbeam_channel::bounded;
 
 use crate::chunker::{ChunkerParams, Hints, RawChunk, StreamChunker};
+use crate::fs::ReadFile;
 use crate::model::ChunkRef;
 
 /// One chunk after ingest.
@@ -39,6 +40,9 @@ pub enum IngestError {
     /// The sink refused a chunk (its message says why).
     #[error("{0}")]
     Sink(String),
+    /// The file no longer holds what its chunk list says: it changed.
+    #[error("the file changed while it was read")]
+    Changed,
 }
 
 /// Totals of one ingest.
@@ -131,6 +135,72 @@ where
         Ingested::Known(r) => r.len,
     };
     run(reader, keys, params, Some(hints), workers, work, len, sink)
+}
+
+/// True when most of the bytes `scanned` lists are chunks of `base` (same
+/// content hash and length): [`ingest_changed`] then reads much less than
+/// the whole file.
+pub fn mostly_known(base: &[ChunkRef], scanned: &[(ContentHash, u32)]) -> bool {
+    let known: HashMap<ContentHash, u32> = base.iter().map(|c| (c.content, c.len)).collect();
+    let (mut total, mut old) = (0u64, 0u64);
+    for (content, len) in scanned {
+        total += u64::from(*len);
+        if known.get(content) == Some(len) {
+            old += u64::from(*len);
+        }
+    }
+    old * 2 >= total
+}
+
+/// For a file the scan has just chunked (`scanned`, taken at the stat the
+/// caller still sees) whose chunks are mostly `base`'s: those (same content
+/// hash and length) are named, neither read nor sealed, and the reader
+/// seeks past them. Each other chunk is read where the list puts it,
+/// checked against the content hash the scan found, and sealed; one that
+/// no longer matches, or ends early, is [`IngestError::Changed`]. (A change
+/// in what is not read again, as in its length, is for the caller's stat
+/// check after reading to see, as for the scan's own stat cache.) An edit
+/// of a large file is read once by the scan and then only where it
+/// changed, not a second time in full.
+pub fn ingest_changed<F>(
+    reader: &mut dyn ReadFile,
+    keys: &AccountKeys,
+    base: &[ChunkRef],
+    scanned: &[(ContentHash, u32)],
+    mut sink: F,
+) -> Result<IngestSummary, IngestError>
+where
+    F: FnMut(Ingested) -> Result<(), String>,
+{
+    let known: HashMap<ContentHash, ChunkRef> = base.iter().map(|c| (c.content, *c)).collect();
+    let mut summary = IngestSummary::default();
+    let (mut offset, mut at) = (0u64, 0u64);
+    for &(content, len) in scanned {
+        let item = match known.get(&content) {
+            Some(r) if r.len == len => Ingested::Known(*r),
+            _ => {
+                if at != offset {
+                    reader.seek(SeekFrom::Start(offset))?;
+                }
+                let mut data = vec![0u8; len as usize];
+                match reader.read_exact(&mut data) {
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Err(IngestError::Changed),
+                    r => r?,
+                }
+                at = offset + u64::from(len);
+                summary.bytes += u64::from(len);
+                let chunk = RawChunk::new(offset, data);
+                if chunk.content_hash(&keys.chunk_id) != content {
+                    return Err(IngestError::Changed);
+                }
+                Ingested::Sealed(seal_hashed(keys, &chunk, content))
+            }
+        };
+        offset += u64::from(len);
+        summary.chunks += 1;
+        sink(item).map_err(IngestError::Sink)?;
+    }
+    Ok(summary)
 }
 
 /// The pipeline: chunks on this thread's helper (with `hints`, if any),
@@ -296,6 +366,91 @@ mod tests {
         .unwrap_err();
         assert_eq!(seen, 3);
         assert!(matches!(err, IngestError::Sink(m) if m == "store full"));
+    }
+
+    /// A reader that counts the bytes it hands out.
+    struct Counting {
+        inner: io::Cursor<Vec<u8>>,
+        read: u64,
+    }
+
+    impl Read for Counting {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(out)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl io::Seek for Counting {
+        fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    /// The list of `input` as the scan gives it, and as a base revision has it.
+    fn lists(keys: &AccountKeys, input: &[u8]) -> (Vec<(ContentHash, u32)>, Vec<ChunkRef>) {
+        let sealed = sealed_serially(keys, input);
+        let scanned = sealed.iter().map(|c| (c.content, c.len)).collect();
+        let base =
+            sealed.iter().map(|c| ChunkRef { id: c.sealed.id(), content: c.content, len: c.len }).collect();
+        (scanned, base)
+    }
+
+    #[test]
+    fn an_edit_is_read_only_where_it_changed() {
+        let keys = MasterKey::from_bytes([1; 32]).derive();
+        let old = data(4 << 20);
+        let (_, base) = lists(&keys, &old);
+        let mut new = old.clone();
+        new[2 << 20] ^= 1;
+        let (scanned, _) = lists(&keys, &new);
+        assert!(mostly_known(&base, &scanned));
+        let mut reader = Counting { inner: io::Cursor::new(new.clone()), read: 0 };
+        let mut got = Vec::new();
+        let summary = ingest_changed(&mut reader, &keys, &base, &scanned, |c| {
+            got.push(c);
+            Ok(())
+        })
+        .unwrap();
+        // The same sealed chunks as ingesting the whole new file.
+        let serial = sealed_serially(&keys, &new);
+        assert_eq!(got.len(), serial.len());
+        let mut sealed_bytes = 0;
+        for (g, s) in got.iter().zip(&serial) {
+            match g {
+                Ingested::Known(r) => assert_eq!((r.content, r.len), (s.content, s.len)),
+                Ingested::Sealed(c) => {
+                    assert_eq!((c.offset, c.content, c.sealed.id()), (s.offset, s.content, s.sealed.id()));
+                    sealed_bytes += u64::from(c.len);
+                }
+            }
+        }
+        assert!(sealed_bytes > 0 && sealed_bytes <= 2 * SMALL.max as u64, "{sealed_bytes}");
+        assert_eq!(reader.read, sealed_bytes, "read only the changed chunks");
+        assert_eq!(summary.bytes, sealed_bytes);
+        // Another file shares nothing with the old one's list.
+        let other: Vec<u8> = old.iter().rev().copied().collect();
+        assert!(!mostly_known(&base, &lists(&keys, &other).0));
+    }
+
+    #[test]
+    fn a_file_that_no_longer_matches_the_scan_is_changed() {
+        let keys = MasterKey::from_bytes([1; 32]).derive();
+        let old = data(4 << 20);
+        let (_, base) = lists(&keys, &old);
+        let mut new = old.clone();
+        new[1 << 20] ^= 1;
+        let (scanned, _) = lists(&keys, &new);
+        // Changed again after the scan, in the chunk it found changed...
+        let mut later = new.clone();
+        later[1 << 20] ^= 2;
+        let r = ingest_changed(&mut io::Cursor::new(later), &keys, &base, &scanned, |_| Ok(()));
+        assert!(matches!(r, Err(IngestError::Changed)), "{r:?}");
+        // ...or cut short in it.
+        let r =
+            ingest_changed(&mut io::Cursor::new(new[..1 << 20].to_vec()), &keys, &base, &scanned, |_| Ok(()));
+        assert!(matches!(r, Err(IngestError::Changed)), "{r:?}");
     }
 
     #[test]

@@ -771,7 +771,7 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     use super::*;
-    use crate::fs::{MemFs, NonUtf8Name, RealFs, WriteFile};
+    use crate::fs::{MemFs, NonUtf8Name, ReadFile, RealFs, WriteFile};
 
     const PARAMS: ChunkerParams = ChunkerParams { min: 64, avg: 256, max: 1024 };
 
@@ -964,7 +964,7 @@ mod tests {
     }
 
     struct MutatingReader {
-        inner: Box<dyn Read + Send>,
+        inner: Box<dyn ReadFile>,
         fs: Arc<MemFs>,
         victim: PathBuf,
         new_content: Vec<u8>,
@@ -983,6 +983,12 @@ mod tests {
         }
     }
 
+    impl io::Seek for MutatingReader {
+        fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
     impl Fs for MutatingFs {
         fn symlink_metadata(&self, path: &Path) -> io::Result<Stat> {
             self.inner.symlink_metadata(path)
@@ -990,7 +996,7 @@ mod tests {
         fn read_dir(&self, path: &Path) -> io::Result<Vec<Result<String, NonUtf8Name>>> {
             self.inner.read_dir(path)
         }
-        fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
             let inner = self.inner.open_read(path)?;
             if path != self.victim {
                 return Ok(inner);

@@ -7,11 +7,11 @@
 //! (and still refused), so "nothing is written outside a sync root" is
 //! checked at the moment of writing, not only by looking afterwards.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use coffer_engine::fs::{Fs, MemFs, NonUtf8Name, Stat, WriteFile};
+use coffer_engine::fs::{Fs, MemFs, NonUtf8Name, ReadFile, Stat, WriteFile};
 
 use crate::remote::Crash;
 
@@ -108,7 +108,7 @@ impl Fs for CrashFs {
         self.inner.read_dir(path)
     }
 
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         self.inner.open_read(path)
     }
 

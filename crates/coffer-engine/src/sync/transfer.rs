@@ -19,7 +19,7 @@ use futures::stream::{self, StreamExt};
 use super::{Engine, EngineError};
 use crate::chunker::{RawChunk, StreamChunker};
 use crate::fs::Stat;
-use crate::ingest::{ingest_skipping, seal_chunk, IngestError, Ingested};
+use crate::ingest::{ingest_changed, ingest_skipping, mostly_known, seal_chunk, IngestError, Ingested};
 use crate::model::{ChunkRef, FileHash, RelPath};
 use crate::plan::Op;
 use crate::remote::{Remote, RemoteError};
@@ -230,9 +230,14 @@ impl<R: Remote> Engine<R> {
         let base = base.to_vec();
         let scanned = self.scan_list(path, expect);
         let reading = tokio::task::spawn_blocking(move || {
-            ingest_skipping(reader, &keys, params, workers, &base, scanned, |c| {
-                tx.blocking_send(c).map_err(|_| "upload stopped".to_string())
-            })
+            let sink = |c| tx.blocking_send(c).map_err(|_| "upload stopped".to_string());
+            match scanned {
+                // An edit the scan has just read: only what changed is read again.
+                Some(list) if mostly_known(&base, &list) => {
+                    ingest_changed(&mut reader, &keys, &base, &list, sink)
+                }
+                scanned => ingest_skipping(reader, &keys, params, workers, &base, scanned, sink),
+            }
         });
         let mut failed = None;
         while let Some(c) = rx.recv().await {
@@ -261,7 +266,7 @@ impl<R: Remote> Engine<R> {
         match read {
             Ok(_) => {}
             Err(IngestError::Read(e)) => return Err(e.into()),
-            Err(IngestError::Sink(_)) => return Err(TransferError::Unstable),
+            Err(IngestError::Sink(_) | IngestError::Changed) => return Err(TransferError::Unstable),
         }
         self.finish_upload(&abs, &before, chunks)
     }
