@@ -397,14 +397,29 @@ mod tests {
         (scanned, base)
     }
 
-    #[test]
-    fn an_edit_is_read_only_where_it_changed() {
+    /// A 4 MiB file (the base revision's list) edited at byte `at`: the
+    /// new bytes and the list the scan gives for them.
+    struct Edit {
+        keys: AccountKeys,
+        old: Vec<u8>,
+        base: Vec<ChunkRef>,
+        new: Vec<u8>,
+        scanned: Vec<(ContentHash, u32)>,
+    }
+
+    fn edited(at: usize) -> Edit {
         let keys = MasterKey::from_bytes([1; 32]).derive();
         let old = data(4 << 20);
         let (_, base) = lists(&keys, &old);
         let mut new = old.clone();
-        new[2 << 20] ^= 1;
+        new[at] ^= 1;
         let (scanned, _) = lists(&keys, &new);
+        Edit { keys, old, base, new, scanned }
+    }
+
+    #[test]
+    fn an_edit_is_read_only_where_it_changed() {
+        let Edit { keys, old, base, new, scanned } = edited(2 << 20);
         assert!(mostly_known(&base, &scanned));
         let mut reader = Counting { inner: io::Cursor::new(new.clone()), read: 0 };
         let mut got = Vec::new();
@@ -436,12 +451,7 @@ mod tests {
 
     #[test]
     fn a_file_that_no_longer_matches_the_scan_is_changed() {
-        let keys = MasterKey::from_bytes([1; 32]).derive();
-        let old = data(4 << 20);
-        let (_, base) = lists(&keys, &old);
-        let mut new = old.clone();
-        new[1 << 20] ^= 1;
-        let (scanned, _) = lists(&keys, &new);
+        let Edit { keys, base, new, scanned, .. } = edited(1 << 20);
         // Changed again after the scan, in the chunk it found changed...
         let mut later = new.clone();
         later[1 << 20] ^= 2;
