@@ -331,3 +331,22 @@ pub fn free_space(dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_removes_big_files_and_keeps_the_small_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("big"), vec![0u8; BIG_FILE as usize]).unwrap();
+        std::fs::write(sub.join("small"), b"x").unwrap();
+        std::fs::write(dir.path().join("top-big"), vec![0u8; BIG_FILE as usize + 1]).unwrap();
+        free_space(dir.path()).unwrap();
+        assert!(!sub.join("big").exists() && !dir.path().join("top-big").exists());
+        assert!(sub.join("small").exists());
+        free_space(&dir.path().join("no-such-folder")).unwrap();
+    }
+}

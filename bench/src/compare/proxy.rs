@@ -120,3 +120,53 @@ pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// An echo server on loopback; its address.
+    fn echo() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 65536];
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => c.write_all(&buf[..n]).unwrap(),
+                }
+            }
+        });
+        addr
+    }
+
+    /// Bytes come back whole and in order, counted both ways, a round trip
+    /// later by twice the delay.
+    #[test]
+    fn a_delayed_proxy_keeps_the_bytes_and_adds_its_delay() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        for delay in [Duration::ZERO, Duration::from_millis(40)] {
+            let proxy = Proxy::start(rt.handle(), echo(), delay).unwrap();
+            let mut c = std::net::TcpStream::connect(proxy.addr).unwrap();
+            let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let started = Instant::now();
+            let writer = {
+                let mut c = c.try_clone().unwrap();
+                let sent = sent.clone();
+                std::thread::spawn(move || c.write_all(&sent).unwrap())
+            };
+            let mut back = vec![0u8; sent.len()];
+            c.read_exact(&mut back).unwrap();
+            let took = started.elapsed();
+            writer.join().unwrap();
+            assert!(back == sent, "bytes changed on the way");
+            assert!(took >= delay * 2, "{took:?} for a round trip through a {delay:?} proxy");
+            assert_eq!(proxy.bytes(), 2 * sent.len() as u64);
+        }
+    }
+}
