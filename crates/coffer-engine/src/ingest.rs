@@ -98,6 +98,41 @@ pub enum Ingested {
     Known(ChunkRef),
 }
 
+/// The chunks of a file's base revision (the one an edit builds on, which
+/// the store keeps), in order and by content hash: what an edit need not
+/// seal or send again.
+#[derive(Debug)]
+pub struct BaseChunks {
+    list: Vec<ChunkRef>,
+    by_content: HashMap<ContentHash, ChunkRef>,
+}
+
+impl BaseChunks {
+    /// `list` in file order (empty for a new file).
+    pub fn new(list: Vec<ChunkRef>) -> Self {
+        let by_content = list.iter().map(|c| (c.content, *c)).collect();
+        Self { list, by_content }
+    }
+
+    /// The base's chunk with this content hash and length, if any.
+    pub fn get(&self, content: &ContentHash, len: u32) -> Option<ChunkRef> {
+        self.by_content.get(content).filter(|r| r.len == len).copied()
+    }
+
+    /// True when most of the bytes `scanned` lists are base chunks:
+    /// [`ingest_changed`] then reads much less than the whole file.
+    pub fn cover_most(&self, scanned: &[(ContentHash, u32)]) -> bool {
+        let (mut total, mut old) = (0u64, 0u64);
+        for (content, len) in scanned {
+            total += u64::from(*len);
+            if self.get(content, *len).is_some() {
+                old += u64::from(*len);
+            }
+        }
+        old * 2 >= total
+    }
+}
+
 /// Like [`ingest`], but for a file whose previous chunks were `base` (none
 /// for a new file), and which a scan may just have chunked (`scanned`):
 /// that list, or else `base`, guides the chunker (no FastCDC over what did
@@ -110,7 +145,7 @@ pub fn ingest_skipping<R, F>(
     keys: &AccountKeys,
     params: ChunkerParams,
     workers: usize,
-    base: &[ChunkRef],
+    base: &BaseChunks,
     scanned: Option<Vec<(ContentHash, u32)>>,
     sink: F,
 ) -> Result<IngestSummary, IngestError>
@@ -118,16 +153,15 @@ where
     R: Read + Send,
     F: FnMut(Ingested) -> Result<(), String>,
 {
-    let known: HashMap<ContentHash, ChunkRef> = base.iter().map(|c| (c.content, *c)).collect();
     let hints = Hints::new(
         &keys.chunk_id,
-        scanned.unwrap_or_else(|| base.iter().map(|c| (c.content, c.len)).collect()),
+        scanned.unwrap_or_else(|| base.list.iter().map(|c| (c.content, c.len)).collect()),
     );
     let work = |c: &RawChunk| {
         let content = c.content_hash(&keys.chunk_id);
-        match known.get(&content) {
-            Some(r) if r.len as usize == c.data.len() => Ingested::Known(*r),
-            _ => Ingested::Sealed(seal_hashed(keys, c, content)),
+        match u32::try_from(c.data.len()).ok().and_then(|len| base.get(&content, len)) {
+            Some(r) => Ingested::Known(r),
+            None => Ingested::Sealed(seal_hashed(keys, c, content)),
         }
     };
     let len = |i: &Ingested| match i {
@@ -137,24 +171,10 @@ where
     run(reader, keys, params, Some(hints), workers, work, len, sink)
 }
 
-/// True when most of the bytes `scanned` lists are chunks of `base` (same
-/// content hash and length): [`ingest_changed`] then reads much less than
-/// the whole file.
-pub fn mostly_known(base: &[ChunkRef], scanned: &[(ContentHash, u32)]) -> bool {
-    let known: HashMap<ContentHash, u32> = base.iter().map(|c| (c.content, c.len)).collect();
-    let (mut total, mut old) = (0u64, 0u64);
-    for (content, len) in scanned {
-        total += u64::from(*len);
-        if known.get(content) == Some(len) {
-            old += u64::from(*len);
-        }
-    }
-    old * 2 >= total
-}
-
 /// For a file the scan has just chunked (`scanned`, taken at the stat the
-/// caller still sees) whose chunks are mostly `base`'s: those (same content
-/// hash and length) are named, neither read nor sealed, and the reader
+/// caller still sees) whose chunks are mostly `base`'s
+/// ([`BaseChunks::cover_most`]): those (same content hash and length) are
+/// named, neither read nor sealed, and the reader
 /// seeks past them. Each other chunk is read where the list puts it,
 /// checked against the content hash the scan found, and sealed; one that
 /// no longer matches, or ends early, is [`IngestError::Changed`]. (A change
@@ -165,20 +185,19 @@ pub fn mostly_known(base: &[ChunkRef], scanned: &[(ContentHash, u32)]) -> bool {
 pub fn ingest_changed<F>(
     reader: &mut dyn ReadFile,
     keys: &AccountKeys,
-    base: &[ChunkRef],
+    base: &BaseChunks,
     scanned: &[(ContentHash, u32)],
     mut sink: F,
 ) -> Result<IngestSummary, IngestError>
 where
     F: FnMut(Ingested) -> Result<(), String>,
 {
-    let known: HashMap<ContentHash, ChunkRef> = base.iter().map(|c| (c.content, *c)).collect();
     let mut summary = IngestSummary::default();
     let (mut offset, mut at) = (0u64, 0u64);
     for &(content, len) in scanned {
-        let item = match known.get(&content) {
-            Some(r) if r.len == len => Ingested::Known(*r),
-            _ => {
+        let item = match base.get(&content, len) {
+            Some(r) => Ingested::Known(r),
+            None => {
                 if at != offset {
                     reader.seek(SeekFrom::Start(offset))?;
                 }
@@ -338,7 +357,7 @@ mod tests {
         wrong.iter_mut().step_by(3).for_each(|(_, len)| *len += 2);
         for list in [scanned, wrong] {
             let mut got = Vec::new();
-            ingest_skipping(&input[..], &keys, SMALL, 2, &[], Some(list), |c| {
+            ingest_skipping(&input[..], &keys, SMALL, 2, &BaseChunks::new(Vec::new()), Some(list), |c| {
                 match c {
                     Ingested::Sealed(c) => got.push((c.offset, c.sealed.id())),
                     Ingested::Known(_) => panic!("nothing is known without a base"),
@@ -402,7 +421,7 @@ mod tests {
     struct Edit {
         keys: AccountKeys,
         old: Vec<u8>,
-        base: Vec<ChunkRef>,
+        base: BaseChunks,
         new: Vec<u8>,
         scanned: Vec<(ContentHash, u32)>,
     }
@@ -414,13 +433,13 @@ mod tests {
         let mut new = old.clone();
         new[at] ^= 1;
         let (scanned, _) = lists(&keys, &new);
-        Edit { keys, old, base, new, scanned }
+        Edit { keys, old, base: BaseChunks::new(base), new, scanned }
     }
 
     #[test]
     fn an_edit_is_read_only_where_it_changed() {
         let Edit { keys, old, base, new, scanned } = edited(2 << 20);
-        assert!(mostly_known(&base, &scanned));
+        assert!(base.cover_most(&scanned));
         let mut reader = Counting { inner: io::Cursor::new(new.clone()), read: 0 };
         let mut got = Vec::new();
         let summary = ingest_changed(&mut reader, &keys, &base, &scanned, |c| {
@@ -446,7 +465,7 @@ mod tests {
         assert_eq!(summary.bytes, sealed_bytes);
         // Another file shares nothing with the old one's list.
         let other: Vec<u8> = old.iter().rev().copied().collect();
-        assert!(!mostly_known(&base, &lists(&keys, &other).0));
+        assert!(!base.cover_most(&lists(&keys, &other).0));
     }
 
     #[test]

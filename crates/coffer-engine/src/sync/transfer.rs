@@ -19,7 +19,7 @@ use futures::stream::{self, StreamExt};
 use super::{Engine, EngineError};
 use crate::chunker::{RawChunk, StreamChunker};
 use crate::fs::Stat;
-use crate::ingest::{ingest_changed, ingest_skipping, mostly_known, seal_chunk, IngestError, Ingested};
+use crate::ingest::{ingest_changed, ingest_skipping, seal_chunk, BaseChunks, IngestError, Ingested};
 use crate::model::{ChunkRef, FileHash, RelPath};
 use crate::plan::Op;
 use crate::remote::{Remote, RemoteError};
@@ -227,13 +227,13 @@ impl<R: Remote> Engine<R> {
         // bounded channel so the upload can proceed while reading goes on.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(4);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let base = base.to_vec();
+        let base = BaseChunks::new(base.to_vec());
         let scanned = self.scan_list(path, expect);
         let reading = tokio::task::spawn_blocking(move || {
             let sink = |c| tx.blocking_send(c).map_err(|_| "upload stopped".to_string());
             match scanned {
                 // An edit the scan has just read: only what changed is read again.
-                Some(list) if mostly_known(&base, &list) => {
+                Some(list) if base.cover_most(&list) => {
                     ingest_changed(&mut reader, &keys, &base, &list, sink)
                 }
                 scanned => ingest_skipping(reader, &keys, params, workers, &base, scanned, sink),
