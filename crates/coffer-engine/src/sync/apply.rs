@@ -117,7 +117,8 @@ impl<R: Remote> Engine<R> {
             }
             prepared?;
             if !pending.is_empty() {
-                committing = Some(self.commit_batch(batcher.take(), std::mem::take(&mut pending)).boxed());
+                committing =
+                    Some(self.commit_batch(batcher.split_off(), std::mem::take(&mut pending)).boxed());
             }
         }
         if let Some(job) = committing {
@@ -462,24 +463,25 @@ impl<R: Remote> Engine<R> {
         pending: &mut Vec<Pending>,
         report: &mut RoundReport,
     ) -> Result<(), EngineError> {
-        report.absorb(self.commit_batch(batcher.take(), std::mem::take(pending)).await?);
+        report.absorb(self.commit_batch(batcher.split_off(), std::mem::take(pending)).await?);
         Ok(())
     }
 
-    /// Sends `chunks` and the list pieces of `batch`, then commits
-    /// `batch`'s changes; records what the store accepted. Returns what it
-    /// did (uploads, deletions, refusals, bytes sent) for the round's report.
+    /// Sends the chunks queued on `sender` and the list pieces of `batch`,
+    /// then commits `batch`'s changes; records what the store accepted.
+    /// Returns what it did (uploads, deletions, refusals, bytes sent) for
+    /// the round's report.
     async fn commit_batch(
         &self,
-        chunks: Vec<SealedChunk>,
+        mut sender: ChunkBatcher<'_, R>,
         mut batch: Vec<Pending>,
     ) -> Result<RoundReport, EngineError> {
         let started = Instant::now();
         let mut report = RoundReport::default();
-        let mut sender = ChunkBatcher::new(&self.remote);
-        let pieces = batch.iter_mut().flat_map(|p| std::mem::take(&mut p.pieces));
-        for c in chunks.into_iter().chain(pieces.collect::<Vec<_>>()) {
-            sender.add(c).await?;
+        for p in &mut batch {
+            for piece in std::mem::take(&mut p.pieces) {
+                sender.add(piece).await?;
+            }
         }
         sender.flush().await?;
         report.sent_bytes = sender.sent_bytes;

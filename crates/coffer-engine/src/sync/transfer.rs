@@ -142,10 +142,15 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
         Ok(())
     }
 
-    /// Takes what is queued, unsent (to send in a batch of its own).
-    pub fn take(&mut self) -> Vec<SealedChunk> {
-        self.pending_bytes = 0;
-        std::mem::take(&mut self.pending)
+    /// Hands what is queued, unsent, to a batcher of its own (to send
+    /// apart, as a commit's batch); this one goes on empty.
+    pub fn split_off(&mut self) -> Self {
+        Self {
+            remote: self.remote,
+            pending: std::mem::take(&mut self.pending),
+            pending_bytes: std::mem::take(&mut self.pending_bytes),
+            sent_bytes: 0,
+        }
     }
 
     /// Sends whatever is queued that the store lacks.
