@@ -34,7 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -128,7 +128,10 @@ pub trait ReadFile: Read + Seek + Send {}
 
 impl<T: Read + Seek + Send> ReadFile for T {}
 
-/// A file being written by [`Fs::create_new`].
+/// A file being written by [`Fs::create_new`]. [`Write::flush`] also
+/// reports an error met writing earlier data out to the disk (see
+/// `RealWriteFile`): a caller that makes the file durable by its path
+/// ([`Fs::sync_files`]) flushes it first.
 pub trait WriteFile: Write + Send {
     /// Flushes data and metadata to stable storage (`fsync`).
     fn sync_all(&mut self) -> io::Result<()>;
@@ -137,6 +140,122 @@ pub trait WriteFile: Write + Send {
 impl WriteFile for std::fs::File {
     fn sync_all(&mut self) -> io::Result<()> {
         std::fs::File::sync_all(self)
+    }
+}
+
+/// A large new file on the real disk starts going to the disk once it holds
+/// this many bytes, while the rest is still being written.
+const WRITEBACK_START: u64 = 32 << 20;
+/// ... and again after each further this many bytes.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// A new file on the real disk ([`RealFs::create_new`]). Once it holds
+/// [`WRITEBACK_START`] bytes, a helper thread writes its data out to the
+/// disk (`fdatasync` on a clone of the descriptor) after every
+/// [`WRITEBACK_STEP`] more, so the disk works while the file is still being
+/// written and the fsync that makes it durable finds little left to do:
+/// for a 1 GiB download that fsync took about 0.3 s here.
+///
+/// An error the helper meets is returned by the next [`Write::flush`] or
+/// [`WriteFile::sync_all`], which wait for it. It must not be dropped: the
+/// kernel reports a writeback error once per open file, so after the
+/// helper has seen it, a later fsync of the same file would succeed. A
+/// caller that makes the file durable some other way (by path, with
+/// [`Fs::sync_files`]) flushes it first.
+struct RealWriteFile {
+    file: std::fs::File,
+    written: u64,
+    /// `written` when the helper was last asked to write out.
+    asked_at: u64,
+    start: u64,
+    step: u64,
+    writeback: Option<Writeback>,
+    /// What the helper runs; `None` for a plain `fdatasync` of a clone.
+    sync: Option<Box<dyn FnMut() -> io::Result<()> + Send>>,
+}
+
+/// The helper thread of a [`RealWriteFile`].
+struct Writeback {
+    more: mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl RealWriteFile {
+    fn new(file: std::fs::File) -> Self {
+        Self {
+            file,
+            written: 0,
+            asked_at: 0,
+            start: WRITEBACK_START,
+            step: WRITEBACK_STEP,
+            writeback: None,
+            sync: None,
+        }
+    }
+
+    /// Asks the helper (started now if need be) to write out what is there.
+    fn ask_writeback(&mut self) {
+        self.asked_at = self.written;
+        if self.writeback.is_none() {
+            let mut sync = match self.sync.take() {
+                Some(sync) => sync,
+                None => match self.file.try_clone() {
+                    Ok(clone) => Box::new(move || clone.sync_data()),
+                    // No early writeback, then: the final fsync does it all.
+                    Err(_) => return,
+                },
+            };
+            // One pending request at most: while the helper writes out, more
+            // requests fold into the one it takes next.
+            let (more, requests) = mpsc::sync_channel::<()>(1);
+            let thread = std::thread::Builder::new().name("coffer-writeback".into()).spawn(move || {
+                // Ends when the file is flushed or dropped (the sender goes).
+                for () in requests {
+                    sync()?;
+                }
+                Ok(())
+            });
+            match thread {
+                Ok(thread) => self.writeback = Some(Writeback { more, thread }),
+                Err(_) => return,
+            }
+        }
+        if let Some(w) = &self.writeback {
+            // Full: a request is pending already. Disconnected: the helper
+            // stopped at an error, which `finish_writeback` returns.
+            let _ = w.more.try_send(());
+        }
+    }
+
+    /// Stops the helper, after the write-out it is doing; its error if any.
+    fn finish_writeback(&mut self) -> io::Result<()> {
+        let Some(Writeback { more, thread }) = self.writeback.take() else { return Ok(()) };
+        drop(more);
+        thread.join().unwrap_or_else(|_| Err(io::Error::other("the writeback thread panicked")))
+    }
+}
+
+impl Write for RealWriteFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written >= self.start && self.written >= self.asked_at + self.step {
+            self.ask_writeback();
+        }
+        Ok(n)
+    }
+
+    /// Also waits for the early writeback, and returns its error.
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.finish_writeback()
+    }
+}
+
+impl WriteFile for RealWriteFile {
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.finish_writeback()?;
+        self.file.sync_all()
     }
 }
 
@@ -282,7 +401,7 @@ impl Fs for RealFs {
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
         let f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-        Ok(Box::new(f))
+        Ok(Box::new(RealWriteFile::new(f)))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -1120,5 +1239,70 @@ mod tests {
         assert_eq!(RealFs.open_read(&fifo).err().unwrap().kind(), io::ErrorKind::InvalidInput);
         let a = SystemClock.now_ns();
         assert!(a > 1_700_000_000_000_000_000);
+    }
+
+    /// A new real file that writes itself out early every 4 KiB from 8 KiB
+    /// on, with `sync` counting (or failing) each write-out.
+    fn early(dir: &Path, sync: impl FnMut() -> io::Result<()> + Send + 'static) -> RealWriteFile {
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(dir.join("big")).unwrap();
+        RealWriteFile {
+            start: 8 << 10,
+            step: 4 << 10,
+            sync: Some(Box::new(sync)),
+            ..RealWriteFile::new(file)
+        }
+    }
+
+    #[test]
+    fn a_large_new_file_is_written_out_while_it_is_written() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let mut w = early(dir.path(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let data: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+        // Below the start nothing is written out early.
+        w.write_all(&data[..6 << 10]).unwrap();
+        assert!(w.writeback.is_none());
+        for piece in data[6 << 10..].chunks(1000) {
+            w.write_all(piece).unwrap();
+        }
+        w.flush().unwrap();
+        assert!(w.writeback.is_none(), "flush waits for the helper and stops it");
+        // At least the first request; more fold into one while it runs.
+        let n = calls.load(Ordering::SeqCst);
+        assert!((1..=14).contains(&n), "{n} write-outs");
+        drop(w);
+        assert_eq!(std::fs::read(dir.path().join("big")).unwrap(), data);
+
+        // The real helper (fdatasync of a clone) on the real path.
+        let path = dir.path().join("real");
+        let mut w = RealFs.create_new(&path).unwrap();
+        let block = vec![7u8; 1 << 20];
+        for _ in 0..(WRITEBACK_START >> 20) + 2 {
+            w.write_all(&block).unwrap();
+        }
+        w.flush().unwrap();
+        w.sync_all().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), WRITEBACK_START + (2 << 20));
+    }
+
+    #[test]
+    fn an_error_writing_out_early_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = || Err(io::Error::other("disk on fire"));
+        let mut w = early(dir.path(), failing);
+        w.write_all(&[1u8; 32 << 10]).unwrap();
+        let e = w.flush().unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
+
+        // sync_all waits for it too.
+        std::fs::remove_file(dir.path().join("big")).unwrap();
+        let mut w = early(dir.path(), failing);
+        w.write_all(&[1u8; 32 << 10]).unwrap();
+        assert_eq!(w.sync_all().unwrap_err().to_string(), "disk on fire");
     }
 }

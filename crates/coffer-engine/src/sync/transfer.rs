@@ -461,6 +461,9 @@ impl<R: Remote> Engine<R> {
             self.progressed(plain.len() as u64);
             i += 1;
         }
+        // Waits for the data written out early (a large file on the real
+        // disk), whose error the durability step by path would not see.
+        file.flush()?;
         fail::fail_point!("download-temp-written");
         Ok(())
     }
