@@ -30,7 +30,7 @@ pub struct Args {
     chunk_kib: ChunkerParams,
 }
 
-fn parse_sizes(s: &str) -> Result<ChunkerParams, String> {
+pub fn parse_sizes(s: &str) -> Result<ChunkerParams, String> {
     let v: Vec<usize> = s
         .split(',')
         .map(|x| x.trim().parse::<usize>().map(|k| k << 10))

@@ -40,13 +40,14 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// 32 KiB / 128 KiB / 512 KiB, tuned with the side-by-side benchmark
-    /// (docs/benchmarks.md): a one-byte edit of a 1 GiB file costs about
-    /// 0.4 MB on the wire (median, both links) against 4.2 MB with 1 MiB
-    /// chunks, for no measurable loss in W1; 64 KiB chunks cost about
-    /// 0.3 MB but 25–30 % in W1 and twice the store's objects.
+    /// 32 KiB / 112 KiB / 512 KiB, tuned with the side-by-side benchmark
+    /// and `coffer-bench chunk-sizes` (docs/benchmarks.md). A one-byte edit
+    /// resends the chunk it falls in on both links: with these sizes that
+    /// chunk has a median of 137 KiB (152 KiB with a 128 KiB average, 4 MiB
+    /// with 1 MiB chunks) over 135 KiB chunks on average. 64 KiB chunks
+    /// halve it, but cost about 12 % in W1 and twice the store's objects.
     fn default() -> Self {
-        Self { min: 32 << 10, avg: 128 << 10, max: 512 << 10 }
+        Self { min: 32 << 10, avg: 112 << 10, max: 512 << 10 }
     }
 }
 
