@@ -305,7 +305,10 @@ impl<R: Read> StreamChunker<R> {
         Ok(())
     }
 
-    fn next_chunk(&mut self) -> io::Result<Option<RawChunk>> {
+    /// Finds the next chunk: its length and, when a hint gave it, its
+    /// content hash. Its bytes are `buf[start..start + len]`; [`Self::consume`]
+    /// moves past them.
+    fn next_span(&mut self) -> io::Result<Option<(usize, Option<ContentHash>)>> {
         self.fill()?;
         let avail = &self.buf[self.start..self.end];
         if avail.is_empty() {
@@ -314,10 +317,7 @@ impl<R: Read> StreamChunker<R> {
         if let Some(hints) = self.hints.as_mut() {
             let cutter = Cutter { params: self.params, masks: self.masks, gear: &self.gear.0 };
             if let Some((hash, len)) = hints.take(self.offset, avail, &cutter) {
-                let chunk = RawChunk { offset: self.offset, data: avail[..len].to_vec(), hash: Some(hash) };
-                self.start += len;
-                self.offset += len as u64;
-                return Ok(Some(chunk));
+                return Ok(Some((len, Some(hash))));
             }
         }
         let (mask_s, mask_l) = self.masks;
@@ -333,10 +333,31 @@ impl<R: Read> StreamChunker<R> {
             &self.gear.0,
             &self.gear.1,
         );
-        let chunk = RawChunk::new(self.offset, avail[..len].to_vec());
+        Ok(Some((len, None)))
+    }
+
+    fn consume(&mut self, len: usize) {
         self.start += len;
         self.offset += len as u64;
+    }
+
+    fn next_chunk(&mut self) -> io::Result<Option<RawChunk>> {
+        let Some((len, hash)) = self.next_span()? else { return Ok(None) };
+        let chunk =
+            RawChunk { offset: self.offset, data: self.buf[self.start..self.start + len].to_vec(), hash };
+        self.consume(len);
         Ok(Some(chunk))
+    }
+
+    /// The next chunk's keyed content hash and length, hashed where it lies
+    /// in the buffer: for a caller that needs no more (the scan), this
+    /// spares copying every byte of the file out.
+    pub fn next_hash(&mut self, key: &ChunkIdKey) -> io::Result<Option<(ContentHash, u32)>> {
+        let Some((len, hash)) = self.next_span()? else { return Ok(None) };
+        let hash = hash.unwrap_or_else(|| key.content_hash(&self.buf[self.start..self.start + len]));
+        self.consume(len);
+        // A chunk is at most `max` bytes, which FastCDC caps far below 4 GiB.
+        Ok(Some((hash, len as u32)))
     }
 }
 
@@ -558,6 +579,30 @@ mod tests {
                     assert_eq!(h, key().content_hash(&c.data));
                 }
             }
+        }
+    }
+
+    /// `next_hash` gives the iterator's chunks' hashes and lengths, with
+    /// hints and without, and stops at the end.
+    #[test]
+    fn next_hash_matches_the_chunks() {
+        let p = ChunkerParams::default();
+        let data = random(8 << 20, 5);
+        let before = chunk_all(&data, p, 4);
+        let mut edited = data.clone();
+        edited.splice(3 << 20..3 << 20, *b"0123456789");
+        let want: Vec<(ContentHash, u32)> = chunk_all(&edited, p, 4)
+            .iter()
+            .map(|c| (key().content_hash(&c.data), c.data.len() as u32))
+            .collect();
+        for hints in [None, Some(hints_of(&before))] {
+            let mut chunker = StreamChunker::new(&edited[..], p, &ChunkerSeed::from_u64(4)).with_hints(hints);
+            let mut got = Vec::new();
+            while let Some(c) = chunker.next_hash(&key()).unwrap() {
+                got.push(c);
+            }
+            assert_eq!(got, want);
+            assert!(chunker.next_hash(&key()).unwrap().is_none());
         }
     }
 

@@ -742,10 +742,9 @@ impl Scanner {
                 chunks.push((self.chunk_id.content_hash(&data), data.len() as u32));
             }
         } else {
-            for chunk in StreamChunker::new(&mut counting, self.params, &self.seed).with_hints(hints) {
-                let chunk = chunk.map_err(io_err)?;
-                // A chunk is at most `max` bytes, which FastCDC caps far below 4 GiB.
-                chunks.push((chunk.content_hash(&self.chunk_id), chunk.data.len() as u32));
+            let mut chunker = StreamChunker::new(&mut counting, self.params, &self.seed).with_hints(hints);
+            while let Some(chunk) = chunker.next_hash(&self.chunk_id).map_err(io_err)? {
+                chunks.push(chunk);
             }
         }
         let after = self.fs.symlink_metadata(path).map_err(io_err)?;
