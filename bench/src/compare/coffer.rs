@@ -174,7 +174,8 @@ pub fn probe(peer: &dyn Peer) -> anyhow::Result<()> {
     let mut e = measure::Expect::new();
     e.insert(rel.to_string(), measure::hash_file(&peer.root_a().join(rel))?);
     measure::wait_for(peer.root_b(), &e, Duration::from_secs(60), Duration::from_millis(10))
-        .with_context(|| format!("{} did not carry a first file", peer.name()))
+        .with_context(|| format!("{} did not carry a first file", peer.name()))?;
+    Ok(())
 }
 
 impl Peer for Coffer {

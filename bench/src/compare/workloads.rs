@@ -47,9 +47,9 @@ fn step(
     if !peer.live() {
         peer.propagate()?;
     }
-    measure::wait_for(peer.root_b(), expect, timeout, poll)
+    let arrived = measure::wait_for(peer.root_b(), expect, timeout, poll)
         .with_context(|| format!("{workload} on {}", peer.name()))?;
-    let wall_s = t0.elapsed().as_secs_f64();
+    let wall_s = arrived.saturating_duration_since(t0).as_secs_f64();
     let (wa1, wt1) = peer.wire();
     let u1 = peer.usage();
     results.samples.push(Sample {
