@@ -40,14 +40,14 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// 32 KiB / 112 KiB / 512 KiB, tuned with the side-by-side benchmark
+    /// 32 KiB / 96 KiB / 512 KiB, tuned with the side-by-side benchmark
     /// and `coffer-bench chunk-sizes` (docs/benchmarks.md). A one-byte edit
     /// resends the chunk it falls in on both links: with these sizes that
-    /// chunk has a median of 137 KiB (152 KiB with a 128 KiB average, 4 MiB
-    /// with 1 MiB chunks) over 135 KiB chunks on average. 64 KiB chunks
+    /// chunk has a median of 124 KiB (147 KiB with a 128 KiB average, 4 MiB
+    /// with 1 MiB chunks), over 123 KiB chunks on average. 64 KiB chunks
     /// halve it, but cost about 12 % in W1 and twice the store's objects.
     fn default() -> Self {
-        Self { min: 32 << 10, avg: 112 << 10, max: 512 << 10 }
+        Self { min: 32 << 10, avg: 96 << 10, max: 512 << 10 }
     }
 }
 
