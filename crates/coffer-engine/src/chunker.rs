@@ -40,14 +40,17 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// 32 KiB / 96 KiB / 512 KiB, tuned with the side-by-side benchmark
+    /// 32 KiB / 128 KiB / 512 KiB, tuned with the side-by-side benchmark
     /// and `coffer-bench chunk-sizes` (docs/benchmarks.md). A one-byte edit
     /// resends the chunk it falls in on both links: with these sizes that
-    /// chunk has a median of 124 KiB (147 KiB with a 128 KiB average, 4 MiB
-    /// with 1 MiB chunks), over 123 KiB chunks on average. 64 KiB chunks
-    /// halve it, but cost about 12 % in W1 and twice the store's objects.
+    /// chunk has a median of 147 KiB (about 2 MiB with 1 MiB chunks).
+    /// Smaller averages send less (96 KiB: 124 KiB for 18 % more chunks),
+    /// but the sizes cannot simply change: a file's hash is that of its
+    /// chunk list, so every device of an account must cut alike, and a
+    /// device's old lists (the chunker's hints) must have been cut with the
+    /// sizes in use. They stay until they are a setting of the account.
     fn default() -> Self {
-        Self { min: 32 << 10, avg: 96 << 10, max: 512 << 10 }
+        Self { min: 32 << 10, avg: 128 << 10, max: 512 << 10 }
     }
 }
 
