@@ -227,7 +227,9 @@ impl RealWriteFile {
         }
     }
 
-    /// Stops the helper, after the write-out it is doing; its error if any.
+    /// Stops the helper, after the write-outs it was asked for (the one it
+    /// is doing and at most one more); its error if any. A file dropped
+    /// without this leaves the helper to end on its own after those.
     fn finish_writeback(&mut self) -> io::Result<()> {
         let Some(Writeback { more, thread }) = self.writeback.take() else { return Ok(()) };
         drop(more);

@@ -365,8 +365,8 @@ impl<R: Remote> Engine<R> {
             // The list the file was synced with says where its chunks lie,
             // without reading it twice; every copied chunk is still checked
             // against its content hash below (and fetched if it differs).
-            // (A list cut with other chunk sizes shares no chunk with the
-            // new one: then the file is chunked again with today's.)
+            // (A list cut with other chunk sizes may share no chunk with
+            // the new one: then the file is chunked again with today's.)
             let needed: HashSet<ContentHash> = chunks.iter().map(|c| c.content).collect();
             let local = match synced.map(|l| offsets_of(&l)) {
                 Some(l) if l.iter().any(|(c, _, _)| needed.contains(c)) => l,
@@ -462,8 +462,11 @@ impl<R: Remote> Engine<R> {
             i += 1;
         }
         // Waits for the data written out early (a large file on the real
-        // disk), whose error the durability step by path would not see.
-        file.flush()?;
+        // disk), whose error the durability step by path would not see; on
+        // a blocking thread, as that can take a while on a slow disk.
+        tokio::task::spawn_blocking(move || file.flush())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
         fail::fail_point!("download-temp-written");
         Ok(())
     }
