@@ -11,8 +11,10 @@
 //!   moves and the chunks after it can shift too, until the cuts line up.
 //!
 //! The real chunker ([`StreamChunker`]) with an account's seed does the
-//! cutting; each edit is cut again from an old cut point 1 MiB before it to
-//! 3 MiB after it, which gives the same chunks as cutting the whole file.
+//! cutting; each edit is cut again from an old cut point at least 1 MiB
+//! before it to at least 3 MiB after it (FastCDC starts afresh at every
+//! cut, so up to the edit the chunks are the whole file's), and the last
+//! chunk, cut by the window's end, is not counted.
 
 use std::collections::HashSet;
 
@@ -31,7 +33,7 @@ pub struct Args {
     edits: usize,
     /// Sets of sizes to measure beside the default, in KiB, each
     /// min,avg,max; separated by spaces or semicolons.
-    #[arg(long, default_value = "32,128,512 32,112,512 32,80,512 16,64,256", value_parser = parse_list)]
+    #[arg(long, default_value = "32,112,512 32,96,512 32,80,512 16,64,256", value_parser = parse_list)]
     sizes: SizeList,
 }
 
@@ -46,9 +48,16 @@ fn parse_list(s: &str) -> Result<SizeList, String> {
         .map(SizeList)
 }
 
-/// How far before an edit cutting starts again, and after it stops.
+/// How far before an edit cutting starts again, and after it stops, at
+/// least: with large chunks, more (see `margins`).
 const BEFORE: usize = 1 << 20;
 const AFTER: usize = 3 << 20;
+
+/// (before, after) for chunks of at most `max` bytes: room for a few
+/// whole chunks on each side, the moved ones included.
+fn margins(max: usize) -> (usize, usize) {
+    (BEFORE.max(2 * max), AFTER.max(6 * max))
+}
 
 /// The kinds of edit, as the table names them.
 const KINDS: [&str; 3] = ["1 byte changed", "10 bytes inserted", "first byte of a chunk"];
@@ -73,6 +82,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             p.max >> 10,
             if p == ChunkerParams::default() { " (default)" } else { "" }
         );
+        let (before, after) = margins(p.max);
+        anyhow::ensure!(
+            data.len() > before + after + p.max + 64,
+            "--size-mib is too small for {} KiB chunks",
+            p.max >> 10
+        );
         let cuts = cut(&data, p, &seed).context("chunking the file")?;
         let mean = data.len() as f64 / cuts.len() as f64;
         let old: HashSet<&[u8]> = cuts.iter().map(|&(o, l)| &data[o..o + l]).collect();
@@ -81,15 +96,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let mut bytes = Vec::with_capacity(args.edits);
             let mut most = 0;
             for _ in 0..args.edits {
-                let mut at = rng.gen_range(BEFORE + 64..data.len() - AFTER);
+                // Room after `at` for the move to the next cut (at most `max`).
+                let mut at = rng.gen_range(before + 64..data.len() - after - p.max);
                 if kind == 2 {
                     // The next cut: the first byte of the chunk after it.
                     at = cuts.iter().map(|&(o, _)| o).find(|&o| o >= at).unwrap_or(at);
                 }
                 // Cutting starts again at the last old cut well before the edit.
                 let start =
-                    cuts.iter().map(|&(o, _)| o).take_while(|&o| o + BEFORE <= at).last().unwrap_or(0);
-                let mut window = data[start..at + AFTER].to_vec();
+                    cuts.iter().map(|&(o, _)| o).take_while(|&o| o + before <= at).last().unwrap_or(0);
+                let mut window = data[start..at + after].to_vec();
                 match kind {
                     1 => drop(window.splice(at - start..at - start, *b"0123456789")),
                     _ => window[at - start] ^= 1,
