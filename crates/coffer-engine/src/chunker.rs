@@ -44,7 +44,7 @@ impl Default for ChunkerParams {
     /// and `coffer-bench chunk-sizes` (docs/benchmarks.md). A one-byte edit
     /// resends the chunk it falls in on both links: with these sizes that
     /// chunk has a median of 147 KiB (about 2 MiB with 1 MiB chunks).
-    /// Smaller averages send less (96 KiB: 124 KiB for 18 % more chunks),
+    /// Smaller averages send less (96 KiB: 122 KiB for 18 % more chunks),
     /// but the sizes cannot simply change: a file's hash is that of its
     /// chunk list, so every device of an account must cut alike, and a
     /// device's old lists (the chunker's hints) must have been cut with the
