@@ -250,7 +250,7 @@ pub fn hash_file(p: &Path) -> anyhow::Result<(u64, blake3::Hash)> {
 ///
 /// That moment is the stat taken just before a file's content is hashed,
 /// when the stat is the same after the hash: the content was final then,
-/// and the hash (about 0.35 s for 1 GiB here, the same for every tool) is
+/// and the hash (about 0.25 s for 1 GiB here, the same for every tool) is
 /// the harness's own check, not the tool's time. A tool still writing in
 /// place changes the stat while it is hashed; then the file is polled again.
 /// With many files, the moment is when the last one in order was seen, so
