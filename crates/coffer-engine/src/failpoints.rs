@@ -23,6 +23,11 @@
 //! in the trash), `download-after-rename` (in place, the index does not
 //! know), `download-after-index` (marked synced, the stat cache not updated).
 //!
+//! One more is not a crash point but an error: `writeback-error` makes the
+//! early writeback of a large new file fail (`FAILPOINTS=writeback-error=return`),
+//! as a failing disk would, to check that the error fails the download
+//! rather than being lost (`fs.rs`, `RealWriteFile`).
+//!
 //! [`install_from_env`] (with the feature) arms them for one process:
 //! `COFFER_KILL_AT=name` or `name@N` kills the process with SIGKILL at the
 //! N-th time it passes `name` (default 1); `FAILPOINTS` takes the `fail`

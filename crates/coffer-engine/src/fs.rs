@@ -200,7 +200,13 @@ impl RealWriteFile {
             let mut sync = match self.sync.take() {
                 Some(sync) => sync,
                 None => match self.file.try_clone() {
-                    Ok(clone) => Box::new(move || clone.sync_data()),
+                    Ok(clone) => Box::new(move || {
+                        // The disk failing a write-out (an error test, not a crash point).
+                        fail::fail_point!("writeback-error", |_| Err(io::Error::other(
+                            "writing the file out to the disk failed (injected)"
+                        )));
+                        clone.sync_data()
+                    }),
                     // No early writeback, then: the final fsync does it all.
                     Err(_) => return,
                 },

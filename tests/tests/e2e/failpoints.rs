@@ -45,6 +45,10 @@ const DOWNLOAD: &[&str] = &[
     "download-after-index@2",
 ];
 
+/// Failpoints that inject an error instead of marking a crash point, each
+/// with its own test below.
+const ERRORS: &[&str] = &["writeback-error"];
+
 /// Every version written at each path, oldest first.
 #[derive(Default)]
 struct Written(BTreeMap<String, Vec<Vec<u8>>>);
@@ -233,10 +237,42 @@ fn every_failpoint_in_the_engine_has_a_crash_test() {
             }
         }
     }
-    let tested: BTreeSet<String> =
-        UPLOAD.iter().chain(DOWNLOAD).map(|f| f.split('@').next().expect("name").to_string()).collect();
-    assert_eq!(in_engine.len(), 12, "failpoints in the engine: {in_engine:?}");
+    let tested: BTreeSet<String> = UPLOAD
+        .iter()
+        .chain(DOWNLOAD)
+        .chain(ERRORS)
+        .map(|f| f.split('@').next().expect("name").to_string())
+        .collect();
+    assert_eq!(in_engine.len(), 13, "failpoints in the engine: {in_engine:?}");
     assert_eq!(in_engine, tested, "each failpoint in the engine needs a crash test here, and only those");
+}
+
+/// The disk fails to write out a large download while it is being written
+/// (the early writeback, from 32 MiB on): the kernel reports such an error
+/// once per open file, so the download must take it from the writeback
+/// itself. B places nothing, keeps no temp file, and takes the file whole
+/// on its next sync.
+#[test]
+fn a_failed_early_writeback_fails_the_download() {
+    let server = Server::start();
+    let (a, b) = devices(&server);
+    let mut w = Written::default();
+    w.put(&a, "large.bin", random_bytes(48 << 20, 7));
+    a.sync();
+    assert!(ERRORS.contains(&"writeback-error"));
+    let out = b
+        .command_of(&coffer_e2e::failpoints_bin())
+        .args(["sync", b.root.to_str().expect("utf-8"), "--once"])
+        .env("FAILPOINTS", "writeback-error=return")
+        .output()
+        .expect("run coffer-failpoints");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "the sync succeeded: {said}");
+    assert!(said.contains("large.bin"), "the failed file is not named: {said}");
+    assert!(!b.root.join("large.bin").exists(), "a file whose write-out failed was placed");
+    no_temp_files(&b);
+    b.sync();
+    converged_and_nothing_lost(&server, &a, &b, &w);
 }
 
 /// Killed after the store applied its commit, before recording it; the user
