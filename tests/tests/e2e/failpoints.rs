@@ -15,7 +15,10 @@
 //!
 //! Every `fail_point!` in the engine has a test here:
 //! `every_failpoint_in_the_engine_has_a_crash_test` reads the engine's
-//! sources and fails on one without.
+//! sources and fails on one without. One failpoint injects an error
+//! instead of marking a crash point (`writeback-error`, a failed early
+//! write-out of a large download); its test is
+//! `a_failed_early_writeback_fails_the_download`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
