@@ -63,6 +63,22 @@ impl Proxy {
     }
 }
 
+/// One read into `buf`, counted; `None` at the end of the stream or on an
+/// error (either ends the pump).
+async fn read_counted(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut [u8],
+    counter: &AtomicU64,
+) -> Option<usize> {
+    match from.read(buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            Some(n)
+        }
+    }
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -71,15 +87,9 @@ async fn pump(
 ) {
     if delay.is_zero() {
         let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match from.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    if to.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
+        while let Some(n) = read_counted(&mut from, &mut buf, &counter).await {
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
             }
         }
         let _ = to.shutdown().await;
@@ -90,16 +100,10 @@ async fn pump(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(256);
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    let due = tokio::time::Instant::now() + delay;
-                    if tx.send((due, buf[..n].to_vec())).await.is_err() {
-                        break;
-                    }
-                }
+        while let Some(n) = read_counted(&mut from, &mut buf, &counter).await {
+            let due = tokio::time::Instant::now() + delay;
+            if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                break;
             }
         }
     });
