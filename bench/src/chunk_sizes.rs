@@ -91,6 +91,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let cuts = cut(&data, p, &seed).context("chunking the file")?;
         let mean = data.len() as f64 / cuts.len() as f64;
         let old: HashSet<&[u8]> = cuts.iter().map(|&(o, l)| &data[o..o + l]).collect();
+        let starts: Vec<usize> = cuts.iter().map(|&(o, _)| o).collect();
         for (kind, label) in KINDS.iter().enumerate() {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7 + kind as u64);
             let mut bytes = Vec::with_capacity(args.edits);
@@ -100,11 +101,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 let mut at = rng.gen_range(before + 64..data.len() - after - p.max);
                 if kind == 2 {
                     // The next cut: the first byte of the chunk after it.
-                    at = cuts.iter().map(|&(o, _)| o).find(|&o| o >= at).unwrap_or(at);
+                    at = starts.get(starts.partition_point(|&o| o < at)).copied().unwrap_or(at);
                 }
-                // Cutting starts again at the last old cut well before the edit.
-                let start =
-                    cuts.iter().map(|&(o, _)| o).take_while(|&o| o + before <= at).last().unwrap_or(0);
+                // Cutting starts again at the last old cut well before the edit
+                // (the first chunk starts at 0, which is well before).
+                let start = starts[starts.partition_point(|&o| o + before <= at).saturating_sub(1)];
                 let mut window = data[start..at + after].to_vec();
                 match kind {
                     1 => drop(window.splice(at - start..at - start, *b"0123456789")),
