@@ -155,6 +155,9 @@ pub struct Hostile {
     pub rollback_to: Option<Cursor>,
     /// Flip a byte of every chunk served.
     pub tamper_chunks: bool,
+    /// Not an attack: how many changes journal pages have carried to this
+    /// session so far (what a test reads to see what a device pulls).
+    pub sent_changes: usize,
 }
 
 /// One device's session with the in-process store.
@@ -293,6 +296,7 @@ impl Remote for SimRemote {
             if let Some(c) = h.rollback_to {
                 page.cursor = c;
             }
+            h.sent_changes += page.changes.len();
         }
         Ok(page)
     }
@@ -300,7 +304,11 @@ impl Remote for SimRemote {
     async fn wait_journal(&self, after: Cursor, _timeout: Duration) -> Result<JournalPage, RemoteError> {
         // Simulated time does not pass while waiting: answer at once.
         self.gate("wait_journal")?;
-        self.service.journal(self.caller, after, None).await.map_err(api)
+        let page = self.service.journal(self.caller, after, None).await.map_err(api)?;
+        if let Ok(mut h) = self.hostile.lock() {
+            h.sent_changes += page.changes.len();
+        }
+        Ok(page)
     }
 
     async fn snapshot(

@@ -245,3 +245,35 @@ fn crashes_during_downloads_replay_identically() {
         }
     }
 }
+
+/// A device does not pull its own commits back: when nothing else landed
+/// between, the commit moves the cursor past them. A change from another
+/// device in between still arrives, and with it the device's own.
+#[test]
+fn a_device_does_not_pull_its_own_commits_back() {
+    let (rt, config) = world(2);
+    rt.block_on(async {
+        let mut w = World::new(config).await.unwrap();
+        w.sync(0).await.unwrap();
+        w.sync(1).await.unwrap();
+        let sent = |w: &World, d: usize| w.hostile(d).lock().unwrap().sent_changes;
+        w.write(0, "a.txt", b"from dev0").unwrap();
+        w.write(0, "d/b.txt", b"also from dev0").unwrap();
+        w.sync(0).await.unwrap();
+        w.sync(0).await.unwrap();
+        assert_eq!(sent(&w, 0), 0, "dev0 got its own changes back\n{:#?}", w.log());
+        w.sync(1).await.unwrap();
+        assert_eq!(sent(&w, 1), 3, "dev1 gets the folder and both files\n{:#?}", w.log());
+
+        // dev1 commits, then dev0 commits before pulling: its commit is not
+        // next in line, so its cursor stays and the pull brings both.
+        w.write(1, "c.txt", b"from dev1").unwrap();
+        w.sync(1).await.unwrap();
+        assert_eq!(sent(&w, 1), 3, "{:#?}", w.log());
+        w.write(0, "a.txt", b"edited on dev0").unwrap();
+        w.sync(0).await.unwrap();
+        w.converge_and_check().await.map_err(|e| format!("{e}\n{:#?}", w.log())).unwrap();
+        assert!(sent(&w, 0) >= 1, "dev0 must still hear of dev1's change\n{:#?}", w.log());
+        assert_eq!(w.files(0)["c.txt"].as_deref(), Some(&b"from dev1"[..]), "{:#?}", w.log());
+    });
+}

@@ -499,9 +499,11 @@ impl<R: Remote> Engine<R> {
         let mut remote_rows = Vec::new();
         let mut refused = Vec::new();
         let mut synced_rows = Vec::new();
+        let mut seqs = Vec::new();
         for (p, result) in batch.into_iter().zip(resp.results) {
             match result {
-                ChangeResult::Applied { revision, .. } => {
+                ChangeResult::Applied { revision, seq, .. } => {
+                    seqs.push(seq);
                     let live = p.synced.as_ref().map(|s| RemoteLive {
                         node: s.node.clone(),
                         chunks: s.chunks.clone(),
@@ -545,8 +547,10 @@ impl<R: Remote> Engine<R> {
                 }
             }
         }
-        // One transaction for the whole request (it was one per file).
-        self.index.record_commit(&synced_rows, &remote_rows)?;
+        // One transaction for the whole request (it was one per file), which
+        // also moves the cursor past these changes if nothing else came
+        // between: the journal would only echo what is recorded here.
+        self.index.record_commit(&synced_rows, &remote_rows, &seqs)?;
         fail::fail_point!("upload-after-index");
         self.settle_in_flight(&noted, &refused)?;
         tracing::debug!(
