@@ -264,7 +264,16 @@ async fn drive(args: &Args, url: &str, stats: &ServerStats, fd_limit: u64) -> an
             let master = MasterKey::generate(&mut rng);
             let name = format!("load-{i}-{}", std::process::id());
             let ksf = KsfParams::INSECURE_FAST;
-            accounts.signup(&mut rng, &name, "load test password", &master, &ksf).await?;
+            accounts
+                .signup(
+                    &mut rng,
+                    &name,
+                    "load test password",
+                    &master,
+                    &coffer_engine::settings::AccountSettings::for_new_account(),
+                    &ksf,
+                )
+                .await?;
             let device = DeviceId::from_bytes([(i % 251) as u8; 16]);
             let done = accounts.login(&mut rng, &name, "load test password", device, &ksf).await?;
             anyhow::Ok(done.remote)

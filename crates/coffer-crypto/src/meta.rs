@@ -6,10 +6,14 @@
 //! therefore cannot move metadata to another entry or replay an old revision
 //! as a new one: it would fail to open.
 //!
+//! The account's settings are sealed the same way under the same key, with
+//! the associated data `"coffer settings v1"` alone: one value per account,
+//! which the store can neither alter nor pass off as metadata.
+//!
 //! Random nonces under one key are safe up to about 2^32 seals; an account
 //! that commits a million changes a day would need ten thousand years.
 
-use coffer_proto::{EntryId, Revision, SealedMeta};
+use coffer_proto::{EntryId, Revision, SealedMeta, SealedSettings};
 use rand_core::CryptoRngCore;
 
 use crate::aead::{open_in_place, seal_in_place, TAG_LEN};
@@ -18,6 +22,7 @@ use crate::{CryptoError, MetaKey};
 /// Version byte of the sealed metadata format.
 pub const META_VERSION: u8 = 1;
 const META_LABEL: &[u8] = b"coffer meta v1";
+const SETTINGS_LABEL: &[u8] = b"coffer settings v1";
 const HEADER: usize = 1 + 12;
 
 fn aad(entry: &EntryId, revision: Revision) -> [u8; 14 + 32 + 8] {
@@ -37,15 +42,7 @@ impl MetaKey {
         revision: Revision,
         plaintext: &[u8],
     ) -> SealedMeta {
-        let mut nonce = [0u8; 12];
-        rng.fill_bytes(&mut nonce);
-        let mut out = Vec::with_capacity(HEADER + plaintext.len() + 16);
-        out.push(META_VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let tag = seal_in_place(self.expose_secret(), nonce, &aad(entry, revision), &mut out[HEADER..]);
-        out.extend_from_slice(&tag);
-        SealedMeta::from_sealed_bytes(out)
+        SealedMeta::from_sealed_bytes(self.seal_with(rng, &aad(entry, revision), plaintext))
     }
 
     /// Opens metadata that the store says belongs to `entry` at `revision`.
@@ -55,20 +52,45 @@ impl MetaKey {
         revision: Revision,
         sealed: &SealedMeta,
     ) -> Result<Vec<u8>, CryptoError> {
-        let bytes = sealed.as_bytes();
-        let &version =
-            bytes.first().ok_or(CryptoError::Malformed { what: "sealed metadata", why: "empty" })?;
+        self.open_with(&aad(entry, revision), sealed.as_bytes(), "sealed metadata")
+    }
+
+    /// Seals the account's settings: the same format as metadata, with the
+    /// associated data `"coffer settings v1"` (so neither opens as the other).
+    pub fn seal_settings(&self, rng: &mut impl CryptoRngCore, plaintext: &[u8]) -> SealedSettings {
+        SealedSettings::from_sealed_bytes(self.seal_with(rng, SETTINGS_LABEL, plaintext))
+    }
+
+    /// Opens the account's settings.
+    pub fn open_settings(&self, sealed: &SealedSettings) -> Result<Vec<u8>, CryptoError> {
+        self.open_with(SETTINGS_LABEL, sealed.as_bytes(), "sealed settings")
+    }
+
+    fn seal_with(&self, rng: &mut impl CryptoRngCore, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        rng.fill_bytes(&mut nonce);
+        let mut out = Vec::with_capacity(HEADER + plaintext.len() + 16);
+        out.push(META_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = seal_in_place(self.expose_secret(), nonce, aad, &mut out[HEADER..]);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    fn open_with(&self, aad: &[u8], bytes: &[u8], what: &'static str) -> Result<Vec<u8>, CryptoError> {
+        let &version = bytes.first().ok_or(CryptoError::Malformed { what, why: "empty" })?;
         if version != META_VERSION {
             return Err(CryptoError::UnsupportedVersion { found: version, expected: META_VERSION });
         }
         if bytes.len() < HEADER + TAG_LEN {
-            return Err(CryptoError::Malformed { what: "sealed metadata", why: "too short" });
+            return Err(CryptoError::Malformed { what, why: "too short" });
         }
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&bytes[1..HEADER]);
         let (body, tag) = bytes[HEADER..].split_at(bytes.len() - HEADER - TAG_LEN);
         let mut plain = body.to_vec();
-        open_in_place(self.expose_secret(), nonce, &aad(entry, revision), &mut plain, tag)
+        open_in_place(self.expose_secret(), nonce, aad, &mut plain, tag)
             .map_err(|()| CryptoError::Authentication)?;
         Ok(plain)
     }
@@ -136,6 +158,24 @@ mod tests {
         let a = key().seal(&mut rng, &entry(1), Revision(1), b"same");
         let b = key().seal(&mut rng, &entry(1), Revision(1), b"same");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn settings_open_only_as_settings_of_this_account() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let sealed = key().seal_settings(&mut rng, b"{\"chunk_sizes\":[1,2,3]}");
+        assert_eq!(key().open_settings(&sealed).unwrap(), b"{\"chunk_sizes\":[1,2,3]}");
+        let other = MasterKey::from_bytes([10; 32]).derive().meta;
+        assert_eq!(other.open_settings(&sealed), Err(CryptoError::Authentication));
+        let as_meta = SealedMeta::from_sealed_bytes(sealed.as_bytes().to_vec());
+        assert!(key().open(&entry(0), Revision(0), &as_meta).is_err(), "settings opened as metadata");
+        let meta = key().seal(&mut rng, &entry(0), Revision(0), b"meta");
+        let as_settings = SealedSettings::from_sealed_bytes(meta.into_bytes());
+        assert!(key().open_settings(&as_settings).is_err(), "metadata opened as settings");
+        let mut bad = sealed.into_bytes();
+        bad[20] ^= 1;
+        assert!(key().open_settings(&SealedSettings::from_sealed_bytes(bad)).is_err());
+        assert!(key().open_settings(&SealedSettings::from_sealed_bytes(vec![])).is_err());
     }
 
     proptest! {

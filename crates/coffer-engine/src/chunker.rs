@@ -40,21 +40,22 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// 32 KiB / 128 KiB / 512 KiB, tuned with the side-by-side benchmark
-    /// and `coffer-bench chunk-sizes` (docs/benchmarks.md). A one-byte edit
-    /// resends the chunk it falls in on both links: with these sizes that
-    /// chunk has a median of 147 KiB (about 2 MiB with 1 MiB chunks).
-    /// Smaller averages send less (96 KiB: 122 KiB for 18 % more chunks),
-    /// but the sizes cannot simply change: a file's hash is that of its
-    /// chunk list, so every device of an account must cut alike, and a
-    /// device's old lists (the chunker's hints) must have been cut with the
-    /// sizes in use. They stay until they are a setting of the account.
+    /// The sizes a new account gets (its settings keep them; see
+    /// [`crate::settings`]), tuned with the side-by-side benchmark and
+    /// `coffer-bench chunk-sizes` (docs/benchmarks.md). A one-byte edit
+    /// resends the chunk it falls in on both links, so the average sets
+    /// what an edit costs; the number of chunks a file has is the price.
     fn default() -> Self {
-        Self { min: 32 << 10, avg: 128 << 10, max: 512 << 10 }
+        Self::LEGACY
     }
 }
 
 impl ChunkerParams {
+    /// 32 KiB / 128 KiB / 512 KiB: the sizes of every account made before
+    /// the sizes were a setting of the account. With them the chunk a
+    /// one-byte edit falls in has a median of 147 KiB.
+    pub const LEGACY: Self = Self { min: 32 << 10, avg: 128 << 10, max: 512 << 10 };
+
     /// Checks the bounds against what FastCDC supports.
     pub fn validate(&self) -> Result<(), &'static str> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};

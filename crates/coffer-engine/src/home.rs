@@ -26,6 +26,9 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::chunker::ChunkerParams;
+use crate::settings::AccountSettings;
+
 /// Errors reading or writing the home folder.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
@@ -71,6 +74,8 @@ pub struct Credentials {
     pub token: SessionToken,
     /// The account's master key.
     pub master: MasterKey,
+    /// The account's settings, as the login opened them.
+    pub settings: AccountSettings,
 }
 
 impl fmt::Debug for Credentials {
@@ -80,6 +85,7 @@ impl fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("token", &"****")
             .field("master", &"****")
+            .field("settings", &self.settings)
             .finish()
     }
 }
@@ -91,6 +97,11 @@ struct CredentialsFile {
     username: String,
     token: String,
     master_key: String,
+    /// The account's chunk sizes (min, average, max, in bytes). Absent in
+    /// files written before they were a setting of the account, whose
+    /// accounts were all made with [`AccountSettings::LEGACY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_sizes: Option<[usize; 3]>,
 }
 
 /// The home folder.
@@ -183,11 +194,20 @@ impl Home {
             .as_slice()
             .try_into()
             .map_err(|_| self.corrupt("credentials.json", "bad master key length"))?;
+        let settings = match f.chunk_sizes {
+            None => AccountSettings::LEGACY,
+            Some([min, avg, max]) => {
+                let chunker = ChunkerParams { min, avg, max };
+                chunker.validate().map_err(|e| self.corrupt("credentials.json", e))?;
+                AccountSettings { chunker }
+            }
+        };
         Ok(Some(Credentials {
             server: f.server.clone(),
             username: f.username.clone(),
             token: SessionToken::new(f.token.clone()),
             master: MasterKey::from_bytes(key),
+            settings,
         }))
     }
 
@@ -198,6 +218,7 @@ impl Home {
             username: c.username.clone(),
             token: c.token.expose_secret().to_string(),
             master_key: hex::encode(c.master.expose_secret()),
+            chunk_sizes: Some([c.settings.chunker.min, c.settings.chunker.avg, c.settings.chunker.max]),
         };
         let bytes = Zeroizing::new(serde_json::to_vec_pretty(&f).expect("serialises"));
         self.write_private("credentials.json", &bytes)
@@ -255,6 +276,9 @@ mod tests {
             username: "ann".into(),
             token: SessionToken::new("secret-token".into()),
             master: MasterKey::from_bytes([3; 32]),
+            settings: AccountSettings {
+                chunker: ChunkerParams { min: 1 << 10, avg: 4 << 10, max: 16 << 10 },
+            },
         };
         home.save_credentials(&c).unwrap();
         let mode = fs::metadata(home.path("credentials.json")).unwrap().permissions().mode();
@@ -262,6 +286,7 @@ mod tests {
         let back = home.credentials().unwrap().unwrap();
         assert_eq!(back.master.expose_secret(), &[3; 32]);
         assert_eq!(back.token.expose_secret(), "secret-token");
+        assert_eq!(back.settings, c.settings);
         let shown = format!("{back:?}");
         assert!(!shown.contains("secret-token") && !shown.contains("0303"), "{shown}");
         home.clear_credentials().unwrap();
@@ -273,5 +298,22 @@ mod tests {
         assert_eq!(home.add_root(&root).unwrap(), id);
         fs::write(home.path("roots.json"), b"{nope").unwrap();
         assert!(matches!(home.roots(), Err(HomeError::Corrupt { .. })));
+    }
+
+    /// A device logged in before chunk sizes were a setting of the account
+    /// has no sizes in its file: its account was made with the old ones.
+    #[test]
+    fn credentials_from_before_settings_keep_the_old_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("h")).unwrap();
+        let old = format!(
+            r#"{{"server":"http://127.0.0.1:1","username":"ann","token":"t","master_key":"{}"}}"#,
+            "03".repeat(32)
+        );
+        home.write_private("credentials.json", old.as_bytes()).unwrap();
+        assert_eq!(home.credentials().unwrap().unwrap().settings, AccountSettings::LEGACY);
+        let bad = old.replace(r#""t","#, r#""t","chunk_sizes":[9,8,7],"#);
+        home.write_private("credentials.json", bad.as_bytes()).unwrap();
+        assert!(matches!(home.credentials(), Err(HomeError::Corrupt { .. })));
     }
 }

@@ -21,5 +21,6 @@ pub mod model;
 pub mod plan;
 pub mod remote;
 pub mod scan;
+pub mod settings;
 pub mod sync;
 pub mod watch;

@@ -22,7 +22,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::{ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedChunk, SealedMeta, WrappedKey};
+use crate::{
+    ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedChunk, SealedMeta, SealedSettings,
+    WrappedKey,
+};
 
 /// Why a textual session or login id did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -308,6 +311,10 @@ pub struct RegisterFinishRequest {
     pub upload: Base64Bytes,
     /// The master key wrapped under the key from the OPAQUE export key.
     pub wrapped_key: WrappedKey,
+    /// The account's settings, sealed (at most 1 KiB). Accounts made
+    /// before settings existed have none, and keep the sizes of then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<SealedSettings>,
 }
 
 /// Answer to [`RegisterFinishRequest`].
@@ -356,6 +363,9 @@ pub struct LoginFinishResponse {
     pub session: SessionInfo,
     /// The master key, wrapped; the client unwraps it with its export key.
     pub wrapped_key: WrappedKey,
+    /// The account's settings as sealed at signup, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<SealedSettings>,
 }
 
 /// One device session.
@@ -712,9 +722,19 @@ mod tests {
                 current: true,
             },
             wrapped_key: WrappedKey::from_sealed_bytes(vec![7; 61]),
+            settings: None,
         };
         assert!(!format!("{resp:?}").contains("super-secret"));
         let json = serde_json::to_string(&resp).unwrap();
         assert!(json.contains("super-secret-token"), "the wire carries it once");
+        // An account without settings: the field is left out, and an answer
+        // from a store that predates settings parses.
+        assert!(!json.contains("settings"), "{json}");
+        let back: LoginFinishResponse = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.settings, None);
+        let with =
+            LoginFinishResponse { settings: Some(SealedSettings::from_sealed_bytes(vec![1, 2])), ..back };
+        let back: LoginFinishResponse = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.settings, Some(SealedSettings::from_sealed_bytes(vec![1, 2])));
     }
 }

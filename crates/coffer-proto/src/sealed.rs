@@ -79,6 +79,12 @@ define_sealed!(
     /// the login (the OPAQUE export key). The store keeps it for new devices.
     WrappedKey
 );
+define_sealed!(
+    /// The account's settings (the chunk sizes all its devices cut with),
+    /// sealed by the client with the metadata key when the account is made.
+    /// The store keeps it for new devices and cannot change it unnoticed.
+    SealedSettings
+);
 
 /// A sealed chunk together with its store id (BLAKE3 of `bytes`).
 #[derive(Clone, PartialEq, Eq)]

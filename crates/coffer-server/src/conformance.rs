@@ -17,7 +17,9 @@
 use std::sync::Arc;
 
 use coffer_proto::api::{Change, ChangeResult, ChunkDelta, SessionId, UnixMillis};
-use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedMeta, WrappedKey};
+use coffer_proto::{
+    ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedMeta, SealedSettings, WrappedKey,
+};
 
 use crate::store::{AccountId, BlobStore, MetaStore, NewAccount, SessionRecord, StoreError, TokenHash};
 
@@ -60,6 +62,7 @@ fn account(s: &dyn MetaStore, name: &str, quota: u64) -> AccountId {
         username: name.into(),
         opaque_record: vec![1, 2, 3],
         wrapped_key: WrappedKey::from_sealed_bytes(vec![9; 61]),
+        settings: Some(SealedSettings::from_sealed_bytes(vec![7; 40])),
         quota_bytes: quota,
         created_at: T0,
     })
@@ -115,6 +118,7 @@ fn accounts_and_secrets(s: &dyn MetaStore) {
             username: "alice".into(),
             opaque_record: vec![],
             wrapped_key: WrappedKey::from_sealed_bytes(vec![1]),
+            settings: None,
             quota_bytes: 1,
             created_at: T0,
         })
@@ -124,6 +128,20 @@ fn accounts_and_secrets(s: &dyn MetaStore) {
     assert_eq!(rec.id, a);
     assert_eq!(rec.opaque_record, vec![1, 2, 3]);
     assert_eq!(rec.wrapped_key.as_bytes(), &[9; 61]);
+    assert_eq!(rec.settings.as_ref().map(SealedSettings::as_bytes), Some(&[7; 40][..]));
+    // An account without settings (made before they existed) reads back
+    // without, not with empty ones.
+    let old = s
+        .create_account(NewAccount {
+            username: "old".into(),
+            opaque_record: vec![4],
+            wrapped_key: WrappedKey::from_sealed_bytes(vec![2]),
+            settings: None,
+            quota_bytes: 1,
+            created_at: T0,
+        })
+        .unwrap();
+    assert_eq!(s.account(old).unwrap().unwrap().settings, None);
     assert_eq!(s.account(a).unwrap().unwrap().username, "alice");
     assert!(s.account_by_name("bob").unwrap().is_none());
     assert!(s.account(AccountId(999_999)).unwrap().is_none());

@@ -173,6 +173,7 @@ impl World {
                 username: "sim".into(),
                 opaque_record: vec![],
                 wrapped_key: WrappedKey::from_sealed_bytes(vec![1]),
+                settings: None,
                 quota_bytes: u64::MAX / 4,
                 created_at: clock.now(),
             })

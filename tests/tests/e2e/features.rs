@@ -191,3 +191,44 @@ fn sent_bytes(out: &str) -> u64 {
         .and_then(|w| w[0].parse().ok())
         .unwrap_or_else(|| panic!("no byte count in {out:?}"))
 }
+
+/// The chunk sizes are the account's, fixed at signup: A makes the account
+/// with 8/32/128 KiB (`COFFER_CHUNK_KIB` at signup), B logs in without the
+/// variable and cuts a new file with the account's sizes, not its build's;
+/// A, reading the same bytes again, finds the same chunks and sends none.
+#[test]
+fn every_device_cuts_with_the_accounts_chunk_sizes() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let server = Server::start();
+    let (a, b) = (Client::new(), Client::new());
+    let mut signup = a
+        .command()
+        .args(["signup", "--server", &server.url, "--email", "sizes@example.org", "--password-stdin"])
+        .env("COFFER_CHUNK_KIB", "8,32,128")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(signup.stdin.take().unwrap(), "{}", coffer_e2e::PASSWORD).unwrap();
+    assert!(signup.wait().unwrap().success());
+    b.login(&server, "sizes@example.org");
+
+    let data = random_bytes(8 << 20, 11);
+    b.write("big.bin", &data);
+    b.sync();
+    // 8 MiB in chunks of about 36 KiB on average is about 230 chunks; with
+    // this build's default sizes it would be about 95 (and 56 with the
+    // sizes of accounts older than settings).
+    let stored = server.metric("coffer_chunks_stored_total");
+    assert!((170..=300).contains(&stored), "B stored {stored} chunks for 8 MiB at the account's 32 KiB");
+
+    a.sync();
+    assert!(a.read("big.bin") == data);
+    // A new mtime makes A read the file again: same sizes, same chunks.
+    let f = std::fs::File::options().write(true).open(a.path("big.bin")).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    drop(f);
+    a.sync();
+    assert_eq!(server.metric("coffer_chunks_stored_total"), stored, "A cut the same bytes differently");
+}

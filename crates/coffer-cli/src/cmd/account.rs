@@ -2,10 +2,12 @@
 //! up` and the desktop app's first run: the OPAQUE exchange with the store,
 //! then the device's credentials saved in the home folder.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use coffer_crypto::{MasterKey, RecoveryKey};
+use coffer_engine::chunker::ChunkerParams;
 use coffer_engine::home::{Credentials, Home};
 use coffer_engine::remote::{Accounts, LoggedIn};
+use coffer_engine::settings::AccountSettings;
 use rand_core::OsRng;
 
 use super::common::ksf;
@@ -16,8 +18,12 @@ use super::common::ksf;
 pub async fn signup(home: &Home, server: &str, email: &str, password: &str) -> anyhow::Result<RecoveryKey> {
     let device = home.device()?;
     let master = MasterKey::generate(&mut OsRng);
+    let settings = new_account_settings()?;
     let accounts = Accounts::new(server)?;
-    accounts.signup(&mut OsRng, email, password, &master, &ksf()).await.context("signup failed")?;
+    accounts
+        .signup(&mut OsRng, email, password, &master, &settings, &ksf())
+        .await
+        .context("signup failed")?;
     let logged = accounts
         .login(&mut OsRng, email, password, device.id, &ksf())
         .await
@@ -36,13 +42,34 @@ pub async fn login(home: &Home, server: &str, email: &str, password: &str) -> an
     save(home, server, email, logged)
 }
 
-/// Saves a login's session and master key as this device's credentials.
-fn save(home: &Home, server: &str, email: &str, logged: LoggedIn) -> anyhow::Result<()> {
+/// Saves a login's session, master key and account settings as this
+/// device's credentials.
+pub fn save(home: &Home, server: &str, email: &str, logged: LoggedIn) -> anyhow::Result<()> {
     home.save_credentials(&Credentials {
         server: server.to_string(),
         username: email.to_string(),
         token: logged.remote.token().clone(),
         master: logged.master,
+        settings: logged.settings,
     })?;
     Ok(())
+}
+
+/// The settings a new account gets: this version's chunk sizes, or
+/// `COFFER_CHUNK_KIB=MIN,AVG,MAX` (in KiB) to make an account with others,
+/// for tuning them with the benchmark (`scripts/bench`). Every device of
+/// the account then cuts with them, whatever its environment.
+pub fn new_account_settings() -> anyhow::Result<AccountSettings> {
+    let Ok(v) = std::env::var("COFFER_CHUNK_KIB") else { return Ok(AccountSettings::for_new_account()) };
+    let kib: Vec<usize> = v
+        .split(',')
+        .map(|n| n.trim().parse::<usize>().map(|k| k << 10))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("COFFER_CHUNK_KIB={v:?}: expected three sizes in KiB, like 64,256,1024"))?;
+    let [min, avg, max] = kib[..] else {
+        bail!("COFFER_CHUNK_KIB={v:?}: expected three sizes in KiB (min, average, max)")
+    };
+    let chunker = ChunkerParams { min, avg, max };
+    chunker.validate().map_err(|e| anyhow::anyhow!("COFFER_CHUNK_KIB={v:?}: {e}"))?;
+    Ok(AccountSettings { chunker })
 }

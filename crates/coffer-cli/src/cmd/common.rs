@@ -127,9 +127,7 @@ pub fn open_engine(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
         .map_err(|e| coffer_engine::sync::explain_disk_full(fs.as_ref(), &root, e.into()))?;
     let remote = RetryRemote::new(HttpRemote::new(&creds.server, creds.token)?);
     let mut config = EngineConfig::new(root, device.id, device.name);
-    if let Some(params) = chunker_override()? {
-        config.chunker = params;
-    }
+    config.chunker = creds.settings.chunker;
     Ok(Engine::new(
         remote,
         creds.master.derive(),
@@ -139,24 +137,6 @@ pub fn open_engine(home: &Home, root: &Path) -> anyhow::Result<CliEngine> {
         EngineRng::from_entropy(),
         config,
     ))
-}
-
-/// `COFFER_CHUNK_KIB=MIN,AVG,MAX`: other chunk sizes, in KiB, for tuning
-/// them with the benchmark (`scripts/bench`); files stay readable by every
-/// device whatever sizes made them.
-fn chunker_override() -> anyhow::Result<Option<coffer_engine::chunker::ChunkerParams>> {
-    let Ok(v) = std::env::var("COFFER_CHUNK_KIB") else { return Ok(None) };
-    let kib: Vec<usize> = v
-        .split(',')
-        .map(|n| n.trim().parse::<usize>().map(|k| k << 10))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("COFFER_CHUNK_KIB={v:?}: expected three sizes in KiB, like 64,256,1024"))?;
-    let [min, avg, max] = kib[..] else {
-        bail!("COFFER_CHUNK_KIB={v:?}: expected three sizes in KiB (min, average, max)")
-    };
-    let params = coffer_engine::chunker::ChunkerParams { min, avg, max };
-    params.validate().map_err(|e| anyhow::anyhow!("COFFER_CHUNK_KIB={v:?}: {e}"))?;
-    Ok(Some(params))
 }
 
 /// Opens the engine of a root this device already set up; anything else

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use coffer_crypto::login::LoginError;
 use coffer_crypto::{MasterKey, RecoveryKey};
-use coffer_engine::home::{Credentials, Home};
-use coffer_engine::remote::Accounts;
+use coffer_engine::home::Home;
+use coffer_engine::remote::{Accounts, RemoteError};
 use coffer_server::http::HttpConfig;
 use coffer_server::server::{open_embedded, serve, ListenConfig, RunningServer};
 use coffer_server::ServiceConfig;
@@ -144,19 +145,19 @@ impl LocalStore {
         let (user, pw) = (&self.state.username, &self.state.password);
         let (logged, recovery) = match accounts.login(&mut OsRng, user, pw, device.id, &ksf()).await {
             Ok(l) => (l, None),
-            Err(_) => {
+            // Any other failure (the store down, settings this build cannot
+            // honour) is reported as it is, not hidden behind a signup that
+            // would fail with "already exists".
+            Err(RemoteError::Login(LoginError::WrongPassword)) => {
                 let master = MasterKey::generate(&mut OsRng);
-                accounts.signup(&mut OsRng, user, pw, &master, &ksf()).await?;
+                let settings = super::account::new_account_settings()?;
+                accounts.signup(&mut OsRng, user, pw, &master, &settings, &ksf()).await?;
                 let l = accounts.login(&mut OsRng, user, pw, device.id, &ksf()).await?;
                 (l, Some(RecoveryKey::from_master(&master)))
             }
+            Err(e) => return Err(anyhow::Error::new(e).context("logging in to the local store failed")),
         };
-        home.save_credentials(&Credentials {
-            server: url,
-            username: user.clone(),
-            token: logged.remote.token().clone(),
-            master: logged.master,
-        })?;
+        super::account::save(home, &url, user, logged)?;
         Ok(recovery)
     }
 

@@ -2,6 +2,8 @@
 //! two round trips each (see `coffer_crypto::login`). Signup wraps the
 //! master key under the key from the OPAQUE export key and stores only that;
 //! login gets it back and unwraps it. The password never leaves the device.
+//! Signup also seals the account's settings ([`AccountSettings`]) for the
+//! store to keep; login opens them.
 
 use coffer_crypto::login::{self, KsfParams};
 use coffer_crypto::MasterKey;
@@ -18,6 +20,7 @@ use serde::Serialize;
 
 use super::http::{decode, default_client};
 use super::{HttpRemote, RemoteError};
+use crate::settings::AccountSettings;
 
 /// Unauthenticated calls to one store: signup and login.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct LoggedIn {
     pub session: SessionInfo,
     /// The account's master key, unwrapped.
     pub master: MasterKey,
+    /// The account's settings, opened.
+    pub settings: AccountSettings,
 }
 
 impl Accounts {
@@ -76,13 +81,14 @@ impl Accounts {
         }
     }
 
-    /// Creates an account whose master key is `master`.
+    /// Creates an account whose master key is `master`, with `settings`.
     pub async fn signup<R: CryptoRngCore + Send>(
         &self,
         rng: &mut R,
         username: &str,
         password: &str,
         master: &MasterKey,
+        settings: &AccountSettings,
         ksf: &KsfParams,
     ) -> Result<RegisterFinishResponse, RemoteError> {
         let (state, request) = login::register_start(rng, password.as_bytes())?;
@@ -94,9 +100,15 @@ impl Accounts {
             .await?;
         let (upload, wrap) = login::register_finish(state, rng, password.as_bytes(), &start.response.0, ksf)?;
         let wrapped_key = wrap.wrap(rng, master);
+        let settings = Some(settings.seal(rng, &master.derive().meta));
         self.post(
             "/accounts/register/finish",
-            &RegisterFinishRequest { username: username.into(), upload: Base64Bytes(upload), wrapped_key },
+            &RegisterFinishRequest {
+                username: username.into(),
+                upload: Base64Bytes(upload),
+                wrapped_key,
+                settings,
+            },
         )
         .await
     }
@@ -131,10 +143,13 @@ impl Accounts {
         let master = wrap.unwrap_key(&done.wrapped_key).map_err(|_| {
             RemoteError::Protocol("the wrapped master key does not open with this login".into())
         })?;
+        let settings = AccountSettings::open(&master.derive().meta, done.settings.as_ref())
+            .map_err(RemoteError::Protocol)?;
         Ok(LoggedIn {
             remote: HttpRemote::with_client(self.client.clone(), &self.base, done.token),
             session: done.session,
             master,
+            settings,
         })
     }
 }

@@ -102,11 +102,15 @@ impl Service {
         if req.wrapped_key.is_empty() || req.wrapped_key.len() > 1024 {
             return Err(ServiceError::BadRequest("wrapped key must be 1 to 1024 bytes".into()));
         }
+        if req.settings.as_ref().is_some_and(|s| s.is_empty() || s.len() > 1024) {
+            return Err(ServiceError::BadRequest("settings must be 1 to 1024 bytes".into()));
+        }
         let quota_bytes = self.inner.config.default_quota_bytes;
         let new = NewAccount {
             username: req.username,
             opaque_record: record,
             wrapped_key: req.wrapped_key,
+            settings: req.settings,
             quota_bytes,
             created_at: self.now(),
         };
@@ -205,7 +209,12 @@ impl Service {
         let info = session_info(&record, true);
         self.meta(move |m| m.create_session(&record)).await?;
         tracing::info!(account = %account.id, session = %info.id, "login");
-        Ok(LoginFinishResponse { token, session: info, wrapped_key: account.wrapped_key })
+        Ok(LoginFinishResponse {
+            token,
+            session: info,
+            wrapped_key: account.wrapped_key,
+            settings: account.settings,
+        })
     }
 
     /// Resolves a bearer token to its caller; `Unauthorized` if unknown,

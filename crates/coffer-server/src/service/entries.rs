@@ -196,6 +196,7 @@ mod tests {
                 username: "a".into(),
                 opaque_record: vec![],
                 wrapped_key: WrappedKey::from_sealed_bytes(vec![1]),
+                settings: None,
                 quota_bytes: u64::MAX / 2,
                 created_at: UnixMillis(0),
             })

@@ -146,6 +146,7 @@ impl MetaStore for MemoryMetaStore {
                 username: new.username,
                 opaque_record: new.opaque_record,
                 wrapped_key: new.wrapped_key,
+                settings: new.settings,
                 quota_bytes: new.quota_bytes,
             },
             used: 0,

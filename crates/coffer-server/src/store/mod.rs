@@ -38,7 +38,7 @@ use std::fmt;
 use coffer_proto::api::{
     Change, ChangeResult, EntryVersion, JournalPage, SessionId, SnapshotPage, UnixMillis, Usage,
 };
-use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, WrappedKey};
+use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, SealedSettings, WrappedKey};
 
 /// An account, as the store numbers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +72,9 @@ pub struct AccountRecord {
     pub opaque_record: Vec<u8>,
     /// The master key, wrapped by the client.
     pub wrapped_key: WrappedKey,
+    /// The account's settings, sealed by the client (none for accounts
+    /// made before settings existed).
+    pub settings: Option<SealedSettings>,
     /// Quota in bytes.
     pub quota_bytes: u64,
 }
@@ -95,6 +98,8 @@ pub struct NewAccount {
     pub opaque_record: Vec<u8>,
     /// The master key, wrapped by the client.
     pub wrapped_key: WrappedKey,
+    /// The account's settings, sealed by the client.
+    pub settings: Option<SealedSettings>,
     /// Quota in bytes.
     pub quota_bytes: u64,
     /// Creation time.

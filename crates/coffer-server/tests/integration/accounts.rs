@@ -2,7 +2,9 @@
 
 use coffer_crypto::login::{self, LoginError};
 use coffer_crypto::MasterKey;
+use coffer_engine::chunker::ChunkerParams;
 use coffer_engine::remote::{Remote, RemoteError};
+use coffer_engine::settings::AccountSettings;
 use coffer_proto::api::{
     Base64Bytes, ErrorCode, LoginFinishRequest, LoginFinishResponse, LoginStartRequest, LoginStartResponse,
 };
@@ -17,13 +19,17 @@ use super::support::{TestServer, KSF, PASSWORD};
 async fn full_account_flow() {
     let mut t = TestServer::start().await;
     let master = MasterKey::generate(&mut t.rng);
-    let reg = t.accounts.signup(&mut t.rng, "alice@example.com", PASSWORD, &master, &KSF).await.unwrap();
+    let settings =
+        AccountSettings { chunker: ChunkerParams { min: 16 << 10, avg: 64 << 10, max: 256 << 10 } };
+    let reg =
+        t.accounts.signup(&mut t.rng, "alice@example.com", PASSWORD, &master, &settings, &KSF).await.unwrap();
     assert_eq!(reg.quota_bytes, 50_000_000_000);
 
     let d1 = t.login("alice@example.com", 1).await;
     assert_eq!(d1.master.expose_secret(), master.expose_secret(), "the master key comes back unwrapped");
     let d2 = t.login("alice@example.com", 2).await;
     assert_ne!(d1.session.id, d2.session.id);
+    assert_eq!((d1.settings, d2.settings), (settings, settings), "every device gets the account's settings");
 
     let sessions = d1.remote.sessions().await.unwrap();
     assert_eq!(sessions.len(), 2);
@@ -58,7 +64,11 @@ async fn duplicate_signup_is_refused() {
     let mut t = TestServer::start().await;
     t.user("carol").await;
     let master = MasterKey::generate(&mut t.rng);
-    let err = t.accounts.signup(&mut t.rng, "carol", "other", &master, &KSF).await.unwrap_err();
+    let err = t
+        .accounts
+        .signup(&mut t.rng, "carol", "other", &master, &AccountSettings::for_new_account(), &KSF)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::AlreadyExists));
     // The original password still works.
     t.login("carol", 3).await;
@@ -141,7 +151,10 @@ async fn login_attempts_are_rate_limited_per_address() {
     t.user("u3").await;
     // Three attempts from 127.0.0.1 so far, each for another name: the address is out.
     let master = MasterKey::generate(&mut t.rng);
-    t.accounts.signup(&mut t.rng, "u4", PASSWORD, &master, &KSF).await.unwrap();
+    t.accounts
+        .signup(&mut t.rng, "u4", PASSWORD, &master, &AccountSettings::for_new_account(), &KSF)
+        .await
+        .unwrap();
     let dev = DeviceId::from_bytes([4; 16]);
     let err = t.accounts.login(&mut t.rng, "u4", PASSWORD, dev, &KSF).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::RateLimited));

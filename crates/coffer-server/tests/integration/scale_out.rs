@@ -104,6 +104,7 @@ fn two_instances_commit_exactly() {
             username: "alice".into(),
             opaque_record: vec![1],
             wrapped_key: WrappedKey::from_sealed_bytes(vec![2; 61]),
+            settings: None,
             quota_bytes: 70,
             created_at: T0,
         })
@@ -153,6 +154,7 @@ fn commits_are_announced_to_other_instances() {
             username: "alice".into(),
             opaque_record: vec![1],
             wrapped_key: WrappedKey::from_sealed_bytes(vec![2; 61]),
+            settings: None,
             quota_bytes: 100,
             created_at: T0,
         })
@@ -217,7 +219,8 @@ async fn long_polls_wake_across_instances_and_survive_a_lost_listener() {
     let master = coffer_crypto::MasterKey::generate(&mut rng);
     let on_one = Accounts::new(&servers[0].base_url()).unwrap();
     let on_two = Accounts::new(&servers[1].base_url()).unwrap();
-    on_one.signup(&mut rng, "alice", super::support::PASSWORD, &master, &ksf).await.unwrap();
+    let settings = coffer_engine::settings::AccountSettings::for_new_account();
+    on_one.signup(&mut rng, "alice", super::support::PASSWORD, &master, &settings, &ksf).await.unwrap();
     let writer = on_one
         .login(&mut rng, "alice", super::support::PASSWORD, DeviceId::from_bytes([1; 16]), &ksf)
         .await

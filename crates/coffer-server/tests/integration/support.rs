@@ -65,7 +65,8 @@ impl TestServer {
     /// Signs `name` up and logs one device in.
     pub async fn user(&mut self, name: &str) -> LoggedIn {
         let master = MasterKey::generate(&mut self.rng);
-        self.accounts.signup(&mut self.rng, name, PASSWORD, &master, &KSF).await.unwrap();
+        let settings = coffer_engine::settings::AccountSettings::for_new_account();
+        self.accounts.signup(&mut self.rng, name, PASSWORD, &master, &settings, &KSF).await.unwrap();
         self.login(name, 1).await
     }
 

@@ -54,7 +54,17 @@ async fn https_end_to_end() {
     let mut rng = ChaCha20Rng::seed_from_u64(4);
     let master = MasterKey::generate(&mut rng);
     let ksf = KsfParams::INSECURE_FAST;
-    accounts.signup(&mut rng, "tls-user", "pw", &master, &ksf).await.unwrap();
+    accounts
+        .signup(
+            &mut rng,
+            "tls-user",
+            "pw",
+            &master,
+            &coffer_engine::settings::AccountSettings::for_new_account(),
+            &ksf,
+        )
+        .await
+        .unwrap();
     let d = accounts.login(&mut rng, "tls-user", "pw", DeviceId::from_bytes([1; 16]), &ksf).await.unwrap();
     d.remote.commit(&[put(entry(1), 0, b"over tls", &[])]).await.unwrap();
     assert_eq!(d.remote.versions(entry(1)).await.unwrap().len(), 1);

@@ -33,7 +33,7 @@ use std::time::Duration;
 use coffer_proto::api::{
     Change, ChangeResult, EntryVersion, JournalPage, SessionId, SnapshotPage, UnixMillis, Usage,
 };
-use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedMeta, WrappedKey};
+use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedMeta, SealedSettings, WrappedKey};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 
@@ -156,7 +156,7 @@ fn session_row(row: &Row) -> StoreResult<SessionRecord> {
     })
 }
 
-const ACCOUNT_COLS: &str = "id, username, opaque_record, wrapped_key, quota";
+const ACCOUNT_COLS: &str = "id, username, opaque_record, wrapped_key, quota, settings";
 
 fn account_row(row: &Row) -> AccountRecord {
     AccountRecord {
@@ -165,6 +165,7 @@ fn account_row(row: &Row) -> AccountRecord {
         opaque_record: row.get(2),
         wrapped_key: WrappedKey::from_sealed_bytes(row.get(3)),
         quota_bytes: u(row.get(4)),
+        settings: row.get::<_, Option<Vec<u8>>>(5).map(SealedSettings::from_sealed_bytes),
     }
 }
 
@@ -492,14 +493,15 @@ impl MetaStore for PostgresMetaStore {
         self.write(|tx| {
             let row = tx
                 .query_opt(
-                    "INSERT INTO accounts (username, opaque_record, wrapped_key, quota, created_at)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING RETURNING id",
+                    "INSERT INTO accounts (username, opaque_record, wrapped_key, quota, created_at, settings)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING RETURNING id",
                     &[
                         &a.username,
                         &a.opaque_record,
                         &a.wrapped_key.as_bytes(),
                         &i(a.quota_bytes),
                         &i(a.created_at.0),
+                        &a.settings.as_ref().map(SealedSettings::as_bytes),
                     ],
                 )?
                 .ok_or(StoreError::AlreadyExists)?;

@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX revisions_by_seq ON revisions(account, seq);
     ",
+    // 2: the account's sealed settings (NULL for accounts made before), as
+    // SQLite's migration 3.
+    r"
+    ALTER TABLE accounts ADD COLUMN settings BYTEA;
+    ",
 ];
 
 /// Key of the advisory lock held while migrating.

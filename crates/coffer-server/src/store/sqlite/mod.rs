@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use coffer_proto::api::{
     Change, ChangeResult, EntryVersion, JournalPage, SessionId, SnapshotPage, UnixMillis, Usage,
 };
-use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedMeta, WrappedKey};
+use coffer_proto::{ChunkId, Cursor, DeviceId, EntryId, Revision, SealedMeta, SealedSettings, WrappedKey};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use schema::MIGRATIONS;
@@ -139,10 +139,11 @@ fn account_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
         opaque_record: row.get(2)?,
         wrapped_key: WrappedKey::from_sealed_bytes(row.get(3)?),
         quota_bytes: u(row.get(4)?),
+        settings: row.get::<_, Option<Vec<u8>>>(5)?.map(SealedSettings::from_sealed_bytes),
     })
 }
 
-const ACCOUNT_COLS: &str = "id, username, opaque_record, wrapped_key, quota";
+const ACCOUNT_COLS: &str = "id, username, opaque_record, wrapped_key, quota, settings";
 
 impl SqliteMetaStore {
     /// Opens (creating and migrating if needed) the database at `path`.
@@ -334,14 +335,15 @@ impl MetaStore for SqliteMetaStore {
         self.write(|tx| {
             let inserted = tx
                 .execute(
-                    "INSERT OR IGNORE INTO accounts (username, opaque_record, wrapped_key, quota, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO accounts (username, opaque_record, wrapped_key, quota, created_at, settings)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         a.username,
                         a.opaque_record,
                         a.wrapped_key.as_bytes(),
                         i(a.quota_bytes),
-                        i(a.created_at.0)
+                        i(a.created_at.0),
+                        a.settings.as_ref().map(SealedSettings::as_bytes)
                     ],
                 )
                 .map_err(db)?;
@@ -748,5 +750,47 @@ impl MetaStore for SqliteMetaStore {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made before accounts had settings opens, migrates, and
+    /// reads its accounts as having none.
+    #[test]
+    fn an_older_database_migrates_and_keeps_its_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &schema::MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (username, opaque_record, wrapped_key, quota, created_at)
+                 VALUES ('old', x'01', x'0203', 10, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteMetaStore::open(&path).unwrap();
+        let old = s.account_by_name("old").unwrap().unwrap();
+        assert_eq!(old.wrapped_key.as_bytes(), &[2, 3]);
+        assert_eq!(old.settings, None);
+        let new = s
+            .create_account(NewAccount {
+                username: "new".into(),
+                opaque_record: vec![1],
+                wrapped_key: WrappedKey::from_sealed_bytes(vec![4]),
+                settings: Some(SealedSettings::from_sealed_bytes(vec![5, 6])),
+                quota_bytes: 10,
+                created_at: UnixMillis(0),
+            })
+            .unwrap();
+        let new = s.account(new).unwrap().unwrap();
+        assert_eq!(new.settings.as_ref().map(SealedSettings::as_bytes), Some(&[5, 6][..]));
     }
 }

@@ -71,6 +71,10 @@ pub const MIGRATIONS: &[&str] = &[
     r"
     CREATE INDEX chunks_marked ON chunks(account) WHERE deleting = 1;
     ",
+    // 3: the account's sealed settings (NULL for accounts made before).
+    r"
+    ALTER TABLE accounts ADD COLUMN settings BLOB;
+    ",
 ];
 
 /// Runs the migrations not yet applied.
