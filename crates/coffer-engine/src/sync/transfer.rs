@@ -608,19 +608,37 @@ impl<R: Remote> Engine<R> {
 
 use std::io::Write as _;
 
+/// Most bytes the local copy reads, hands over and writes at once: a block
+/// of chunks that lie back to back in the local file (as nearly all do),
+/// so that the cost per chunk (two system calls and two thread wake-ups,
+/// about 35 µs) is paid per block instead; with 80 KiB chunks that was
+/// 0.17 s of a 1 GiB file's copy.
+const COPY_BLOCK_BYTES: u64 = 1 << 20;
+
+/// Chunks of a run read into one buffer: `first` is the run index of the
+/// first, `good` how many of them (from the first) can be written; fewer
+/// than `lens.len()` when one could not be read or did not check out.
+struct CopyBlock {
+    first: usize,
+    lens: Vec<u32>,
+    good: usize,
+    buf: Vec<u8>,
+}
+
 /// Copies `run` (chunks with their offsets in the local file, in order) from
 /// `reader` into `file`, each checked against its content hash: one thread
-/// reads and hashes while this one writes. Stops before the first chunk that
-/// cannot be read or does not match; returns how many were copied.
+/// reads and hashes while this one writes, in blocks of chunks that lie
+/// back to back (up to [`COPY_BLOCK_BYTES`]). Stops before the first chunk
+/// that cannot be read or does not match; returns how many were copied.
 fn copy_local_run(
     key: &ChunkIdKey,
     reader: &mut LocalCursor,
     file: &mut dyn crate::fs::WriteFile,
     run: &[(ChunkRef, u64)],
 ) -> std::io::Result<usize> {
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+    let (tx, rx) = crossbeam_channel::bounded::<CopyBlock>(4);
     // Written buffers go back to the reader, which reads into them again:
-    // no allocation, page faults or zeroing per chunk.
+    // no allocation, page faults or zeroing per block.
     let (give_back, returned) = crossbeam_channel::bounded::<Vec<u8>>(8);
     // The two threads share the hashing: the reader checks every other
     // chunk, the writer the rest (reading and hashing alone were the
@@ -631,29 +649,71 @@ fn copy_local_run(
         // chunk, so the reading thread stops rather than waiting to send.
         let rx = rx;
         s.spawn(move || {
-            for (i, (c, offset)) in run.iter().enumerate() {
+            let mut i = 0;
+            while i < run.len() {
+                // The chunks from `i` that follow each other in the file.
+                let (start, mut end, mut bytes) = (run[i].1, i + 1, u64::from(run[i].0.len));
+                while end < run.len()
+                    && run[end].1 == start + bytes
+                    && bytes + u64::from(run[end].0.len) <= COPY_BLOCK_BYTES
+                {
+                    bytes += u64::from(run[end].0.len);
+                    end += 1;
+                }
+                let lens: Vec<u32> = run[i..end].iter().map(|(c, _)| c.len).collect();
                 let mut buf = returned.try_recv().unwrap_or_default();
-                let data = reader
-                    .read_into(&mut buf, *offset, c.len)
-                    .ok()
-                    .map(|()| buf)
-                    .filter(|d| i % 2 == 1 || checked(i, d));
+                let mut good = lens.len();
+                if reader.read_into(&mut buf, start, bytes).is_err() {
+                    // Read what can be, chunk by chunk: the copy stops
+                    // before the first chunk that cannot be read.
+                    buf.clear();
+                    let mut one = Vec::new();
+                    good = 0;
+                    for (c, offset) in &run[i..end] {
+                        if reader.read_into(&mut one, *offset, u64::from(c.len)).is_err() {
+                            break;
+                        }
+                        buf.extend_from_slice(&one);
+                        good += 1;
+                    }
+                }
+                let mut at = 0;
+                for (k, len) in lens[..good].iter().enumerate() {
+                    let data = &buf[at..at + *len as usize];
+                    if (i + k) % 2 == 0 && !checked(i + k, data) {
+                        good = k;
+                        break;
+                    }
+                    at += *len as usize;
+                }
+                let whole = good == lens.len();
                 // Ends at the first bad chunk, or when the writer stopped.
-                if data.and_then(|d| tx.send(d).ok()).is_none() {
+                if tx.send(CopyBlock { first: i, lens, good, buf }).is_err() || !whole {
                     break;
                 }
+                i = end;
             }
         });
         let mut copied = 0;
-        for (i, data) in rx.iter().enumerate() {
-            if i % 2 == 1 && !checked(i, &data) {
+        for block in rx.iter() {
+            let mut good = block.good;
+            let mut at = 0;
+            for (k, len) in block.lens[..good].iter().enumerate() {
+                let data = &block.buf[at..at + *len as usize];
+                if (block.first + k) % 2 == 1 && !checked(block.first + k, data) {
+                    good = k;
+                    break;
+                }
+                fail::fail_point!("download-chunk-received");
+                at += *len as usize;
+            }
+            file.write_all(&block.buf[..at])?;
+            copied += good;
+            if good < block.lens.len() {
                 break;
             }
-            fail::fail_point!("download-chunk-received");
-            file.write_all(&data)?;
-            copied += 1;
             // Full: the reader has enough; this one is freed.
-            let _ = give_back.try_send(data);
+            let _ = give_back.try_send(block.buf);
         }
         Ok(copied)
     })
@@ -667,18 +727,19 @@ struct LocalCursor {
 impl LocalCursor {
     /// Reads `len` bytes at `offset` into `buf` (resized to `len`; only
     /// what it grows by is zeroed first).
-    fn read_into(&mut self, buf: &mut Vec<u8>, offset: u64, len: u32) -> std::io::Result<()> {
+    fn read_into(&mut self, buf: &mut Vec<u8>, offset: u64, len: u64) -> std::io::Result<()> {
         if offset != self.pos {
             self.pos = self.reader.seek(std::io::SeekFrom::Start(offset))?;
         }
-        buf.resize(len as usize, 0);
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        buf.resize(len, 0);
         let read = std::io::Read::read_exact(&mut self.reader, buf);
         if read.is_err() {
             // Where the file stands after a short read is unknown.
             self.pos = u64::MAX;
         }
         read?;
-        self.pos += u64::from(len);
+        self.pos += len as u64;
         Ok(())
     }
 }
@@ -757,14 +818,60 @@ mod tests {
     }
 
     /// A write error ends the copy with that error; the reading thread
-    /// does not wait forever with chunks to hand over.
+    /// does not wait forever with blocks to hand over.
     #[test]
     fn a_write_error_ends_a_local_run() {
         let key = ChunkIdKey::from_bytes([3; 32]);
         let (data, run) = old_file(&key);
+        let mut out = Sink(Vec::new(), Some(0));
+        let err = copy_local_run(&key, &mut cursor(data.clone()), &mut out, &run).unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert!(out.0.is_empty());
+        // Every other chunk: none lies right after the one before, so each
+        // is a block of its own, and the reader has many to hand over.
+        let sparse: Vec<_> = run.iter().step_by(2).copied().collect();
         let mut out = Sink(Vec::new(), Some(2));
-        let err = copy_local_run(&key, &mut cursor(data), &mut out, &run).unwrap_err();
+        let err = copy_local_run(&key, &mut cursor(data), &mut out, &sparse).unwrap_err();
         assert_eq!(err.to_string(), "disk full");
         assert_eq!(out.0.len(), 2_000);
+    }
+
+    /// Chunks are read in blocks of those that lie back to back, at most
+    /// COPY_BLOCK_BYTES each; out of order or apart, they still come out in
+    /// the run's order, and a file cut short stops the copy before the
+    /// first chunk it no longer holds.
+    #[test]
+    fn local_runs_copy_in_blocks_and_stop_where_the_file_ends() {
+        let key = ChunkIdKey::from_bytes([3; 32]);
+        let (data, run) = old_file(&key);
+        let mut shuffled = run.clone();
+        shuffled.swap(3, 15);
+        shuffled.swap(4, 5);
+        let mut out = Sink(Vec::new(), None);
+        assert_eq!(copy_local_run(&key, &mut cursor(data.clone()), &mut out, &shuffled).unwrap(), 20);
+        let expect: Vec<u8> = shuffled
+            .iter()
+            .flat_map(|(c, o)| data[*o as usize..*o as usize + c.len as usize].to_vec())
+            .collect();
+        assert_eq!(out.0, expect);
+
+        // Chunks larger than a block, back to back: one block each.
+        let big: Vec<u8> = (0..3 * (COPY_BLOCK_BYTES as usize + 7)).map(|i| (i % 253) as u8).collect();
+        let len = COPY_BLOCK_BYTES as usize + 7;
+        let big_run: Vec<(ChunkRef, u64)> = (0..3)
+            .map(|i| {
+                let bytes = &big[i * len..(i + 1) * len];
+                let id = ChunkId::from_bytes(*blake3::hash(bytes).as_bytes());
+                (ChunkRef { id, content: key.content_hash(bytes), len: len as u32 }, (i * len) as u64)
+            })
+            .collect();
+        let mut out = Sink(Vec::new(), None);
+        assert_eq!(copy_local_run(&key, &mut cursor(big.clone()), &mut out, &big_run).unwrap(), 3);
+        assert!(out.0 == big);
+
+        // The file now ends inside chunk 15.
+        let mut out = Sink(Vec::new(), None);
+        assert_eq!(copy_local_run(&key, &mut cursor(data[..15_500].to_vec()), &mut out, &run).unwrap(), 15);
+        assert_eq!(out.0, data[..15_000]);
     }
 }
