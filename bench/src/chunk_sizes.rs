@@ -31,9 +31,10 @@ pub struct Args {
     /// Edits of each kind per set of sizes.
     #[arg(long, default_value_t = 300)]
     edits: usize,
-    /// Sets of sizes to measure beside the default, in KiB, each
+    /// Sets of sizes to measure beside the default (32,128,512 is that of
+    /// accounts older than account settings), in KiB, each
     /// min,avg,max; separated by spaces or semicolons.
-    #[arg(long, default_value = "32,112,512 32,96,512 32,80,512 16,64,256", value_parser = parse_list)]
+    #[arg(long, default_value = "32,128,512 24,96,384 16,80,320 16,64,256", value_parser = parse_list)]
     sizes: SizeList,
 }
 
