@@ -352,6 +352,12 @@ pub struct LoginFinishRequest {
     pub finalization: Base64Bytes,
     /// The device logging in.
     pub device_id: DeviceId,
+    /// The client honours the account's settings (every client since
+    /// settings exist says so). The store refuses a login without it to an
+    /// account that has settings: a client that ignored them would cut
+    /// chunks with other sizes than the account's other devices.
+    #[serde(default)]
+    pub honours_settings: bool,
 }
 
 /// Answer to [`LoginFinishRequest`].

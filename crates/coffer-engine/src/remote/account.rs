@@ -137,19 +137,26 @@ impl Accounts {
                     login_id: start.login_id,
                     finalization: Base64Bytes(finalization),
                     device_id,
+                    honours_settings: true,
                 },
             )
             .await?;
-        let master = wrap.unwrap_key(&done.wrapped_key).map_err(|_| {
-            RemoteError::Protocol("the wrapped master key does not open with this login".into())
-        })?;
-        let settings = AccountSettings::open(&master.derive().meta, done.settings.as_ref())
-            .map_err(RemoteError::Protocol)?;
-        Ok(LoggedIn {
-            remote: HttpRemote::with_client(self.client.clone(), &self.base, done.token),
-            session: done.session,
-            master,
-            settings,
-        })
+        let remote = HttpRemote::with_client(self.client.clone(), &self.base, done.token);
+        let opened = wrap
+            .unwrap_key(&done.wrapped_key)
+            .map_err(|_| "the wrapped master key does not open with this login".to_string())
+            .and_then(|master| {
+                let settings = AccountSettings::open(&master.derive().meta, done.settings.as_ref())?;
+                Ok((master, settings))
+            });
+        match opened {
+            Ok((master, settings)) => Ok(LoggedIn { remote, session: done.session, master, settings }),
+            Err(why) => {
+                // The login made a session this device cannot use: end it
+                // rather than leave it in the account's list (best effort).
+                let _ = super::Remote::revoke_session(&remote, done.session.id).await;
+                Err(RemoteError::Protocol(why))
+            }
+        }
     }
 }

@@ -196,6 +196,13 @@ impl Service {
         pending.state.finish(finalization).map_err(|_| ServiceError::Unauthorized)?;
         let account_id = pending.account.ok_or(ServiceError::Unauthorized)?;
         let account = self.meta(move |m| m.account(account_id)).await?.ok_or(ServiceError::Unauthorized)?;
+        if account.settings.is_some() && !req.honours_settings {
+            return Err(ServiceError::BadRequest(
+                "this account was made by a newer Coffer, whose settings (the chunk sizes all its devices \
+                 must share) this one cannot honour: update Coffer to log in"
+                    .into(),
+            ));
+        }
 
         let token = SessionToken::new(hex::encode(self.random::<32>()));
         let record = SessionRecord {

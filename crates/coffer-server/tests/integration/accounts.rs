@@ -7,6 +7,7 @@ use coffer_engine::remote::{Remote, RemoteError};
 use coffer_engine::settings::AccountSettings;
 use coffer_proto::api::{
     Base64Bytes, ErrorCode, LoginFinishRequest, LoginFinishResponse, LoginStartRequest, LoginStartResponse,
+    RegisterFinishRequest, RegisterFinishResponse, RegisterStartRequest, RegisterStartResponse,
 };
 use coffer_proto::DeviceId;
 use coffer_server::http::HttpConfig;
@@ -102,6 +103,7 @@ async fn replayed_login_message_is_refused() {
         login_id: start.login_id,
         finalization: Base64Bytes(fin),
         device_id: DeviceId::from_bytes([5; 16]),
+        honours_settings: true,
     };
     let ok: LoginFinishResponse = t.accounts.post("/accounts/login/finish", &msg).await.unwrap();
     assert!(!ok.token.expose_secret().is_empty());
@@ -110,6 +112,70 @@ async fn replayed_login_message_is_refused() {
     // The replay made no session: signup's login, the first finish, and this one.
     let d = t.login("erin", 6).await;
     assert_eq!(d.remote.sessions().await.unwrap().len(), 3);
+}
+
+/// The login messages of a client that predates account settings (or says
+/// it honours them).
+async fn raw_login(
+    t: &mut TestServer,
+    name: &str,
+    honours_settings: bool,
+) -> Result<LoginFinishResponse, RemoteError> {
+    let (state, request) = login::login_start(&mut t.rng, PASSWORD.as_bytes()).unwrap();
+    let start: LoginStartResponse = t
+        .accounts
+        .post(
+            "/accounts/login/start",
+            &LoginStartRequest { username: name.into(), request: Base64Bytes(request) },
+        )
+        .await
+        .unwrap();
+    let (fin, _) = login::login_finish(state, PASSWORD.as_bytes(), &start.response.0, &KSF).unwrap();
+    let msg = LoginFinishRequest {
+        login_id: start.login_id,
+        finalization: Base64Bytes(fin),
+        device_id: DeviceId::from_bytes([7; 16]),
+        honours_settings,
+    };
+    t.accounts.post("/accounts/login/finish", &msg).await
+}
+
+/// A client from before account settings cannot log in to an account that
+/// has them (it would cut chunks with other sizes); to an account made
+/// before settings existed it still can, and a current client reads that
+/// account's sizes as the old ones.
+#[tokio::test]
+async fn a_client_that_cannot_honour_the_settings_is_refused() {
+    let mut t = TestServer::start().await;
+    let d = t.user("hank").await;
+    let err = raw_login(&mut t, "hank", false).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest));
+    assert!(err.to_string().contains("update Coffer"), "{err}");
+    assert_eq!(d.remote.sessions().await.unwrap().len(), 1, "the refused login made no session");
+    raw_login(&mut t, "hank", true).await.unwrap();
+
+    // An account without settings, as signups made them before.
+    let (state, request) = login::register_start(&mut t.rng, PASSWORD.as_bytes()).unwrap();
+    let start: RegisterStartResponse = t
+        .accounts
+        .post(
+            "/accounts/register/start",
+            &RegisterStartRequest { username: "old".into(), request: Base64Bytes(request) },
+        )
+        .await
+        .unwrap();
+    let (upload, wrap) =
+        login::register_finish(state, &mut t.rng, PASSWORD.as_bytes(), &start.response.0, &KSF).unwrap();
+    let master = MasterKey::generate(&mut t.rng);
+    let req = RegisterFinishRequest {
+        username: "old".into(),
+        upload: Base64Bytes(upload),
+        wrapped_key: wrap.wrap(&mut t.rng, &master),
+        settings: None,
+    };
+    let _: RegisterFinishResponse = t.accounts.post("/accounts/register/finish", &req).await.unwrap();
+    assert!(raw_login(&mut t, "old", false).await.unwrap().settings.is_none());
+    assert_eq!(t.login("old", 8).await.settings, AccountSettings::LEGACY);
 }
 
 #[tokio::test]
