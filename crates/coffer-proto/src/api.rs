@@ -439,6 +439,11 @@ pub struct MissingChunksResponse {
 /// Most ids or changes in one request.
 pub const MAX_IDS_PER_REQUEST: usize = 10_000;
 
+/// Most chunk ids one commit may name (its changes' `chunks` and deltas'
+/// `dropped` together): a file whose list is longer cannot be committed
+/// (about 13 GiB in 80 KiB chunks, 22 GiB in 128 KiB ones).
+pub const MAX_CHUNK_REFS_PER_COMMIT: usize = 16 * MAX_IDS_PER_REQUEST;
+
 /// Answer to `POST /v1/chunks` (a [`chunk_batch`] body).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadChunksResponse {

@@ -268,6 +268,9 @@ impl Args {
             },
             http: HttpConfig {
                 json_body_limit: self.json_body_limit.unwrap_or(hd.json_body_limit),
+                // A commit names every chunk of a new file: never less room
+                // than other JSON bodies get.
+                commit_body_limit: hd.commit_body_limit.max(self.json_body_limit.unwrap_or(0)),
                 chunk_body_limit: self.chunk_body_limit.unwrap_or(hd.chunk_body_limit),
                 request_timeout: self.request_timeout_secs.map_or(hd.request_timeout, Duration::from_secs),
                 header_timeout: self.header_timeout_secs.map_or(hd.header_timeout, Duration::from_secs),

@@ -36,6 +36,9 @@ use crate::scan::ScanResult;
 
 /// Changes per commit request.
 const COMMIT_BATCH: usize = 500;
+/// Chunk ids per commit request: a batch of large files ends here, well
+/// within what the store takes (`MAX_CHUNK_REFS_PER_COMMIT`).
+const COMMIT_REFS: usize = coffer_proto::api::MAX_CHUNK_REFS_PER_COMMIT / 2;
 
 /// Chunk lists shorter than this go whole: a difference would save little.
 const DELTA_MIN: usize = 16;
@@ -99,7 +102,8 @@ impl<R: Remote> Engine<R> {
                     self.touch_for(&op);
                     let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
                     self.settle(&path, result, report)?;
-                    if pending.len() >= COMMIT_BATCH || self.is_paused() {
+                    let refs: usize = pending.iter().map(|p| p.change.chunks.len()).sum();
+                    if pending.len() >= COMMIT_BATCH || refs >= COMMIT_REFS || self.is_paused() {
                         break;
                     }
                 }
@@ -404,6 +408,18 @@ impl<R: Remote> Engine<R> {
         pending: &mut Vec<Pending>,
     ) -> Result<(), OpError> {
         let (change, mut pieces) = self.change_for(path, base, &node, &chunks);
+        let most = coffer_proto::api::MAX_CHUNK_REFS_PER_COMMIT;
+        if change.chunks.len() > most {
+            // Reported on the file, not a failed round forever: the store
+            // would refuse every commit that carried it.
+            let per_chunk = node.size / chunks.len().max(1) as u64;
+            return Err(OpError::Path(format!(
+                "too large to sync: {} chunks, and the store takes at most {most} in one change \
+                 (about {} GiB with this account's chunk sizes)",
+                change.chunks.len(),
+                (per_chunk * most as u64) >> 30
+            )));
+        }
         pieces.retain(|p| !on_store.contains(&p.id()));
         let entry_id = change.entry_id;
         pending.push(Pending {

@@ -55,8 +55,12 @@ use crate::ServiceError;
 /// Transport settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
-    /// Largest JSON body, bytes.
+    /// Largest JSON body, bytes (but a commit's).
     pub json_body_limit: usize,
+    /// Largest commit body, bytes: room for the most chunk ids a commit may
+    /// name (`MAX_CHUNK_REFS_PER_COMMIT`, about 67 bytes each in JSON) and
+    /// the metadata of its changes.
+    pub commit_body_limit: usize,
     /// Largest chunk-upload body, bytes.
     pub chunk_body_limit: usize,
     /// Longest time to receive and answer one request (long-polls excepted).
@@ -69,6 +73,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             json_body_limit: 4 << 20,
+            commit_body_limit: 16 << 20,
             chunk_body_limit: 64 << 20,
             request_timeout: Duration::from_secs(120),
             header_timeout: Duration::from_secs(30),
@@ -247,13 +252,13 @@ pub fn router(service: Service, cfg: HttpConfig) -> Router {
         .route("/usage", get(usage::handle))
         .route("/chunks/missing", post(chunks_missing::handle))
         .route("/chunks/get", post(chunks_get::handle))
-        .route("/commit", post(commit::handle))
         .route("/journal", get(journal::handle))
         .route("/journal/wait", get(journal_wait::handle))
         .route("/snapshot", get(snapshot::handle))
         .route("/entries/{entry_id}/versions", get(versions::handle))
         .route("/entries/{entry_id}/versions/{revision}", get(version::handle))
         .layer(json)
+        .route("/commit", post(commit::handle).layer(DefaultBodyLimit::max(cfg.commit_body_limit)))
         .route("/chunks", post(chunks_upload::handle).layer(DefaultBodyLimit::max(cfg.chunk_body_limit)))
         .route("/chunks/{id}", get(chunk_download::handle));
     Router::new()

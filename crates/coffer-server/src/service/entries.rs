@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use coffer_proto::api::{Change, ChangeResult};
 use coffer_proto::api::{
-    CommitResponse, EntryVersion, JournalPage, SnapshotPage, VersionsResponse, MAX_IDS_PER_REQUEST,
+    CommitResponse, EntryVersion, JournalPage, SnapshotPage, VersionsResponse, MAX_CHUNK_REFS_PER_COMMIT,
+    MAX_IDS_PER_REQUEST,
 };
 use coffer_proto::{Cursor, EntryId, Revision};
 
@@ -26,7 +27,7 @@ impl Service {
         }
         let chunk_refs: usize =
             changes.iter().map(|c| c.chunks.len() + c.delta.as_ref().map_or(0, |d| d.dropped.len())).sum();
-        if chunk_refs > 16 * MAX_IDS_PER_REQUEST {
+        if chunk_refs > MAX_CHUNK_REFS_PER_COMMIT {
             return Err(ServiceError::BadRequest("too many chunk references in one commit".into()));
         }
         crate::metrics::Metrics::add(&self.inner.metrics.chunk_ids_named, chunk_refs as u64);

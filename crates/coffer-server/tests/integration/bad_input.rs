@@ -44,6 +44,30 @@ async fn oversized_bodies_are_refused() {
     assert_eq!(d.remote.missing_chunks(&[big.id()]).await.unwrap(), vec![big.id()]);
 }
 
+/// A commit may be larger than other JSON bodies: the ids of a file of
+/// 100,000 chunks (about 8 GiB in 80 KiB chunks, 6.7 MB of JSON) reach the
+/// commit's rules (here: the chunks were never uploaded), and one over
+/// `MAX_CHUNK_REFS_PER_COMMIT` is refused as such.
+#[tokio::test]
+async fn a_commit_may_name_the_chunks_of_a_large_file() {
+    use coffer_proto::api::MAX_CHUNK_REFS_PER_COMMIT;
+    let mut t = TestServer::start().await;
+    let d = t.user("alice").await;
+    let id = |i: usize| {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        ChunkId::from_bytes(b)
+    };
+    let mut change = put(entry(1), 0, b"meta", &[]);
+    change.chunks = (0..100_000).map(id).collect();
+    let err = d.remote.commit(std::slice::from_ref(&change)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ChunkMissing), "{err}");
+    change.chunks = (0..=MAX_CHUNK_REFS_PER_COMMIT).map(id).collect();
+    let err = d.remote.commit(&[change]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    assert!(err.to_string().contains("too many chunk references"), "{err}");
+}
+
 #[tokio::test]
 async fn malformed_requests_are_bad_requests() {
     let mut t = TestServer::start().await;
