@@ -354,6 +354,11 @@ impl EntryMeta {
 
     /// Checks that a file's chunks add up to its size and hash.
     pub fn check_chunks(node: &Node, chunks: &[ChunkRef]) -> Result<(), String> {
+        // No chunk is empty (an empty file has none); the pieces' binary
+        // form, which the index also keeps lists in, cannot say one.
+        if chunks.iter().any(|c| c.len == 0) {
+            return Err("metadata lists an empty chunk".into());
+        }
         let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
         if total != node.size {
             return Err("metadata chunk list does not add up to the file size".into());
@@ -528,6 +533,18 @@ mod tests {
         let mut short = m.clone();
         short.chunks.pop();
         assert!(EntryMeta::from_bytes(&short.to_bytes()).is_err(), "chunks that do not add up");
+        // Format 1 (JSON) could name an empty chunk that still adds up and
+        // hashes right; no format may (the index keeps lists in the binary
+        // form, which refuses one).
+        let mut empty = EntryMeta { v: EntryMeta::VERSION, ..m.clone() };
+        empty.chunks.push(ChunkRef {
+            id: ChunkId::from_bytes([9; 32]),
+            content: ContentHash::from_bytes([9; 32]),
+            len: 0,
+        });
+        empty.node.hash = Some(FileHash::of_chunks(empty.chunks.iter().map(|c| (&c.content, c.len))));
+        let err = EntryMeta::from_bytes(&empty.to_bytes()).unwrap_err();
+        assert!(err.contains("empty chunk"), "{err}");
 
         let text = String::from_utf8(compact).unwrap();
         let c = serde_json::from_str::<serde_json::Value>(&text).unwrap()["c"].as_str().unwrap().to_owned();
