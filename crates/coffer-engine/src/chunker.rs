@@ -406,6 +406,32 @@ mod tests {
         StreamChunker::new(data, params, &ChunkerSeed::from_u64(seed)).map(|c| c.unwrap()).collect()
     }
 
+    /// The cuts are part of every account's data (a file's hash is that of
+    /// its chunk list), so they are frozen for both sets of sizes in use:
+    /// a change in FastCDC, the normalization or the seeding that moves a
+    /// cut breaks this test, not the users' sync.
+    #[test]
+    fn cut_points_are_frozen_for_the_sizes_in_use() {
+        let data = random(8 << 20, 2026);
+        for (params, frozen) in [
+            (ChunkerParams::LEGACY, FROZEN_LEGACY_CUTS),
+            (ChunkerParams { min: 24 << 10, avg: 80 << 10, max: 320 << 10 }, FROZEN_CUTS),
+        ] {
+            let ends: Vec<u64> =
+                chunk_all(&data, params, 77).iter().map(|c| c.offset + c.data.len() as u64).collect();
+            let mut h = blake3::Hasher::new();
+            for e in &ends {
+                h.update(&e.to_le_bytes());
+            }
+            let got = format!("{} cuts {}", ends.len(), &h.finalize().to_hex()[..16]);
+            assert_eq!(got, frozen, "{params:?}");
+        }
+        assert_eq!(ChunkerParams::default(), ChunkerParams { min: 24 << 10, avg: 80 << 10, max: 320 << 10 });
+    }
+
+    const FROZEN_LEGACY_CUTS: &str = "60 cuts 545012924e209c77";
+    const FROZEN_CUTS: &str = "94 cuts e678323f922a9ab3";
+
     /// A reader that returns at most `step` bytes a call, to exercise refills.
     struct Dribble<'a>(&'a [u8], usize);
     impl Read for Dribble<'_> {

@@ -59,7 +59,9 @@ pub struct EngineConfig {
     pub device_id: DeviceId,
     /// Its name, as conflicted copies show it.
     pub device_name: String,
-    /// Chunk sizes.
+    /// Chunk sizes: the account's (`AccountSettings`), which the caller
+    /// must set; [`EngineConfig::new`] starts from those of accounts older
+    /// than settings, not this build's default for new accounts.
     pub chunker: ChunkerParams,
     /// A plan that deletes more than this many entries (local and remote
     /// together) waits for confirmation.
@@ -80,7 +82,7 @@ impl EngineConfig {
             root,
             device_id,
             device_name,
-            chunker: ChunkerParams::default(),
+            chunker: ChunkerParams::LEGACY,
             mass_delete_threshold: 1000,
             trash_days: 30,
             parallel_downloads: 8,
