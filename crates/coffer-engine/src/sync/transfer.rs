@@ -869,6 +869,33 @@ mod tests {
         assert_eq!(copy_local_run(&key, &mut cursor(big.clone()), &mut out, &big_run).unwrap(), 3);
         assert!(out.0 == big);
 
+        // A read error inside a block (an unreadable sector in chunk 7):
+        // the chunks before it are copied, the copy stops there although
+        // the chunks after it could be read.
+        struct BadSector(io::Cursor<Vec<u8>>, u64);
+        impl io::Read for BadSector {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let at = self.0.position();
+                if (at..at + out.len() as u64).contains(&self.1) {
+                    return Err(io::Error::other("I/O error"));
+                }
+                self.0.read(out)
+            }
+        }
+        impl io::Seek for BadSector {
+            fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+                self.0.seek(to)
+            }
+        }
+        let mut reader =
+            LocalCursor { reader: Box::new(BadSector(io::Cursor::new(data.clone()), 7_500)), pos: 0 };
+        let mut out = Sink(Vec::new(), None);
+        assert_eq!(copy_local_run(&key, &mut reader, &mut out, &run).unwrap(), 7);
+        assert_eq!(out.0, data[..7_000]);
+        let rest = copy_local_run(&key, &mut reader, &mut out, &run[8..]).unwrap();
+        assert_eq!(rest, 12, "the cursor seeks again after the failed read");
+        assert_eq!(out.0[7_000..], data[8_000..]);
+
         // The file now ends inside chunk 15.
         let mut out = Sink(Vec::new(), None);
         assert_eq!(copy_local_run(&key, &mut cursor(data[..15_500].to_vec()), &mut out, &run).unwrap(), 15);
