@@ -89,22 +89,7 @@ async fn sessions_expire() {
 async fn replayed_login_message_is_refused() {
     let mut t = TestServer::start().await;
     t.user("erin").await;
-    let (state, request) = login::login_start(&mut t.rng, PASSWORD.as_bytes()).unwrap();
-    let start: LoginStartResponse = t
-        .accounts
-        .post(
-            "/accounts/login/start",
-            &LoginStartRequest { username: "erin".into(), request: Base64Bytes(request) },
-        )
-        .await
-        .unwrap();
-    let (fin, _) = login::login_finish(state, PASSWORD.as_bytes(), &start.response.0, &KSF).unwrap();
-    let msg = LoginFinishRequest {
-        login_id: start.login_id,
-        finalization: Base64Bytes(fin),
-        device_id: DeviceId::from_bytes([5; 16]),
-        honours_settings: true,
-    };
+    let msg = login_message(&mut t, "erin", true).await;
     let ok: LoginFinishResponse = t.accounts.post("/accounts/login/finish", &msg).await.unwrap();
     assert!(!ok.token.expose_secret().is_empty());
     let err = t.accounts.post::<_, LoginFinishResponse>("/accounts/login/finish", &msg).await.unwrap_err();
@@ -114,13 +99,10 @@ async fn replayed_login_message_is_refused() {
     assert_eq!(d.remote.sessions().await.unwrap().len(), 3);
 }
 
-/// The login messages of a client that predates account settings (or says
-/// it honours them).
-async fn raw_login(
-    t: &mut TestServer,
-    name: &str,
-    honours_settings: bool,
-) -> Result<LoginFinishResponse, RemoteError> {
+/// A login's first round trip, by hand, and the finish message to send:
+/// from a client that predates account settings, or one that says it
+/// honours them.
+async fn login_message(t: &mut TestServer, name: &str, honours_settings: bool) -> LoginFinishRequest {
     let (state, request) = login::login_start(&mut t.rng, PASSWORD.as_bytes()).unwrap();
     let start: LoginStartResponse = t
         .accounts
@@ -131,12 +113,20 @@ async fn raw_login(
         .await
         .unwrap();
     let (fin, _) = login::login_finish(state, PASSWORD.as_bytes(), &start.response.0, &KSF).unwrap();
-    let msg = LoginFinishRequest {
+    LoginFinishRequest {
         login_id: start.login_id,
         finalization: Base64Bytes(fin),
         device_id: DeviceId::from_bytes([7; 16]),
         honours_settings,
-    };
+    }
+}
+
+async fn raw_login(
+    t: &mut TestServer,
+    name: &str,
+    honours_settings: bool,
+) -> Result<LoginFinishResponse, RemoteError> {
+    let msg = login_message(t, name, honours_settings).await;
     t.accounts.post("/accounts/login/finish", &msg).await
 }
 
