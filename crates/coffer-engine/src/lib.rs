@@ -1,12 +1,14 @@
 //! The sync daemon as a library. Every face of Coffer (the CLI, the desktop
 //! shell, the web UI) drives this one engine.
 //!
-//! Today it holds the ingest path of a local edit (see `DESIGN.md`, "Data
-//! flow"): [`chunker`] cuts a file into content-defined chunks with bounded
-//! memory, and [`ingest`] hashes and seals them on every core, in order. The
-//! scanner, watcher, local index, planner, transfers and control API join it
-//! with issue 4; they will take the filesystem, clock, randomness and store as
-//! injected traits so that the simulation of issue 5 can run this very code.
+//! The path of a local edit (see `DESIGN.md`, "Data flow"): [`watch`] and
+//! [`scan`] find it, [`chunker`] cuts the file into content-defined chunks
+//! with the account's sizes ([`settings`]), [`ingest`] hashes and seals them
+//! on every core, and [`sync`] plans against the [`index`] (the synced and
+//! remote trees) and talks to the store through [`remote`]; [`control`] is
+//! the local API the UI uses. The filesystem, clock, randomness and store
+//! are injected traits, so the simulation (`coffer-sim`) runs this very
+//! code. docs/architecture.md has the module map.
 
 pub mod chunker;
 pub mod chunklist;
