@@ -44,7 +44,7 @@ struct SizeList(Vec<ChunkerParams>);
 fn parse_list(s: &str) -> Result<SizeList, String> {
     s.split([' ', ';'])
         .filter(|x| !x.is_empty())
-        .map(crate::pipeline::parse_sizes)
+        .map(ChunkerParams::parse_kib)
         .collect::<Result<_, _>>()
         .map(SizeList)
 }

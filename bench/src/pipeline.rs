@@ -26,19 +26,8 @@ pub struct Args {
     #[arg(long)]
     workers: Option<usize>,
     /// Chunk sizes in KiB: min,avg,max.
-    #[arg(long, default_value = "256,1024,4096", value_parser = parse_sizes)]
+    #[arg(long, default_value = "256,1024,4096", value_parser = ChunkerParams::parse_kib)]
     chunk_kib: ChunkerParams,
-}
-
-pub fn parse_sizes(s: &str) -> Result<ChunkerParams, String> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|x| x.trim().parse::<usize>().map(|k| k << 10))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let [min, avg, max] = v[..] else { return Err("expected min,avg,max".into()) };
-    let p = ChunkerParams { min, avg, max };
-    p.validate().map(|()| p).map_err(str::to_string)
 }
 
 fn make_file(path: &Path, bytes: u64) -> anyhow::Result<()> {

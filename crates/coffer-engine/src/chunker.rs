@@ -60,6 +60,21 @@ impl ChunkerParams {
     /// one-byte edit falls in has a median of 147 KiB.
     pub const LEGACY: Self = Self { min: 32 << 10, avg: 128 << 10, max: 512 << 10 };
 
+    /// Parses `MIN,AVG,MAX` in KiB (as `COFFER_CHUNK_KIB` and the
+    /// benchmark take them) and checks the bounds.
+    pub fn parse_kib(text: &str) -> Result<Self, String> {
+        let kib: Vec<usize> = text
+            .split(',')
+            .map(|n| n.trim().parse::<usize>().map(|k| k << 10))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("expected three sizes in KiB, like 24,80,320: {e}"))?;
+        let [min, avg, max] = kib[..] else {
+            return Err("expected three sizes in KiB (min, average, max)".into());
+        };
+        let params = Self { min, avg, max };
+        params.validate().map(|()| params).map_err(str::to_string)
+    }
+
     /// Checks the bounds against what FastCDC supports.
     pub fn validate(&self) -> Result<(), &'static str> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
@@ -427,6 +442,14 @@ mod tests {
             assert_eq!(got, frozen, "{params:?}");
         }
         assert_eq!(ChunkerParams::default(), ChunkerParams { min: 24 << 10, avg: 80 << 10, max: 320 << 10 });
+    }
+
+    #[test]
+    fn sizes_parse_from_kib() {
+        assert_eq!(ChunkerParams::parse_kib(" 24, 80,320").unwrap(), ChunkerParams::default());
+        assert!(ChunkerParams::parse_kib("24,80").unwrap_err().contains("three sizes"));
+        assert!(ChunkerParams::parse_kib("24,eighty,320").unwrap_err().contains("three sizes"));
+        assert!(ChunkerParams::parse_kib("320,80,24").unwrap_err().contains("ordered"));
     }
 
     const FROZEN_LEGACY_CUTS: &str = "60 cuts 545012924e209c77";

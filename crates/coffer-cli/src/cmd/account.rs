@@ -2,7 +2,7 @@
 //! up` and the desktop app's first run: the OPAQUE exchange with the store,
 //! then the device's credentials saved in the home folder.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use coffer_crypto::{MasterKey, RecoveryKey};
 use coffer_engine::chunker::ChunkerParams;
 use coffer_engine::home::{Credentials, Home};
@@ -61,15 +61,6 @@ pub fn save(home: &Home, server: &str, email: &str, logged: LoggedIn) -> anyhow:
 /// the account then cuts with them, whatever its environment.
 pub fn new_account_settings() -> anyhow::Result<AccountSettings> {
     let Ok(v) = std::env::var("COFFER_CHUNK_KIB") else { return Ok(AccountSettings::for_new_account()) };
-    let kib: Vec<usize> = v
-        .split(',')
-        .map(|n| n.trim().parse::<usize>().map(|k| k << 10))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("COFFER_CHUNK_KIB={v:?}: expected three sizes in KiB, like 64,256,1024"))?;
-    let [min, avg, max] = kib[..] else {
-        bail!("COFFER_CHUNK_KIB={v:?}: expected three sizes in KiB (min, average, max)")
-    };
-    let chunker = ChunkerParams { min, avg, max };
-    chunker.validate().map_err(|e| anyhow::anyhow!("COFFER_CHUNK_KIB={v:?}: {e}"))?;
+    let chunker = ChunkerParams::parse_kib(&v).map_err(|e| anyhow::anyhow!("COFFER_CHUNK_KIB={v:?}: {e}"))?;
     Ok(AccountSettings { chunker })
 }
