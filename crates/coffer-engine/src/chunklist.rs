@@ -104,6 +104,26 @@ pub fn encode(list: &[ChunkRef]) -> Vec<u8> {
     out
 }
 
+/// A list in the binary form, base64 (metadata format 3, the index); an
+/// empty list is the empty string.
+pub fn to_base64(list: &[ChunkRef]) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    data_encoding::BASE64.encode(&encode(list))
+}
+
+/// Reads [`to_base64`]'s form back, checked as [`decode_refs`] checks.
+pub fn from_base64(text: &str) -> Result<Vec<ChunkRef>, String> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bytes = data_encoding::BASE64
+        .decode(text.as_bytes())
+        .map_err(|_| "a chunk list is not base64".to_string())?;
+    decode_refs(&bytes)
+}
+
 /// Reads a piece back. Refuses an empty piece, a torn entry, a piece
 /// longer than [`PIECE_MAX`] entries and a zero-length chunk (no chunk is
 /// empty: an empty file has no chunks).

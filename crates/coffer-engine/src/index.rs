@@ -151,7 +151,7 @@ mod compact_chunks {
     use crate::model::ChunkRef;
 
     pub fn serialize<S: Serializer>(v: &[ChunkRef], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&data_encoding::BASE64.encode(&crate::chunklist::encode(v)))
+        s.serialize_str(&crate::chunklist::to_base64(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChunkRef>, D::Error> {
@@ -164,11 +164,7 @@ mod compact_chunks {
             }
 
             fn visit_str<E: Error>(self, text: &str) -> Result<Self::Value, E> {
-                if text.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let bytes = data_encoding::BASE64.decode(text.as_bytes()).map_err(E::custom)?;
-                crate::chunklist::decode_refs(&bytes).map_err(E::custom)
+                crate::chunklist::from_base64(text).map_err(E::custom)
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {

@@ -288,13 +288,8 @@ impl EntryMeta {
     /// Serialises for sealing, in format `v`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let compact = self.v == Self::VERSION_COMPACT;
-        let binary = |refs: &[ChunkRef]| {
-            if compact && !refs.is_empty() {
-                data_encoding::BASE64.encode(&crate::chunklist::encode(refs))
-            } else {
-                String::new()
-            }
-        };
+        let binary =
+            |refs: &[ChunkRef]| if compact { crate::chunklist::to_base64(refs) } else { String::new() };
         let wire = MetaWireOut {
             v: self.v,
             path: &self.path,
@@ -319,12 +314,8 @@ impl EntryMeta {
         let (chunks, list) = match w.v {
             Self::VERSION | Self::VERSION_LISTED if w.c.is_empty() && w.l.is_empty() => (w.chunks, w.list),
             Self::VERSION_COMPACT if w.chunks.is_empty() && w.list.is_empty() => {
-                let binary = |text: &str| -> Result<Vec<ChunkRef>, String> {
-                    if text.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let bytes = data_encoding::BASE64.decode(text.as_bytes()).map_err(|_| malformed())?;
-                    crate::chunklist::decode_refs(&bytes).map_err(|e| format!("{}: {e}", malformed()))
+                let binary = |text: &str| {
+                    crate::chunklist::from_base64(text).map_err(|e| format!("{}: {e}", malformed()))
                 };
                 (binary(&w.c)?, binary(&w.l)?)
             }
