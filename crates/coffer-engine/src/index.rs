@@ -253,6 +253,25 @@ fn full_map<K: Ord, V>(rows: Vec<(K, V)>) -> BTreeMap<K, V> {
     rows.into_iter().collect()
 }
 
+/// A small setting, read on `conn` (a transaction, too).
+fn get_meta_in(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+}
+
+/// Sets a small setting on `conn`.
+fn set_meta_in(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// The journal cursor as recorded on `conn` (0 before the first pull).
+fn cursor_in(conn: &Connection) -> Result<Cursor> {
+    Ok(Cursor(get_meta_in(conn, "cursor")?.and_then(|s| s.parse().ok()).unwrap_or(0)))
+}
+
 /// Upserts remote rows (a path of `None` keeps the known one).
 fn write_remote(tx: &rusqlite::Transaction<'_>, entries: &[(Option<RelPath>, RemoteEntry)]) -> Result<()> {
     let mut stmt = tx.prepare_cached(
@@ -320,21 +339,17 @@ impl Index {
 
     /// A small setting.
     pub fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.db().query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        get_meta_in(&self.db(), key)
     }
 
     /// Sets a small setting.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.db().execute(
-            "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        set_meta_in(&self.db(), key, value)
     }
 
     /// The journal cursor (0 before the first pull).
     pub fn cursor(&self) -> Result<Cursor> {
-        Ok(Cursor(self.get_meta("cursor")?.and_then(|s| s.parse().ok()).unwrap_or(0)))
+        cursor_in(&self.db())
     }
 
     /// The synced tree.
@@ -578,11 +593,7 @@ impl Index {
         let tx = db.transaction()?;
         write_remote(&tx, entries)?;
         if let Some(c) = cursor {
-            tx.execute(
-                "INSERT INTO meta(key, value) VALUES ('cursor', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [c.get().to_string()],
-            )?;
+            set_meta_in(&tx, "cursor", &c.get().to_string())?;
         }
         tx.commit()?;
         Ok(())
@@ -608,25 +619,14 @@ impl Index {
     ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let bootstrapped: bool =
-            tx.query_row("SELECT EXISTS(SELECT 1 FROM meta WHERE key = 'bootstrapped')", [], |r| r.get(0))?;
-        if bootstrapped && !seqs.is_empty() {
-            let cursor: u64 = tx
-                .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| r.get::<_, String>(0))
-                .optional()?
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+        if !seqs.is_empty() && get_meta_in(&tx, "bootstrapped")?.is_some() {
+            let cursor = cursor_in(&tx)?.get();
             let mut sorted: Vec<u64> = seqs.iter().map(|c| c.get()).collect();
             sorted.sort_unstable();
             let next_in_line =
                 sorted.iter().enumerate().all(|(i, &s)| Some(s) == cursor.checked_add(i as u64 + 1));
             if next_in_line {
-                let last = sorted[sorted.len() - 1];
-                tx.execute(
-                    "INSERT INTO meta(key, value) VALUES ('cursor', ?1)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    [last.to_string()],
-                )?;
+                set_meta_in(&tx, "cursor", &sorted[sorted.len() - 1].to_string())?;
             }
         }
         {
