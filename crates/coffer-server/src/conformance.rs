@@ -509,4 +509,12 @@ pub fn blob_store(make: BlobFactory<'_>) {
         assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(*bytes), "BlobStore conformance: put_many");
         assert_eq!(s.get(b, *id).unwrap(), None, "blobs are per account");
     }
+    // A batch delete: absent ids and other accounts' blobs are left alone.
+    s.put(b, chunk(100), b"b's own").unwrap();
+    s.delete_many(a, &[chunk(100), chunk(101), chunk(99)]).unwrap();
+    assert_eq!(s.get(a, chunk(100)).unwrap(), None, "BlobStore conformance: delete_many");
+    assert_eq!(s.get(a, chunk(101)).unwrap(), None, "BlobStore conformance: delete_many");
+    assert_eq!(s.get(a, chunk(102)).unwrap().as_deref(), Some(batch[2].1));
+    assert_eq!(s.get(b, chunk(100)).unwrap().as_deref(), Some(&b"b's own"[..]));
+    s.delete_many(a, &[]).unwrap();
 }

@@ -71,8 +71,12 @@ impl Service {
             let n = marked.len();
             let marked = self
                 .blobs(move |b| {
+                    let mut by_account: std::collections::BTreeMap<_, Vec<_>> = Default::default();
                     for (account, id) in &marked {
-                        b.delete(*account, *id)?;
+                        by_account.entry(*account).or_default().push(*id);
+                    }
+                    for (account, ids) in &by_account {
+                        b.delete_many(*account, ids)?;
                     }
                     Ok(marked)
                 })

@@ -258,4 +258,9 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     fn put_many(&self, account: AccountId, blobs: &[(ChunkId, &[u8])]) -> StoreResult<()> {
         blobs.iter().try_for_each(|(id, bytes)| self.put(account, *id, bytes))
     }
+    /// Deletes blobs of one account, as [`BlobStore::delete`] each (no
+    /// error for absent ones). On an error some may be deleted.
+    fn delete_many(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<()> {
+        ids.iter().try_for_each(|id| self.delete(account, *id))
+    }
 }
