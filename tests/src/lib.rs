@@ -147,6 +147,12 @@ impl Server {
         self.proc.terminate();
     }
 
+    /// Kills the server with SIGKILL (a crash or power cut of the store's
+    /// process, without the chance to finish anything).
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
     /// One counter from the server's `GET /metrics` (Prometheus text).
     pub fn metric(&self, name: &str) -> u64 {
         use std::io::Read;

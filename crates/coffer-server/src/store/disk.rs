@@ -39,7 +39,9 @@
 //! A pack other than the account's newest is removed once nothing in it is
 //! live, and rewritten when less than half of it is: its live records are
 //! appended to the newest pack, their rows moved in one transaction, then
-//! the old file removed. A reader that looked a blob up before the move and
+//! the old file removed (a crash between the two leaves a file no row
+//! names, removed at the account's next append after a restart). A reader
+//! that looked a blob up before the move and
 //! finds the old pack gone looks it up again. Pack numbers only grow (the
 //! highest-numbered pack in the index is never removed), so a stale
 //! location can only name a file that holds that very record, or no file.
@@ -267,7 +269,11 @@ impl DiskBlobStore {
     fn pack_for_append(&self, account: AccountId, tail: &mut Tail) -> StoreResult<(u64, Option<u64>)> {
         let newest = match tail.seq {
             Some(s) => Some(s),
-            None => self.newest_seq(account)?,
+            None => {
+                let newest = self.newest_seq(account)?;
+                self.remove_orphans(account, newest)?;
+                newest
+            }
         };
         let (seq, full) = match newest {
             Some(s) if self.file_len(account, s)? < self.pack_bytes => (s, None),
@@ -276,6 +282,37 @@ impl DiskBlobStore {
         };
         tail.seq = Some(seq);
         Ok((seq, full))
+    }
+
+    /// Removes pack files below the newest that the index has no row for:
+    /// a crash between a compaction's commit and its removal of the old
+    /// file leaves one. Runs at an account's first append in a process.
+    fn remove_orphans(&self, account: AccountId, newest: Option<u64>) -> StoreResult<()> {
+        let Some(newest) = newest else { return Ok(()) };
+        let known: HashSet<u64> = self.packs(account)?.into_iter().map(|(seq, _, _)| seq).collect();
+        let entries = match fs::read_dir(self.account_dir(account)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let Some(seq) =
+                name.to_str().and_then(|n| n.strip_suffix(".pack")).and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if seq < newest && !known.contains(&seq) {
+                tracing::info!(account = account.0, pack = seq, "removing a pack a compaction left behind");
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Opens a pack for appending; a new file's folder entries are made
@@ -528,6 +565,7 @@ impl BlobStore for DiskBlobStore {
     }
 
     fn get(&self, account: AccountId, id: ChunkId) -> StoreResult<Option<Vec<u8>>> {
+        let mut tried = None;
         for _ in 0..READ_ATTEMPTS {
             let Some(at) = self.locate(account, id)? else {
                 return match fs::read(self.legacy_path(account, id)) {
@@ -536,14 +574,21 @@ impl BlobStore for DiskBlobStore {
                     Err(e) => Err(io(e)),
                 };
             };
+            if tried == Some((at.seq, at.offset)) {
+                break;
+            }
             match self.read_record(account, id, at) {
                 Ok(bytes) => return Ok(Some(bytes)),
                 // Compacted away since the lookup: look again.
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == ErrorKind::NotFound => tried = Some((at.seq, at.offset)),
                 Err(e) => return Err(io(e)),
             }
         }
-        Err(StoreError::Backend(format!("chunk {} kept moving while being read", id.to_hex())))
+        Err(StoreError::Backend(format!(
+            "chunk {} of account {account}: its pack file {} is missing",
+            id.to_hex(),
+            tried.map_or(0, |t| t.0)
+        )))
     }
 
     fn delete(&self, account: AccountId, id: ChunkId) -> StoreResult<()> {
@@ -699,6 +744,48 @@ mod tests {
         // And the store still takes new blobs.
         put_all(&s, a, &chunks[..2]);
         assert_eq!(s.get(a, chunks[1].0).unwrap().as_deref(), Some(chunks[1].1.as_slice()));
+    }
+
+    #[test]
+    fn a_pack_a_compaction_left_behind_is_removed_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AccountId(1);
+        let chunks: Vec<_> = (0..12).map(chunk).collect();
+        {
+            let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 2_000).unwrap();
+            for c in chunks.chunks(3) {
+                put_all(&s, a, c);
+            }
+            assert!(s.packs(a).unwrap().len() >= 3);
+        }
+        // A compaction of pack 1 that committed and crashed before removing
+        // the file: the rows are gone, the file is not.
+        let orphan = dir.path().join("packs/1/00000001.pack");
+        fs::copy(dir.path().join("packs/1/00000002.pack"), &orphan).unwrap();
+        {
+            let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 2_000).unwrap();
+            s.read(|c| c.execute("DELETE FROM packs WHERE account = 1 AND seq = 1", [])).unwrap();
+            s.read(|c| c.execute("DELETE FROM blobs WHERE account = 1 AND seq = 1", [])).unwrap();
+        }
+        let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 2_000).unwrap();
+        let extra = chunk(99);
+        put_all(&s, a, std::slice::from_ref(&extra));
+        assert!(!orphan.exists(), "the orphan pack is removed");
+        assert!(dir.path().join("packs/1/00000002.pack").exists());
+        assert_eq!(s.get(a, extra.0).unwrap().as_deref(), Some(extra.1.as_slice()));
+        assert_eq!(s.get(a, chunks[11].0).unwrap().as_deref(), Some(chunks[11].1.as_slice()));
+    }
+
+    #[test]
+    fn a_missing_pack_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AccountId(1);
+        let s = DiskBlobStore::open(dir.path()).unwrap();
+        let (id, bytes) = chunk(5);
+        s.put(a, id, &bytes).unwrap();
+        fs::remove_file(s.pack_path(a, 1)).unwrap();
+        let err = s.get(a, id).unwrap_err();
+        assert!(err.to_string().contains("its pack file 1 is missing"), "{err}");
     }
 
     #[test]
