@@ -158,6 +158,8 @@ pub struct Hostile {
     /// Not an attack: how many changes journal pages have carried to this
     /// session so far (what a test reads to see what a device pulls).
     pub sent_changes: usize,
+    /// Not an attack either: how many chunks this session has uploaded.
+    pub uploaded_chunks: usize,
 }
 
 /// One device's session with the in-process store.
@@ -255,6 +257,9 @@ impl Remote for SimRemote {
 
     async fn upload_chunks(&self, chunks: &[SealedChunk]) -> Result<UploadChunksResponse, RemoteError> {
         self.gate("upload_chunks")?;
+        if let Ok(mut h) = self.hostile.lock() {
+            h.uploaded_chunks += chunks.len();
+        }
         self.service.upload_sealed(self.caller, chunks.to_vec()).await.map_err(api)
     }
 

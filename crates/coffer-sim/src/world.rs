@@ -85,6 +85,7 @@ pub(crate) struct Device {
     pub(crate) caller: Caller,
     hostile: Arc<Mutex<Hostile>>,
     mass_delete_threshold: Option<usize>,
+    max_chunks_per_file: Option<usize>,
     device_id: DeviceId,
     restarts: u64,
 }
@@ -212,6 +213,7 @@ impl World {
                 caller: Caller { account, session, device: device_id },
                 hostile: Arc::new(Mutex::new(Hostile::default())),
                 mass_delete_threshold: None,
+                max_chunks_per_file: None,
                 device_id,
                 restarts: 0,
             });
@@ -261,6 +263,9 @@ impl World {
         if let Some(n) = dev.mass_delete_threshold {
             config.mass_delete_threshold = n;
         }
+        if let Some(n) = dev.max_chunks_per_file {
+            config.max_chunks_per_file = n;
+        }
         let rng_seed = seed ^ ((d as u64) << 48) ^ (dev.restarts << 32);
         dev.engine = Some(Engine::new(
             remote,
@@ -299,6 +304,13 @@ impl World {
     /// Restarts device `d` with a mass-deletion threshold of `n`.
     pub fn set_mass_delete_threshold(&mut self, d: usize, n: usize) -> Result<(), String> {
         self.devices[d].mass_delete_threshold = Some(n);
+        self.start(d)
+    }
+
+    /// Restarts device `d` taking files of at most `n` chunks (as if the
+    /// store's limit on one change were `n`).
+    pub fn set_max_chunks_per_file(&mut self, d: usize, n: usize) -> Result<(), String> {
+        self.devices[d].max_chunks_per_file = Some(n);
         self.start(d)
     }
 

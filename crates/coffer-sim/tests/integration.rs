@@ -277,3 +277,30 @@ fn a_device_does_not_pull_its_own_commits_back() {
         assert_eq!(w.files(0)["c.txt"].as_deref(), Some(&b"from dev1"[..]), "{:#?}", w.log());
     });
 }
+
+/// A file with more chunks than the store takes in one change is reported
+/// before any of it is read or sent (it used to be uploaded whole, then
+/// refused at the commit), and the rest of the round goes on.
+#[test]
+fn a_file_over_the_chunk_limit_is_refused_before_it_is_uploaded() {
+    let (rt, config) = world(2);
+    rt.block_on(async {
+        let mut w = World::new(config).await.unwrap();
+        w.set_max_chunks_per_file(0, 4).unwrap();
+        let big: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        w.write(0, "big.bin", &big).unwrap();
+        w.write(0, "small.txt", b"fits in one chunk").unwrap();
+        let line = w.sync(0).await.unwrap();
+        let said = format!("{line} {:?}", w.problems(0));
+        assert!(said.contains("big.bin") && said.contains("too large to sync"), "{said}");
+        assert_eq!(
+            w.hostile(0).lock().unwrap().uploaded_chunks,
+            1,
+            "only small.txt's chunk was sent: {said}"
+        );
+        w.sync(1).await.unwrap();
+        let on_dev1 = w.files(1);
+        assert_eq!(on_dev1["small.txt"].as_deref(), Some(&b"fits in one chunk"[..]));
+        assert!(!on_dev1.contains_key("big.bin"), "{on_dev1:?}");
+    });
+}

@@ -321,6 +321,9 @@ impl<R: Remote> Engine<R> {
                     return Ok(false);
                 }
                 Err(TransferError::Remote(e)) => return Err(OpError::Fatal(e.into())),
+                // Reported on the file, not a failed round forever: the
+                // store would refuse every commit that carried it.
+                Err(e @ TransferError::TooLarge(..)) => return Err(OpError::Path(e.to_string())),
                 Err(e) => return Err(OpError::Path(format!("could not read it: {e}"))),
             }
         }
@@ -408,17 +411,12 @@ impl<R: Remote> Engine<R> {
         pending: &mut Vec<Pending>,
     ) -> Result<(), OpError> {
         let (change, mut pieces) = self.change_for(path, base, &node, &chunks);
-        let most = coffer_proto::api::MAX_CHUNK_REFS_PER_COMMIT;
+        let most = self.config.max_chunks_per_file;
         if change.chunks.len() > most {
             // Reported on the file, not a failed round forever: the store
-            // would refuse every commit that carried it.
-            let per_chunk = node.size / chunks.len().max(1) as u64;
-            return Err(OpError::Path(format!(
-                "too large to sync: {} chunks, and the store takes at most {most} in one change \
-                 (about {} GiB with this account's chunk sizes)",
-                change.chunks.len(),
-                (per_chunk * most as u64) >> 30
-            )));
+            // would refuse every commit that carried it. (The upload checks
+            // this before reading; a file that grew while read ends here.)
+            return Err(OpError::Path(super::transfer::too_large(change.chunks.len(), most)));
         }
         pieces.retain(|p| !on_store.contains(&p.id()));
         let entry_id = change.entry_id;

@@ -73,6 +73,10 @@ pub struct EngineConfig {
     /// by blocking-pool threads (chunks are opened there), which would make
     /// a seed's history vary from run to run.
     pub parallel_downloads: usize,
+    /// Most chunks a file may have: the store refuses a change naming more
+    /// chunk ids than it takes in one commit, so a larger file is reported
+    /// ("too large to sync") before any of it is read or sent.
+    pub max_chunks_per_file: usize,
 }
 
 impl EngineConfig {
@@ -86,6 +90,7 @@ impl EngineConfig {
             mass_delete_threshold: 1000,
             trash_days: 30,
             parallel_downloads: 8,
+            max_chunks_per_file: coffer_proto::api::MAX_CHUNK_REFS_PER_COMMIT,
         }
     }
 }

@@ -48,6 +48,14 @@ pub(crate) enum TransferError {
     /// A chunk did not verify.
     #[error("a chunk from the store failed verification: {0}")]
     Corrupt(String),
+    /// The file has more chunks than one change may name (at least this many).
+    #[error("{}", too_large(*.0, *.1))]
+    TooLarge(usize, usize),
+}
+
+/// What a file with `chunks` chunks, over the store's `most`, is told.
+pub(crate) fn too_large(chunks: usize, most: usize) -> String {
+    format!("too large to sync: {chunks} chunks, and the store takes at most {most} in one change")
 }
 
 impl From<TransferError> for EngineError {
@@ -234,6 +242,15 @@ impl<R: Remote> Engine<R> {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let base = BaseChunks::new(base.to_vec());
         let scanned = self.scan_list(path, expect);
+        // Known before reading: the scan's list, or at least one chunk per
+        // largest chunk size.
+        let at_least = scanned
+            .as_ref()
+            .map_or(0, Vec::len)
+            .max(usize::try_from(expect.size.div_ceil(params.max as u64)).unwrap_or(usize::MAX));
+        if at_least > self.config.max_chunks_per_file {
+            return Err(TransferError::TooLarge(at_least, self.config.max_chunks_per_file));
+        }
         let reading = tokio::task::spawn_blocking(move || {
             let sink = |c| tx.blocking_send(c).map_err(|_| "upload stopped".to_string());
             match scanned {
