@@ -3,7 +3,8 @@
 //! `coffer server`, and rewrites the answers the way a compromised store
 //! could: flipped bits in chunks and in sealed metadata, forged journal
 //! entries (deletions, replays of old revisions, metadata moved between
-//! entries) and a journal cursor that goes backwards.
+//! entries), a journal cursor that goes backwards, and login answers
+//! without the account's settings.
 //!
 //! It holds no account keys, only what any store holds: ciphertext and the
 //! session token clients send it. Attacks that need keys (names inside
@@ -31,6 +32,9 @@ pub struct Attacks {
     pub inject: Vec<EntryVersion>,
     /// Claim this journal cursor in every journal page.
     pub cursor: Option<Cursor>,
+    /// Leave the account's settings out of login answers (as a store too
+    /// old to keep them would).
+    pub withhold_settings: bool,
     /// How many answers were rewritten.
     pub rewritten: usize,
     /// The last bearer token a client sent (a store sees every one).
@@ -169,6 +173,14 @@ fn rewrite(s: &Shared, path: &str, bytes: Bytes) -> Bytes {
             *m = Some(SealedMeta::from_sealed_bytes(b));
         }
     };
+    if path == "/v1/accounts/login/finish" && a.withhold_settings {
+        let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return bytes };
+        if let Some(o) = answer.as_object_mut() {
+            o.remove("settings");
+        }
+        a.rewritten += 1;
+        return serde_json::to_vec(&answer).expect("answer").into();
+    }
     if path.starts_with("/v1/chunks/") && a.tamper_chunks {
         a.rewritten += 1;
         let mut b = bytes.to_vec();

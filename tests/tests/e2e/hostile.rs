@@ -208,3 +208,29 @@ fn a_forged_mass_deletion_waits_for_confirmation() {
     attacked(&s, "confirm");
     assert_eq!(s.v.tree().len(), 1005);
 }
+
+/// A store that leaves an account's settings out of a login answer (so the
+/// new device would cut chunks the way accounts before settings did, and
+/// disagree with the others about identical bytes) is caught: the master
+/// key is bound to the settings it was made with. The login fails with a
+/// clear message and leaves no credentials; honestly answered, it works.
+#[test]
+fn a_store_withholding_the_accounts_settings_fails_the_login() {
+    let server = Server::start();
+    let hostile = HostileServer::start(&server.url);
+    let a = Client::new();
+    a.signup(&server, "withheld@example.org");
+    let v = Client::new();
+    hostile.set(|h| h.withhold_settings = true);
+    let r = v.run_with_stdin(
+        &["login", "--server", &hostile.url, "--email", "withheld@example.org", "--password-stdin"],
+        &format!("{}\n", coffer_e2e::PASSWORD),
+    );
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("settings the store did not return"), "{}", r.stderr);
+    assert!(hostile.rewritten() >= 1);
+    assert!(!v.home.join("credentials.json").exists(), "no credentials from a refused login");
+    hostile.set(|h| h.withhold_settings = false);
+    v.login_at(&hostile.url, "withheld@example.org");
+    assert!(v.home.join("credentials.json").exists());
+}

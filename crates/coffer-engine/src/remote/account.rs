@@ -99,8 +99,9 @@ impl Accounts {
             )
             .await?;
         let (upload, wrap) = login::register_finish(state, rng, password.as_bytes(), &start.response.0, ksf)?;
-        let wrapped_key = wrap.wrap(rng, master);
-        let settings = Some(settings.seal(rng, &master.derive().meta));
+        let sealed = settings.seal(rng, &master.derive().meta);
+        let wrapped_key = wrap.wrap_with_settings(rng, master, &sealed);
+        let settings = Some(sealed);
         self.post(
             "/accounts/register/finish",
             &RegisterFinishRequest {
@@ -143,8 +144,15 @@ impl Accounts {
             .await?;
         let remote = HttpRemote::with_client(self.client.clone(), &self.base, done.token);
         let opened = wrap
-            .unwrap_key(&done.wrapped_key)
-            .map_err(|_| "the wrapped master key does not open with this login".to_string())
+            .unwrap_key_with(&done.wrapped_key, done.settings.as_ref())
+            .map_err(|e| match e {
+                coffer_crypto::CryptoError::Malformed { why, .. } => {
+                    format!("the store's answer is not what this account was made with: the master key {why}")
+                }
+                _ => "the wrapped master key does not open with this login (or with the settings the store \
+                      returned beside it)"
+                    .to_string(),
+            })
             .and_then(|master| {
                 let settings = AccountSettings::open(&master.derive().meta, done.settings.as_ref())?;
                 Ok((master, settings))
