@@ -279,15 +279,19 @@ fn a_device_does_not_pull_its_own_commits_back() {
 }
 
 /// A file with more chunks than the store takes in one change is reported
-/// before any of it is read or sent (it used to be uploaded whole, then
-/// refused at the commit), and the rest of the round goes on.
+/// before any of it is read again or sent, when the scan has just chunked
+/// it (it used to be uploaded whole, then refused at the commit), and the
+/// rest of the round goes on.
 #[test]
 fn a_file_over_the_chunk_limit_is_refused_before_it_is_uploaded() {
     let (rt, config) = world(2);
     rt.block_on(async {
         let mut w = World::new(config).await.unwrap();
         w.set_max_chunks_per_file(0, 4).unwrap();
-        let big: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        // Over 4 MiB, so the scan keeps its chunk list for the upload.
+        let big: Vec<u8> = (0..(4u32 << 20) + 1000)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 11) as u8)
+            .collect();
         w.write(0, "big.bin", &big).unwrap();
         w.write(0, "small.txt", b"fits in one chunk").unwrap();
         let line = w.sync(0).await.unwrap();

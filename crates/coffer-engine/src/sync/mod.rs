@@ -73,9 +73,10 @@ pub struct EngineConfig {
     /// by blocking-pool threads (chunks are opened there), which would make
     /// a seed's history vary from run to run.
     pub parallel_downloads: usize,
-    /// Most chunks a file may have: the store refuses a change naming more
-    /// chunk ids than it takes in one commit, so a larger file is reported
-    /// ("too large to sync") before any of it is read or sent.
+    /// Most distinct chunks a file may have: the store refuses a change
+    /// naming more chunk ids than it takes in one commit, so a larger file
+    /// is reported ("too large to sync"), before any of it is read or sent
+    /// when the scan has just chunked it.
     pub max_chunks_per_file: usize,
 }
 

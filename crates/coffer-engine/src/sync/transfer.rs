@@ -242,14 +242,14 @@ impl<R: Remote> Engine<R> {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let base = BaseChunks::new(base.to_vec());
         let scanned = self.scan_list(path, expect);
-        // Known before reading: the scan's list, or at least one chunk per
-        // largest chunk size.
-        let at_least = scanned
-            .as_ref()
-            .map_or(0, Vec::len)
-            .max(usize::try_from(expect.size.div_ceil(params.max as u64)).unwrap_or(usize::MAX));
-        if at_least > self.config.max_chunks_per_file {
-            return Err(TransferError::TooLarge(at_least, self.config.max_chunks_per_file));
+        // Known before reading when the scan has just chunked the file: the
+        // store counts distinct chunks (a repetitive file names one chunk
+        // many times), and equal contents seal to equal chunks.
+        if let Some(list) = &scanned {
+            let distinct = list.iter().map(|(hash, _)| hash).collect::<HashSet<_>>().len();
+            if distinct > self.config.max_chunks_per_file {
+                return Err(TransferError::TooLarge(distinct, self.config.max_chunks_per_file));
+            }
         }
         let reading = tokio::task::spawn_blocking(move || {
             let sink = |c| tx.blocking_send(c).map_err(|_| "upload stopped".to_string());
