@@ -517,4 +517,13 @@ pub fn blob_store(make: BlobFactory<'_>) {
     assert_eq!(s.get(a, chunk(102)).unwrap().as_deref(), Some(batch[2].1));
     assert_eq!(s.get(b, chunk(100)).unwrap().as_deref(), Some(&b"b's own"[..]));
     s.delete_many(a, &[]).unwrap();
+    // What a store lacks, in input order; a deleted id can be stored again.
+    assert_eq!(
+        s.lacking(a, &[chunk(100), chunk(102), chunk(99), chunk(101)]).unwrap(),
+        vec![chunk(100), chunk(99), chunk(101)],
+        "BlobStore conformance: lacking"
+    );
+    s.put(a, chunk(100), b"back again").unwrap();
+    assert_eq!(s.get(a, chunk(100)).unwrap().as_deref(), Some(&b"back again"[..]));
+    assert_eq!(s.lacking(a, &[chunk(100)]).unwrap(), vec![]);
 }

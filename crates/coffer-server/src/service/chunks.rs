@@ -64,17 +64,47 @@ impl Service {
         let to_write: Vec<SealedChunk> = chunks.into_iter().filter(|c| missing.contains(&c.id())).collect();
         let stored = u32::try_from(to_write.len()).unwrap_or(u32::MAX);
         let already_present = u32::try_from(sizes.len()).unwrap_or(u32::MAX).saturating_sub(stored);
+        let mut written = Vec::new();
         if !to_write.is_empty() {
             Metrics::add(&m.chunks_stored, to_write.len() as u64);
             Metrics::add(&m.chunk_bytes_stored, to_write.iter().map(|c| c.len() as u64).sum());
-            self.blobs(move |b| {
-                let blobs: Vec<(ChunkId, &[u8])> = to_write.iter().map(|c| (c.id(), c.as_bytes())).collect();
-                b.put_many(caller.account, &blobs)
-            })
-            .await?;
+            written = self
+                .blobs(move |b| {
+                    let blobs: Vec<(ChunkId, &[u8])> =
+                        to_write.iter().map(|c| (c.id(), c.as_bytes())).collect();
+                    b.put_many(caller.account, &blobs)?;
+                    Ok(to_write)
+                })
+                .await?;
         }
         let now = self.now();
         self.meta(move |m| m.record_chunks(caller.account, &sizes, now)).await?;
+        if !written.is_empty() {
+            // A collection may have deleted a blob between its write and its
+            // record: it marked the chunk before `missing` (so the chunk was
+            // sent), deleted it after the write and forgot its row before
+            // the record, which then found nothing marked. Recorded now, the
+            // chunks cannot be marked again within the grace period, so a
+            // blob found gone is written once more and stays.
+            self.blobs(move |b| {
+                let lost =
+                    b.lacking(caller.account, &written.iter().map(SealedChunk::id).collect::<Vec<_>>())?;
+                if lost.is_empty() {
+                    return Ok(());
+                }
+                tracing::info!(
+                    chunks = lost.len(),
+                    "a collection removed chunks while they were uploaded; writing them again"
+                );
+                let again: Vec<(ChunkId, &[u8])> = written
+                    .iter()
+                    .filter(|c| lost.contains(&c.id()))
+                    .map(|c| (c.id(), c.as_bytes()))
+                    .collect();
+                b.put_many(caller.account, &again)
+            })
+            .await?;
+        }
         Ok(UploadChunksResponse { stored, already_present })
     }
 

@@ -441,4 +441,9 @@ impl BlobStore for MemoryBlobStore {
         self.lock().remove(&(account, id));
         Ok(())
     }
+
+    fn lacking(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkId>> {
+        let blobs = self.lock();
+        Ok(ids.iter().filter(|id| !blobs.contains_key(&(account, **id))).copied().collect())
+    }
 }

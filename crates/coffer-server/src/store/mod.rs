@@ -258,6 +258,17 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     fn put_many(&self, account: AccountId, blobs: &[(ChunkId, &[u8])]) -> StoreResult<()> {
         blobs.iter().try_for_each(|(id, bytes)| self.put(account, *id, bytes))
     }
+    /// Those of `ids` the store does not hold, in input order. The default
+    /// reads each blob; stores override it with a cheaper check.
+    fn lacking(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkId>> {
+        let mut out = Vec::new();
+        for id in ids {
+            if self.get(account, *id)?.is_none() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
     /// Deletes blobs of one account, as [`BlobStore::delete`] each (no
     /// error for absent ones). On an error some may be deleted.
     fn delete_many(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<()> {

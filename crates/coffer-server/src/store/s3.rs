@@ -192,6 +192,34 @@ impl BlobStore for S3BlobStore {
         })
     }
 
+    /// `HEAD` requests, 32 at a time.
+    fn lacking(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkId>> {
+        let store = self.store.clone();
+        let keys: Vec<(ChunkId, Path)> = ids.iter().map(|id| (*id, self.key(account, *id))).collect();
+        self.run(async move {
+            let mut out = Vec::new();
+            for group in keys.chunks(32) {
+                let heads: Vec<_> = group
+                    .iter()
+                    .map(|(id, key)| {
+                        let (store, key, id) = (store.clone(), key.clone(), *id);
+                        tokio::spawn(async move { (id, store.head(&key).await) })
+                    })
+                    .collect();
+                for head in heads {
+                    let (id, found) =
+                        head.await.map_err(|e| StoreError::Backend(format!("S3 HEAD task: {e}")))?;
+                    match found {
+                        Ok(_) => {}
+                        Err(object_store::Error::NotFound { .. }) => out.push(id),
+                        Err(e) => return Err(backend(e)),
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn delete(&self, account: AccountId, id: ChunkId) -> StoreResult<()> {
         let (store, key) = (self.store.clone(), self.key(account, id));
         self.run(async move {

@@ -125,3 +125,126 @@ async fn retention_and_garbage_collection() {
     d.remote.commit(&[put(e1, 2, b"v3", &[&old])]).await.unwrap();
     assert_eq!(d.remote.usage().await.unwrap().used_bytes, old.len() as u64);
 }
+
+type Hook = Box<dyn FnOnce(&dyn coffer_server::BlobStore) + Send>;
+
+/// A blob store that runs a hook right after its next batch is written.
+#[derive(Default)]
+struct HookedBlobs {
+    inner: coffer_server::store::memory::MemoryBlobStore,
+    after_put: std::sync::Mutex<Option<Hook>>,
+}
+
+impl std::fmt::Debug for HookedBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedBlobs").finish_non_exhaustive()
+    }
+}
+
+impl coffer_server::BlobStore for HookedBlobs {
+    fn put(
+        &self,
+        a: coffer_server::store::AccountId,
+        id: coffer_proto::ChunkId,
+        b: &[u8],
+    ) -> coffer_server::store::StoreResult<()> {
+        self.put_many(a, &[(id, b)])
+    }
+    fn put_many(
+        &self,
+        a: coffer_server::store::AccountId,
+        blobs: &[(coffer_proto::ChunkId, &[u8])],
+    ) -> coffer_server::store::StoreResult<()> {
+        self.inner.put_many(a, blobs)?;
+        if let Some(hook) = self.after_put.lock().unwrap().take() {
+            hook(&self.inner);
+        }
+        Ok(())
+    }
+    fn get(
+        &self,
+        a: coffer_server::store::AccountId,
+        id: coffer_proto::ChunkId,
+    ) -> coffer_server::store::StoreResult<Option<Vec<u8>>> {
+        self.inner.get(a, id)
+    }
+    fn delete(
+        &self,
+        a: coffer_server::store::AccountId,
+        id: coffer_proto::ChunkId,
+    ) -> coffer_server::store::StoreResult<()> {
+        self.inner.delete(a, id)
+    }
+    fn lacking(
+        &self,
+        a: coffer_server::store::AccountId,
+        ids: &[coffer_proto::ChunkId],
+    ) -> coffer_server::store::StoreResult<Vec<coffer_proto::ChunkId>> {
+        self.inner.lacking(a, ids)
+    }
+}
+
+/// A collection that marked a chunk before an upload asked what is
+/// missing, deleted its blob right after the upload wrote it, and forgot
+/// its row before the upload recorded it: the record then succeeds (there is
+/// no mark left to refuse it) and, without a check, the store would list a
+/// chunk whose bytes are gone, and a commit could name it. The upload finds
+/// the blob gone and writes it again.
+#[tokio::test]
+async fn a_chunk_collected_while_it_is_uploaded_is_written_again() {
+    use coffer_proto::api::{SessionId, UnixMillis};
+    use coffer_proto::{ChunkId, DeviceId, SealedChunk, WrappedKey};
+    use coffer_server::store::memory::MemoryMetaStore;
+    use coffer_server::store::{MetaStore, NewAccount};
+    use coffer_server::{BlobStore, Caller, Clock, ManualClock, Service};
+    use rand_chacha::rand_core::SeedableRng;
+    use std::sync::Arc;
+
+    let meta = Arc::new(MemoryMetaStore::new());
+    let blobs = Arc::new(HookedBlobs::default());
+    let clock = Arc::new(ManualClock::new(UnixMillis(1_800_000_000_000)));
+    let config = ServiceConfig::default();
+    let grace = config.gc_grace;
+    let service = Service::new(
+        meta.clone(),
+        blobs.clone(),
+        clock.clone(),
+        Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
+        config,
+    )
+    .await
+    .unwrap();
+    let account = meta
+        .create_account(NewAccount {
+            username: "racer".into(),
+            opaque_record: vec![],
+            wrapped_key: WrappedKey::from_sealed_bytes(vec![1]),
+            settings: None,
+            quota_bytes: 1 << 30,
+            created_at: clock.now(),
+        })
+        .unwrap();
+    let caller =
+        Caller { account, session: SessionId::from_bytes([1; 16]), device: DeviceId::from_bytes([1; 16]) };
+    let bytes = b"sealed bytes of a chunk uploaded, dropped, then uploaded again".to_vec();
+    let id = ChunkId::from_bytes(*blake3::hash(&bytes).as_bytes());
+    let chunk = SealedChunk::from_parts(id, bytes.clone());
+
+    // Uploaded, never committed, older than the grace period: collectable.
+    service.upload_sealed(caller, vec![chunk.clone()]).await.unwrap();
+    clock.advance_millis(u64::try_from(grace.as_millis()).unwrap() + 1000);
+    let cutoff = UnixMillis(clock.now().0 - u64::try_from(grace.as_millis()).unwrap());
+    assert_eq!(meta.gc_mark(cutoff, 100).unwrap(), vec![(account, id)]);
+
+    // The upload again, with the collection's delete and sweep landing
+    // between its write and its record.
+    let sweeper = meta.clone();
+    *blobs.after_put.lock().unwrap() = Some(Box::new(move |inner: &dyn BlobStore| {
+        inner.delete(account, id).unwrap();
+        sweeper.gc_sweep(&[(account, id)]).unwrap();
+    }));
+    service.upload_sealed(caller, vec![chunk]).await.unwrap();
+    assert!(blobs.after_put.lock().unwrap().is_none(), "the collection ran inside the upload");
+    assert_eq!(meta.missing_chunks(account, &[id]).unwrap(), vec![], "the store lists the chunk");
+    assert_eq!(blobs.get(account, id).unwrap(), Some(bytes), "and holds its bytes");
+}
