@@ -114,7 +114,7 @@ impl WrapKey {
             WRAP_VERSION => WRAP_AAD.to_vec(),
             WRAP_VERSION_SETTINGS => settings_aad(settings.ok_or(CryptoError::Malformed {
                 what: "wrapped key",
-                why: "it is bound to account settings the store did not return",
+                why: "bound to account settings the store did not return",
             })?),
             found => return Err(CryptoError::UnsupportedVersion { found, expected: WRAP_VERSION_SETTINGS }),
         };

@@ -3,7 +3,7 @@
 
 use coffer_crypto::login::{self, KsfParams, Suite};
 use coffer_crypto::{MasterKey, RecoveryKey, WrapKey};
-use coffer_proto::{ChunkId, EntryId, Revision, SealedMeta, WrappedKey};
+use coffer_proto::{ChunkId, EntryId, Revision, SealedMeta, SealedSettings, WrappedKey};
 use opaque_ke::{
     CredentialFinalization, CredentialRequest, RegistrationRequest, RegistrationUpload, ServerLogin,
     ServerLoginStartParameters, ServerRegistration, ServerSetup,
@@ -83,6 +83,9 @@ pub fn meta_open_seeds() -> Vec<Vec<u8>> {
 pub fn wrapped_key(data: &[u8]) {
     let wrap = WrapKey::from_bytes([7; 32]);
     let _ = wrap.unwrap_key(&WrappedKey::from_sealed_bytes(data.to_vec()));
+    // With settings beside it (a version 2 key), the data as both.
+    let settings = SealedSettings::from_sealed_bytes(data.to_vec());
+    let _ = wrap.unwrap_key_with(&WrappedKey::from_sealed_bytes(data.to_vec()), Some(&settings));
     let mut raw = [0u8; 32];
     for (i, b) in data.iter().enumerate() {
         raw[i % 32] ^= b;
@@ -97,12 +100,28 @@ pub fn wrapped_key(data: &[u8]) {
         wrap.unwrap_key(&WrappedKey::from_sealed_bytes(bad)).is_err(),
         "a tampered wrapped key unwrapped"
     );
+    let bound = wrap.wrap_with_settings(&mut rng(data.len() as u64 + 1), &master, &settings);
+    let back = wrap.unwrap_key_with(&bound, Some(&settings)).expect("own bound key unwraps");
+    assert_eq!(back.expose_secret(), master.expose_secret());
+    assert!(wrap.unwrap_key_with(&bound, None).is_err(), "a bound key unwrapped without its settings");
+    let mut other = data.to_vec();
+    other.push(0);
+    assert!(
+        wrap.unwrap_key_with(&bound, Some(&SealedSettings::from_sealed_bytes(other))).is_err(),
+        "a bound key unwrapped with other settings"
+    );
 }
 
 /// Seeds: a wrapped key and key-sized bytes.
 pub fn wrapped_key_seeds() -> Vec<Vec<u8>> {
     let w = WrapKey::from_bytes([7; 32]).wrap(&mut rng(2), &MasterKey::from_bytes([9; 32]));
-    vec![w.as_bytes().to_vec(), vec![1; 32], vec![]]
+    let settings = SealedSettings::from_sealed_bytes(vec![1; 29]);
+    let w2 = WrapKey::from_bytes([7; 32]).wrap_with_settings(
+        &mut rng(3),
+        &MasterKey::from_bytes([9; 32]),
+        &settings,
+    );
+    vec![w.as_bytes().to_vec(), w2.as_bytes().to_vec(), vec![1; 32], vec![]]
 }
 
 /// A person types (or pastes) `data` as a recovery key. Parsing must fail

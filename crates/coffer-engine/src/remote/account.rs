@@ -147,8 +147,9 @@ impl Accounts {
             .unwrap_key_with(&done.wrapped_key, done.settings.as_ref())
             .map_err(|e| match e {
                 coffer_crypto::CryptoError::Malformed { why, .. } => {
-                    format!("the store's answer is not what this account was made with: the master key {why}")
+                    format!("the store's answer is not what this account was made with: its wrapped master key is malformed ({why})")
                 }
+                e @ coffer_crypto::CryptoError::UnsupportedVersion { .. } => e.to_string(),
                 _ => "the wrapped master key does not open with this login (or with the settings the store \
                       returned beside it)"
                     .to_string(),

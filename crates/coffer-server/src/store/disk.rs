@@ -108,6 +108,8 @@ pub struct DiskBlobStore {
 #[derive(Debug, Default)]
 struct Tail {
     seq: Option<u64>,
+    /// The pack whose folder entry this process has made durable.
+    synced: Option<u64>,
 }
 
 /// Accounts whose [`Tail`] is remembered before idle ones are forgotten.
@@ -181,6 +183,10 @@ impl DiskBlobStore {
     pub fn open_with_pack_bytes(root: impl Into<PathBuf>, pack_bytes: u64) -> StoreResult<Self> {
         let root = root.into();
         fs::create_dir_all(root.join("packs")).map_err(io)?;
+        // The folders' own entries, once per process: a crash may have
+        // come between an earlier run's creation of them and its fsync.
+        sync_dir(&root.join("packs"))?;
+        sync_dir(&root)?;
         let lock = fs::File::create(root.join("lock")).map_err(io)?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
@@ -246,6 +252,24 @@ impl DiskBlobStore {
                 |r| Ok(Location { seq: r.get(0)?, offset: r.get(1)?, len: r.get(2)? }),
             )
             .optional()
+        })
+    }
+
+    /// Those of `ids` the index has, looked up on one connection.
+    fn stored(
+        &self,
+        account: AccountId,
+        ids: impl Iterator<Item = ChunkId>,
+    ) -> StoreResult<HashSet<ChunkId>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT 1 FROM blobs WHERE account = ?1 AND id = ?2")?;
+            let mut out = HashSet::new();
+            for id in ids {
+                if st.exists(params![sql_int(account.0), id.as_bytes().as_slice()])? {
+                    out.insert(id);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -315,20 +339,19 @@ impl DiskBlobStore {
         Ok(())
     }
 
-    /// Opens a pack for appending; a new file's folder entries are made
-    /// durable before anything points into it.
-    fn open_pack(&self, account: AccountId, seq: u64) -> StoreResult<fs::File> {
+    /// Opens a pack for appending. Its folder entries are made durable
+    /// before anything points into it: at the first append to it in this
+    /// process, whether or not this call created it (an earlier run may
+    /// have created it and crashed before its fsync).
+    fn open_pack(&self, account: AccountId, seq: u64, tail: &mut Tail) -> StoreResult<fs::File> {
         let dir = self.account_dir(account);
-        let new_dir = !dir.exists();
         fs::create_dir_all(&dir).map_err(io)?;
         let path = self.pack_path(account, seq);
-        let existed = path.exists();
         let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        if !existed {
+        if tail.synced != Some(seq) {
             sync_dir(&dir)?;
-            if new_dir {
-                sync_dir(&self.root.join("packs"))?;
-            }
+            sync_dir(&self.root.join("packs"))?;
+            tail.synced = Some(seq);
         }
         Ok(file)
     }
@@ -343,7 +366,7 @@ impl DiskBlobStore {
         blobs: &[(ChunkId, &[u8])],
     ) -> StoreResult<Appended> {
         let (seq, rolled_from) = self.pack_for_append(account, tail)?;
-        let file = self.open_pack(account, seq)?;
+        let file = self.open_pack(account, seq, tail)?;
         let start = file.metadata().map_err(io)?.len();
         let mut locations = Vec::with_capacity(blobs.len());
         let mut offset = start;
@@ -418,19 +441,20 @@ impl DiskBlobStore {
             let mut conn = lock(&self.index);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
             let mut added = 0u64;
-            for ((id, _), at) in blobs.iter().zip(&appended.locations) {
-                tx.execute(
-                    "UPDATE blobs SET seq = ?3, offset = ?4 WHERE account = ?1 AND id = ?2",
-                    params![
-                        sql_int(account.0),
-                        id.as_bytes().as_slice(),
-                        sql_int(at.seq),
-                        sql_int(at.offset)
-                    ],
-                )
+            let mut moved = tx
+                .prepare_cached("UPDATE blobs SET seq = ?3, offset = ?4 WHERE account = ?1 AND id = ?2")
                 .map_err(db)?;
+            for ((id, _), at) in blobs.iter().zip(&appended.locations) {
+                let row = params![
+                    sql_int(account.0),
+                    id.as_bytes().as_slice(),
+                    sql_int(at.seq),
+                    sql_int(at.offset)
+                ];
+                moved.execute(row).map_err(db)?;
                 added += at.record_len();
             }
+            drop(moved);
             add_to_pack(&tx, account, appended.seq, appended.size, added)?;
             tx.execute(
                 "DELETE FROM packs WHERE account = ?1 AND seq = ?2",
@@ -524,9 +548,10 @@ impl BlobStore for DiskBlobStore {
         let tail = self.tail(account);
         let mut tail = lock(&tail);
         let mut seen = HashSet::with_capacity(blobs.len());
+        let stored = self.stored(account, blobs.iter().map(|(id, _)| *id))?;
         let mut new = Vec::with_capacity(blobs.len());
         for &(id, bytes) in blobs {
-            if seen.insert(id) && self.locate(account, id)?.is_none() {
+            if seen.insert(id) && !stored.contains(&id) {
                 new.push((id, bytes));
             }
         }
@@ -537,20 +562,23 @@ impl BlobStore for DiskBlobStore {
         let mut conn = lock(&self.index);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
         let mut added = 0u64;
+        let mut insert = tx
+            .prepare_cached("INSERT INTO blobs (account, id, seq, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .map_err(db)?;
         for ((id, _), at) in new.iter().zip(&appended.locations) {
-            tx.execute(
-                "INSERT INTO blobs (account, id, seq, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    sql_int(account.0),
+            let a = sql_int(account.0);
+            insert
+                .execute(params![
+                    a,
                     id.as_bytes().as_slice(),
                     sql_int(at.seq),
                     sql_int(at.offset),
                     sql_int(at.len)
-                ],
-            )
-            .map_err(db)?;
+                ])
+                .map_err(db)?;
             added += at.record_len();
         }
+        drop(insert);
         add_to_pack(&tx, account, appended.seq, appended.size, added)?;
         tx.commit().map_err(db)?;
         drop(conn);
@@ -595,6 +623,17 @@ impl BlobStore for DiskBlobStore {
         self.delete_many(account, &[id])
     }
 
+    /// One index lookup each (and, for those not in it, the old layout's
+    /// file).
+    fn lacking(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkId>> {
+        let stored = self.stored(account, ids.iter().copied())?;
+        Ok(ids
+            .iter()
+            .filter(|id| !stored.contains(id) && !self.legacy_path(account, **id).exists())
+            .copied()
+            .collect())
+    }
+
     /// One index transaction for all of them, then the packs they were in
     /// tidied (see the module doc).
     fn delete_many(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<()> {
@@ -611,26 +650,37 @@ impl BlobStore for DiskBlobStore {
         {
             let mut conn = lock(&self.index);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM blobs WHERE account = ?1 AND id = ?2 RETURNING seq, len")
+                .map_err(db)?;
+            let mut lower = tx
+                .prepare_cached("UPDATE packs SET live = max(live - ?3, 0) WHERE account = ?1 AND seq = ?2")
+                .map_err(db)?;
             for id in ids {
-                let at = tx
-                    .query_row(
-                        "DELETE FROM blobs WHERE account = ?1 AND id = ?2 RETURNING seq, len",
-                        params![sql_int(account.0), id.as_bytes().as_slice()],
-                        |r| Ok(Location { seq: r.get(0)?, offset: 0, len: r.get(1)? }),
-                    )
+                let at = delete
+                    .query_row(params![sql_int(account.0), id.as_bytes().as_slice()], |r| {
+                        Ok(Location { seq: r.get(0)?, offset: 0, len: r.get(1)? })
+                    })
                     .optional()
                     .map_err(db)?;
                 let Some(at) = at else { continue };
-                tx.execute(
-                    "UPDATE packs SET live = max(live - ?3, 0) WHERE account = ?1 AND seq = ?2",
-                    params![sql_int(account.0), sql_int(at.seq), sql_int(at.record_len())],
-                )
-                .map_err(db)?;
+                lower
+                    .execute(params![sql_int(account.0), sql_int(at.seq), sql_int(at.record_len())])
+                    .map_err(db)?;
                 touched.insert(at.seq);
             }
+            drop((delete, lower));
             tx.commit().map_err(db)?;
         }
-        touched.into_iter().try_for_each(|seq| self.tidy(account, &mut tail, seq))
+        // The deletes are committed: a pack that cannot be tidied now
+        // (a full disk has no room for the live part) is tried again at
+        // its next delete.
+        for seq in touched {
+            if let Err(e) = self.tidy(account, &mut tail, seq) {
+                tracing::warn!(account = account.0, pack = seq, error = %e, "could not compact a blob pack");
+            }
+        }
+        Ok(())
     }
 }
 
