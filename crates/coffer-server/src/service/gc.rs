@@ -25,6 +25,14 @@
 //!   the client retries after the sweep, when the row is gone and the upload
 //!   writes the blob and records it afresh.
 //!
+//! One interleaving slips between those: the mark comes before the upload's
+//! `missing`, the delete after its blob write, and the sweep before its
+//! `record_chunks`, which then finds no mark and records a chunk whose blob
+//! is gone. So after recording, an upload asks the blob store which of the
+//! blobs it wrote are gone and writes those again
+//! ([`crate::store::BlobStore::lacking`]); recorded, they cannot be marked
+//! within the grace period.
+//!
 //! And before the mark: recording an upload refreshes `uploaded_at`, so a
 //! chunk uploaded within the grace period cannot be marked; a commit that
 //! references it sets `refs > 0`, so it cannot be marked at all. The grace
