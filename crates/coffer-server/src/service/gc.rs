@@ -1,9 +1,11 @@
 //! Retention and garbage collection.
 //!
 //! [`Service::maintain`] runs periodically (the server spawns it) and does
-//! three things: drop expired sessions; drop revisions superseded more than
-//! the retention period ago and entries deleted more than that ago; and
-//! collect chunks that no kept revision names any more.
+//! four things: drop expired sessions; drop revisions superseded more than
+//! the retention period ago and entries deleted more than that ago; collect
+//! chunks that no kept revision names any more; and let the blob store
+//! reclaim the space of deleted blobs it has not yet
+//! ([`crate::store::BlobStore::reclaim`]).
 //!
 //! # Why collection is safe against concurrent uploads and commits
 //! A chunk goes through three steps, each atomic in the [`MetaStore`]:
@@ -54,6 +56,9 @@ pub struct MaintenanceReport {
     pub revisions_pruned: u64,
     /// Chunks collected.
     pub chunks_collected: u64,
+    /// Space reclaimed by the blob store after deletes (disk store: packs
+    /// rewritten or removed).
+    pub packs_reclaimed: u64,
 }
 
 const GC_BATCH: u32 = 1000;
@@ -95,7 +100,9 @@ impl Service {
                 break;
             }
         }
-        let report = MaintenanceReport { sessions_expired, revisions_pruned, chunks_collected };
+        let packs_reclaimed = self.blobs(|b| b.reclaim()).await?;
+        let report =
+            MaintenanceReport { sessions_expired, revisions_pruned, chunks_collected, packs_reclaimed };
         if report != MaintenanceReport::default() {
             tracing::info!(?report, "maintenance");
         }

@@ -634,6 +634,30 @@ impl BlobStore for DiskBlobStore {
             .collect())
     }
 
+    /// Rewrites or removes every pack less than half live (other than an
+    /// account's newest): those a failed compaction left (a full disk),
+    /// and any a delete did not reach.
+    fn reclaim(&self) -> StoreResult<u64> {
+        let packs: Vec<(u64, u64)> = self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT account, seq FROM packs AS p WHERE live * 2 < size
+                 AND seq < (SELECT max(seq) FROM packs WHERE account = p.account)",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        let mut reclaimed = 0;
+        for (account, seq) in packs {
+            let account = AccountId(account);
+            let tail = self.tail(account);
+            let mut tail = lock(&tail);
+            let before = self.packs(account)?.len();
+            self.tidy(account, &mut tail, seq)?;
+            reclaimed += before.saturating_sub(self.packs(account)?.len()) as u64;
+        }
+        Ok(reclaimed)
+    }
+
     /// One index transaction for all of them, then the packs they were in
     /// tidied (see the module doc).
     fn delete_many(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<()> {
@@ -824,6 +848,70 @@ mod tests {
         assert!(dir.path().join("packs/1/00000002.pack").exists());
         assert_eq!(s.get(a, extra.0).unwrap().as_deref(), Some(extra.1.as_slice()));
         assert_eq!(s.get(a, chunks[11].0).unwrap().as_deref(), Some(chunks[11].1.as_slice()));
+    }
+
+    #[test]
+    fn reclaim_rewrites_packs_a_delete_left_mostly_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AccountId(1);
+        let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 2_000).unwrap();
+        let chunks: Vec<_> = (0..12).map(chunk).collect();
+        for c in chunks.chunks(3) {
+            put_all(&s, a, c);
+        }
+        assert_eq!(s.reclaim().unwrap(), 0, "nothing to reclaim yet");
+        // Deletes whose compaction failed (say, a full disk): the rows are
+        // gone, the pack is still there.
+        let first: Vec<ChunkId> = chunks[..3].iter().map(|(id, _)| *id).collect();
+        s.read(|c| c.execute("DELETE FROM blobs WHERE account = 1 AND seq = 1", [])).unwrap();
+        s.read(|c| c.execute("UPDATE packs SET live = 0 WHERE account = 1 AND seq = 1", [])).unwrap();
+        assert!(s.pack_path(a, 1).exists());
+        assert_eq!(s.reclaim().unwrap(), 1);
+        assert!(!s.pack_path(a, 1).exists());
+        assert_eq!(s.lacking(a, &first).unwrap(), first);
+        for (id, bytes) in &chunks[3..] {
+            assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(bytes.as_slice()));
+        }
+    }
+
+    #[test]
+    fn puts_deletes_and_reads_of_one_account_at_once_keep_every_live_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AccountId(1);
+        let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 6_000).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4u32 {
+                let s = &s;
+                scope.spawn(move || {
+                    let mine: Vec<_> = (0..30).map(|i| chunk(1000 * (t + 1) + i)).collect();
+                    for (round, batch) in mine.chunks(3).enumerate() {
+                        put_all(s, a, batch);
+                        // Every other batch goes again at once: its packs
+                        // die and are rewritten while others append.
+                        if round % 2 == 1 {
+                            let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
+                            s.delete_many(a, &ids).unwrap();
+                        }
+                        for (j, (id, bytes)) in mine[..(round + 1) * 3].iter().enumerate() {
+                            let live = (j / 3) % 2 == 0;
+                            let got = s.get(a, *id).unwrap();
+                            assert_eq!(
+                                got.as_deref(),
+                                live.then_some(bytes.as_slice()),
+                                "thread {t} chunk {j}"
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        let packs = s.packs(a).unwrap();
+        let live: u64 = packs.iter().map(|p| p.2).sum();
+        let expected: u64 = (0..4u32)
+            .flat_map(|t| (0..30u32).filter(|i| (i / 3) % 2 == 0).map(move |i| chunk(1000 * (t + 1) + i)))
+            .map(|(_, b)| (HEADER + b.len()) as u64)
+            .sum();
+        assert_eq!(live, expected, "{packs:?}");
     }
 
     #[test]

@@ -269,6 +269,12 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
         }
         Ok(out)
     }
+    /// Housekeeping a maintenance pass runs after collecting: reclaims the
+    /// space of deleted blobs where a store does not at once. Returns how
+    /// many units (packs, for the disk store) it reclaimed.
+    fn reclaim(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
     /// Deletes blobs of one account, as [`BlobStore::delete`] each (no
     /// error for absent ones). On an error some may be deleted.
     fn delete_many(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<()> {
