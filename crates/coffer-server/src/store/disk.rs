@@ -722,6 +722,26 @@ mod tests {
         s.put_many(a, &batch).unwrap();
     }
 
+    /// A store at `root` starting a new pack every `pack_bytes`, with
+    /// chunks `0..n` of account 1 put `per_put` at a time.
+    fn filled(
+        root: &Path,
+        pack_bytes: u64,
+        n: u32,
+        per_put: usize,
+    ) -> (DiskBlobStore, Vec<(ChunkId, Vec<u8>)>) {
+        let s = DiskBlobStore::open_with_pack_bytes(root, pack_bytes).unwrap();
+        let chunks: Vec<_> = (0..n).map(chunk).collect();
+        for c in chunks.chunks(per_put) {
+            put_all(&s, AccountId(1), c);
+        }
+        (s, chunks)
+    }
+
+    fn assert_holds(s: &DiskBlobStore, a: AccountId, (id, bytes): &(ChunkId, Vec<u8>)) {
+        assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(bytes.as_slice()));
+    }
+
     #[test]
     fn blobs_survive_a_reopen_and_appends_skip_bytes_no_row_points_to() {
         let dir = tempfile::tempdir().unwrap();
@@ -738,8 +758,8 @@ mod tests {
         fs::OpenOptions::new().append(true).open(&pack).unwrap().write_all(&[0xEE; 50]).unwrap();
         let s = DiskBlobStore::open(dir.path()).unwrap();
         put_all(&s, a, &chunks[10..]);
-        for (id, bytes) in &chunks {
-            assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(bytes.as_slice()));
+        for c in &chunks {
+            assert_holds(&s, a, c);
         }
         let packs = s.packs(a).unwrap();
         assert_eq!(packs.len(), 1);
@@ -779,11 +799,7 @@ mod tests {
     fn packs_roll_over_and_dead_packs_are_removed_or_compacted() {
         let dir = tempfile::tempdir().unwrap();
         let a = AccountId(1);
-        let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 8_000).unwrap();
-        let chunks: Vec<_> = (0..40).map(chunk).collect();
-        for c in chunks.chunks(4) {
-            put_all(&s, a, c);
-        }
+        let (s, chunks) = filled(dir.path(), 8_000, 40, 4);
         let packs = s.packs(a).unwrap();
         assert!(packs.len() >= 4, "{packs:?}");
         let (first, _, _) = packs[0];
@@ -802,12 +818,12 @@ mod tests {
         let kept = in_first.last().unwrap();
         assert_ne!(s.locate(a, *kept).unwrap().unwrap().seq, first);
         // Deleting everything removes every pack but the newest.
-        for (id, bytes) in &chunks {
-            if in_first[..in_first.len() - 1].contains(id) {
-                assert_eq!(s.get(a, *id).unwrap(), None);
+        for c in &chunks {
+            if in_first[..in_first.len() - 1].contains(&c.0) {
+                assert_eq!(s.get(a, c.0).unwrap(), None);
             } else {
-                assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(bytes.as_slice()));
-                s.delete(a, *id).unwrap();
+                assert_holds(&s, a, c);
+                s.delete(a, c.0).unwrap();
             }
         }
         let packs = s.packs(a).unwrap();
@@ -824,14 +840,11 @@ mod tests {
     fn a_pack_a_compaction_left_behind_is_removed_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let a = AccountId(1);
-        let chunks: Vec<_> = (0..12).map(chunk).collect();
-        {
-            let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 2_000).unwrap();
-            for c in chunks.chunks(3) {
-                put_all(&s, a, c);
-            }
+        let chunks = {
+            let (s, chunks) = filled(dir.path(), 2_000, 12, 3);
             assert!(s.packs(a).unwrap().len() >= 3);
-        }
+            chunks
+        };
         // A compaction of pack 1 that committed and crashed before removing
         // the file: the rows are gone, the file is not.
         let orphan = dir.path().join("packs/1/00000001.pack");
@@ -846,19 +859,15 @@ mod tests {
         put_all(&s, a, std::slice::from_ref(&extra));
         assert!(!orphan.exists(), "the orphan pack is removed");
         assert!(dir.path().join("packs/1/00000002.pack").exists());
-        assert_eq!(s.get(a, extra.0).unwrap().as_deref(), Some(extra.1.as_slice()));
-        assert_eq!(s.get(a, chunks[11].0).unwrap().as_deref(), Some(chunks[11].1.as_slice()));
+        assert_holds(&s, a, &extra);
+        assert_holds(&s, a, &chunks[11]);
     }
 
     #[test]
     fn reclaim_rewrites_packs_a_delete_left_mostly_dead() {
         let dir = tempfile::tempdir().unwrap();
         let a = AccountId(1);
-        let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 2_000).unwrap();
-        let chunks: Vec<_> = (0..12).map(chunk).collect();
-        for c in chunks.chunks(3) {
-            put_all(&s, a, c);
-        }
+        let (s, chunks) = filled(dir.path(), 2_000, 12, 3);
         assert_eq!(s.reclaim().unwrap(), 0, "nothing to reclaim yet");
         // Deletes whose compaction failed (say, a full disk): the rows are
         // gone, the pack is still there.
@@ -869,8 +878,8 @@ mod tests {
         assert_eq!(s.reclaim().unwrap(), 1);
         assert!(!s.pack_path(a, 1).exists());
         assert_eq!(s.lacking(a, &first).unwrap(), first);
-        for (id, bytes) in &chunks[3..] {
-            assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(bytes.as_slice()));
+        for c in &chunks[3..] {
+            assert_holds(&s, a, c);
         }
     }
 
@@ -945,11 +954,7 @@ mod tests {
     fn reads_during_compaction_always_find_their_blob() {
         let dir = tempfile::tempdir().unwrap();
         let a = AccountId(1);
-        let s = DiskBlobStore::open_with_pack_bytes(dir.path(), 4_000).unwrap();
-        let chunks: Vec<_> = (0..60).map(chunk).collect();
-        for c in chunks.chunks(2) {
-            put_all(&s, a, c);
-        }
+        let (s, chunks) = filled(dir.path(), 4_000, 60, 2);
         // Keep every third chunk; delete the rest while readers read the kept ones.
         let (kept, gone): (Vec<_>, Vec<_>) = chunks.iter().enumerate().partition(|(i, _)| i % 3 == 0);
         let done = std::sync::atomic::AtomicBool::new(false);
@@ -957,8 +962,8 @@ mod tests {
             for _ in 0..3 {
                 scope.spawn(|| {
                     while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                        for (_, (id, bytes)) in &kept {
-                            assert_eq!(s.get(a, *id).unwrap().as_deref(), Some(bytes.as_slice()));
+                        for (_, c) in &kept {
+                            assert_holds(&s, a, c);
                         }
                     }
                 });
