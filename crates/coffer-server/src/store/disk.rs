@@ -386,6 +386,37 @@ impl DiskBlobStore {
         Ok(Appended { seq, size: offset, locations, rolled_from })
     }
 
+    /// Records where an append put `blobs` (new rows, or moved ones for a
+    /// compaction) and the pack's new length and live bytes, with `also`,
+    /// in one index transaction.
+    fn record_appended(
+        &self,
+        account: AccountId,
+        blobs: &[(ChunkId, &[u8])],
+        appended: &Appended,
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let mut conn = lock(&self.index);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO blobs (account, id, seq, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (account, id) DO UPDATE SET seq = excluded.seq, offset = excluded.offset",
+            )
+            .map_err(db)?;
+        let mut added = 0u64;
+        for ((id, _), at) in blobs.iter().zip(&appended.locations) {
+            let (a, seq, offset, len) =
+                (sql_int(account.0), sql_int(at.seq), sql_int(at.offset), sql_int(at.len));
+            upsert.execute(params![a, id.as_bytes().as_slice(), seq, offset, len]).map_err(db)?;
+            added += at.record_len();
+        }
+        drop(upsert);
+        add_to_pack(&tx, account, appended.seq, appended.size, added)?;
+        also(&tx)?;
+        tx.commit().map_err(db)
+    }
+
     /// Reads a record and checks its header against the index.
     fn read_record(&self, account: AccountId, id: ChunkId, at: Location) -> std::io::Result<Vec<u8>> {
         let file = fs::File::open(self.pack_path(account, at.seq))?;
@@ -435,40 +466,23 @@ impl DiskBlobStore {
         }
         let blobs: Vec<(ChunkId, &[u8])> = live.iter().map(|(id, b)| (*id, b.as_slice())).collect();
         let mut rolled_from = None;
-        if !blobs.is_empty() {
-            let appended = self.append(account, tail, &blobs)?;
-            rolled_from = appended.rolled_from;
-            let mut conn = lock(&self.index);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            let mut added = 0u64;
-            let mut moved = tx
-                .prepare_cached("UPDATE blobs SET seq = ?3, offset = ?4 WHERE account = ?1 AND id = ?2")
-                .map_err(db)?;
-            for ((id, _), at) in blobs.iter().zip(&appended.locations) {
-                let row = params![
-                    sql_int(account.0),
-                    id.as_bytes().as_slice(),
-                    sql_int(at.seq),
-                    sql_int(at.offset)
-                ];
-                moved.execute(row).map_err(db)?;
-                added += at.record_len();
-            }
-            drop(moved);
-            add_to_pack(&tx, account, appended.seq, appended.size, added)?;
+        let forget_old = |tx: &rusqlite::Transaction<'_>| {
             tx.execute(
                 "DELETE FROM packs WHERE account = ?1 AND seq = ?2",
                 params![sql_int(account.0), sql_int(seq)],
             )
-            .map_err(db)?;
+            .map(drop)
+            .map_err(db)
+        };
+        if blobs.is_empty() {
+            let mut conn = lock(&self.index);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            forget_old(&tx)?;
             tx.commit().map_err(db)?;
         } else {
-            lock(&self.index)
-                .execute(
-                    "DELETE FROM packs WHERE account = ?1 AND seq = ?2",
-                    params![sql_int(account.0), sql_int(seq)],
-                )
-                .map_err(db)?;
+            let appended = self.append(account, tail, &blobs)?;
+            rolled_from = appended.rolled_from;
+            self.record_appended(account, &blobs, &appended, forget_old)?;
         }
         match fs::remove_file(self.pack_path(account, seq)) {
             Ok(()) => Ok(rolled_from),
@@ -559,29 +573,7 @@ impl BlobStore for DiskBlobStore {
             return Ok(());
         }
         let appended = self.append(account, &mut tail, &new)?;
-        let mut conn = lock(&self.index);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-        let mut added = 0u64;
-        let mut insert = tx
-            .prepare_cached("INSERT INTO blobs (account, id, seq, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .map_err(db)?;
-        for ((id, _), at) in new.iter().zip(&appended.locations) {
-            let a = sql_int(account.0);
-            insert
-                .execute(params![
-                    a,
-                    id.as_bytes().as_slice(),
-                    sql_int(at.seq),
-                    sql_int(at.offset),
-                    sql_int(at.len)
-                ])
-                .map_err(db)?;
-            added += at.record_len();
-        }
-        drop(insert);
-        add_to_pack(&tx, account, appended.seq, appended.size, added)?;
-        tx.commit().map_err(db)?;
-        drop(conn);
+        self.record_appended(account, &new, &appended, |_| Ok(()))?;
         // A pack that filled up may be mostly dead already (its blobs
         // deleted while it was the newest, when deletes leave it alone).
         if let Some(full) = appended.rolled_from {
