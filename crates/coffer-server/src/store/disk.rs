@@ -644,7 +644,12 @@ impl BlobStore for DiskBlobStore {
             let tail = self.tail(account);
             let mut tail = lock(&tail);
             let before = self.packs(account)?.len();
-            self.tidy(account, &mut tail, seq)?;
+            // One pack that cannot be rewritten (a damaged record, a full
+            // disk) does not hold up the others.
+            if let Err(e) = self.tidy(account, &mut tail, seq) {
+                tracing::warn!(account = account.0, pack = seq, error = %e, "could not compact a blob pack");
+                continue;
+            }
             reclaimed += before.saturating_sub(self.packs(account)?.len()) as u64;
         }
         Ok(reclaimed)
