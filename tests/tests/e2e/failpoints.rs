@@ -328,3 +328,46 @@ fn kill_9_while_placing_the_other_side_of_a_conflict() {
     no_temp_files(&a);
     no_temp_files(&b);
 }
+
+/// A panic in the sync engine (a bug) used to leave the daemon running with
+/// nothing syncing: the engine's task died, the process, its pid file and
+/// its last status stayed, and only a restart brought sync back. Seen once
+/// in a benchmark run whose disk had filled up, where the panic's message
+/// was lost too (its log was on that disk). The daemon now exits, non-zero,
+/// saying why.
+#[test]
+fn a_daemon_whose_engine_panics_exits_saying_so() {
+    let server = Server::start();
+    let (a, _b) = devices(&server);
+    a.write("first.txt", b"synced before the bug");
+    a.sync();
+    let mut daemon = a
+        .command_of(&coffer_e2e::failpoints_bin())
+        .args(["sync", a.root.to_str().expect("utf-8"), "--quiet", "--rescan-secs", "5"])
+        .env("FAILPOINTS", "upload-read=panic(a test's panic)")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    a.write("second.txt", b"its upload panics");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > end {
+            let _ = daemon.kill();
+            panic!("the daemon is still running after its engine panicked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the sync engine stopped unexpectedly") && stderr.contains("a test's panic"),
+        "{stderr}"
+    );
+    assert!(!a.path(".coffer/daemon.pid").exists(), "the pid file is left: {stderr}");
+}

@@ -135,11 +135,30 @@ pub async fn run_daemon(
     let result = async {
         let (_watch, changes) = Watcher::start(&root, Duration::from_millis(100))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let run = tokio::spawn(engine.clone().run(changes, rescan, stop_rx));
-        stop.await;
-        let _ = stop_tx.send(true);
-        let _ = run.await;
-        Ok::<_, anyhow::Error>(())
+        let mut run = tokio::spawn(engine.clone().run(changes, rescan, stop_rx));
+        // The engine's loop ends only when told to. If it ends on its own
+        // (a panic: a bug), the daemon must not stay up looking alive while
+        // nothing syncs: it exits with the reason, for whatever started it
+        // to see and restart it.
+        tokio::select! {
+            () = stop => {
+                let _ = stop_tx.send(true);
+                let _ = run.await;
+                Ok::<_, anyhow::Error>(())
+            }
+            ended = &mut run => Err(match ended {
+                Err(e) if e.is_panic() => {
+                    let why = e.into_panic();
+                    let why = why
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| why.downcast_ref::<&str>().copied())
+                        .unwrap_or("no message");
+                    anyhow::anyhow!("the sync engine stopped unexpectedly (a bug): {why}")
+                }
+                _ => anyhow::anyhow!("the sync engine stopped unexpectedly"),
+            }),
+        }
     }
     .await;
     status_task.abort();
