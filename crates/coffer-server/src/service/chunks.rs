@@ -96,6 +96,7 @@ impl Service {
                     chunks = lost.len(),
                     "a collection removed chunks while they were uploaded; writing them again"
                 );
+                let lost: std::collections::HashSet<ChunkId> = lost.into_iter().collect();
                 let again: Vec<(ChunkId, &[u8])> = written
                     .iter()
                     .filter(|c| lost.contains(&c.id()))

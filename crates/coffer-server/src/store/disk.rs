@@ -494,7 +494,7 @@ impl DiskBlobStore {
     /// Removes or rewrites a pack less than half live, unless it is the
     /// account's newest (see the module doc). The caller holds the
     /// account's lock.
-    fn tidy(&self, account: AccountId, tail: &mut Tail, seq: u64) -> StoreResult<()> {
+    fn tidy(&self, account: AccountId, tail: &mut Tail, seq: u64) -> StoreResult<u64> {
         let pack: Option<(u64, u64)> = {
             let conn = lock(&self.index);
             conn.query_row(
@@ -505,19 +505,31 @@ impl DiskBlobStore {
             .optional()
             .map_err(db)?
         };
-        let Some((size, live)) = pack else { return Ok(()) };
+        let Some((size, live)) = pack else { return Ok(0) };
         // The pack with the highest number in the index is never removed,
         // so numbers are never used twice (a new pack a failed append left
         // without rows may still be the one appended to later).
         if live * 2 >= size || Some(seq) == self.newest_seq(account)? {
-            return Ok(());
+            return Ok(0);
         }
         match self.compact(account, tail, seq)? {
             // The rewrite filled the newest pack: that one may be mostly
             // dead too. Each step leaves one pack fewer below half live.
-            Some(full) => self.tidy(account, tail, full),
-            None => Ok(()),
+            Some(full) => Ok(1 + self.tidy(account, tail, full)?),
+            None => Ok(1),
         }
+    }
+
+    /// [`Self::tidy`] after the caller's own change is committed: a pack
+    /// that cannot be rewritten now (a full disk has no room for its live
+    /// part, a damaged record) is logged and tried again later (its next
+    /// delete, a rollover, or [`BlobStore::reclaim`]), not reported as the
+    /// caller's failure. Returns how many packs it rewrote or removed.
+    fn tidy_or_log(&self, account: AccountId, tail: &mut Tail, seq: u64) -> u64 {
+        self.tidy(account, tail, seq).unwrap_or_else(|e| {
+            tracing::warn!(account = account.0, pack = seq, error = %e, "could not compact a blob pack");
+            0
+        })
     }
 
     /// The pack numbers of an account with their size and live bytes
@@ -577,9 +589,7 @@ impl BlobStore for DiskBlobStore {
         // A pack that filled up may be mostly dead already (its blobs
         // deleted while it was the newest, when deletes leave it alone).
         if let Some(full) = appended.rolled_from {
-            if let Err(e) = self.tidy(account, &mut tail, full) {
-                tracing::warn!(account = account.0, pack = full, error = %e, "could not compact a blob pack");
-            }
+            self.tidy_or_log(account, &mut tail, full);
         }
         Ok(())
     }
@@ -643,14 +653,8 @@ impl BlobStore for DiskBlobStore {
             let account = AccountId(account);
             let tail = self.tail(account);
             let mut tail = lock(&tail);
-            let before = self.packs(account)?.len();
-            // One pack that cannot be rewritten (a damaged record, a full
-            // disk) does not hold up the others.
-            if let Err(e) = self.tidy(account, &mut tail, seq) {
-                tracing::warn!(account = account.0, pack = seq, error = %e, "could not compact a blob pack");
-                continue;
-            }
-            reclaimed += before.saturating_sub(self.packs(account)?.len()) as u64;
+            // One pack that cannot be rewritten does not hold up the others.
+            reclaimed += self.tidy_or_log(account, &mut tail, seq);
         }
         Ok(reclaimed)
     }
@@ -658,7 +662,10 @@ impl BlobStore for DiskBlobStore {
     /// One index transaction for all of them, then the packs they were in
     /// tidied (see the module doc).
     fn delete_many(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<()> {
-        for id in ids {
+        // The old layout's files, where the account has any (one check,
+        // not a failed unlink per chunk).
+        let legacy = self.root.join(account.0.to_string()).is_dir();
+        for id in ids.iter().filter(|_| legacy) {
             match fs::remove_file(self.legacy_path(account, *id)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -693,13 +700,10 @@ impl BlobStore for DiskBlobStore {
             drop((delete, lower));
             tx.commit().map_err(db)?;
         }
-        // The deletes are committed: a pack that cannot be tidied now
-        // (a full disk has no room for the live part) is tried again at
-        // its next delete.
+        // The deletes are committed; a pack that cannot be tidied now is
+        // tried again later.
         for seq in touched {
-            if let Err(e) = self.tidy(account, &mut tail, seq) {
-                tracing::warn!(account = account.0, pack = seq, error = %e, "could not compact a blob pack");
-            }
+            self.tidy_or_log(account, &mut tail, seq);
         }
         Ok(())
     }
