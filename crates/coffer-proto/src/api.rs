@@ -471,8 +471,10 @@ pub mod chunk_batch {
     }
 
     /// Encodes chunks into one body.
-    pub fn encode<'a>(chunks: impl IntoIterator<Item = &'a SealedChunk>) -> Vec<u8> {
-        let mut out = Vec::new();
+    pub fn encode<'a>(chunks: impl IntoIterator<Item = &'a SealedChunk> + Clone) -> Vec<u8> {
+        // Sized once: a batch is megabytes, and growing by doubling would
+        // copy it several times and may leave twice its size allocated.
+        let mut out = Vec::with_capacity(chunks.clone().into_iter().map(|c| 36 + c.len()).sum());
         for c in chunks {
             out.extend_from_slice(c.id().as_bytes());
             out.extend_from_slice(&u32::try_from(c.len()).unwrap_or(u32::MAX).to_be_bytes());

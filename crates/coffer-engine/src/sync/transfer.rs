@@ -4,7 +4,8 @@
 //! Uploads stream: chunks are sealed on every core (`ingest`) and sent in
 //! batches of at most [`BATCH_BYTES`], after asking the store which it
 //! lacks, so memory stays bounded whatever the file size and only the deltas
-//! travel. Downloads fetch chunks in batched requests of up to 4 MiB, up to
+//! travel; a large file's batches are sent while the next are sealed, up to
+//! [`UPLOAD_AHEAD`] at once. Downloads fetch chunks in batched requests of up to 4 MiB, up to
 //! [`FETCH_AHEAD`] requests at once, verify each
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use coffer_crypto::{ChunkIdKey, ContentHash};
 use coffer_proto::{ChunkId, SealedChunk};
-use futures::stream::{self, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::{self, FuturesUnordered, StreamExt};
 
 use super::{Engine, EngineError};
 use crate::chunker::{RawChunk, StreamChunker};
@@ -25,7 +27,9 @@ use crate::plan::Op;
 use crate::remote::{Remote, RemoteError};
 
 /// Sealed bytes sent per upload request.
-pub(crate) const BATCH_BYTES: usize = 16 << 20;
+pub(crate) const BATCH_BYTES: usize = 8 << 20;
+/// Upload requests in flight while a large file's next batch is sealed.
+pub(crate) const UPLOAD_AHEAD: usize = 2;
 /// Batched chunk requests in flight per download.
 pub(crate) const FETCH_AHEAD: usize = 3;
 /// Plaintext bytes asked for in one batched chunk request per download.
@@ -122,74 +126,156 @@ fn batches<T>(wanted: &[T], cap: u64, len: impl Fn(&T) -> u64) -> Vec<&[T]> {
 }
 
 /// Collects sealed chunks and sends those the store lacks, a batch at a time.
+///
+/// [`ChunkBatcher::add`] sends a full batch before it returns.
+/// [`ChunkBatcher::add_ahead`] only starts it: the batch is sent while the
+/// caller seals the next ones, up to [`UPLOAD_AHEAD`] batches in flight, as
+/// long as the caller drives them ([`ChunkBatcher::drive`]); a large file's
+/// reading and sealing then overlap the store's checking and writing (and
+/// the store's work on one request its disk flush for the one before)
+/// instead of taking turns with them. Whatever is in flight is awaited by the next
+/// [`ChunkBatcher::settle`], [`ChunkBatcher::flush`] or full batch, and goes
+/// along with [`ChunkBatcher::split_off`], so a commit never overtakes the
+/// chunks it names.
 pub(crate) struct ChunkBatcher<'a, R: Remote> {
     remote: &'a R,
     pending: Vec<SealedChunk>,
     pending_bytes: usize,
+    /// The batch being sent (by [`ChunkBatcher::add_ahead`]): its sealed
+    /// bytes sent, once done.
+    sending: FuturesUnordered<BoxFuture<'a, Result<u64, RemoteError>>>,
     /// Sealed bytes actually sent.
     pub sent_bytes: u64,
 }
 
 impl<'a, R: Remote> ChunkBatcher<'a, R> {
     pub fn new(remote: &'a R) -> Self {
-        Self { remote, pending: Vec::new(), pending_bytes: 0, sent_bytes: 0 }
+        Self {
+            remote,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            sending: FuturesUnordered::new(),
+            sent_bytes: 0,
+        }
     }
 
     /// Queues a chunk (duplicates within a batch are dropped); sends the
     /// batch first if the chunk would take it past [`BATCH_BYTES`], so a
     /// batch is one upload request.
     pub async fn add(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
-        if self.pending.iter().any(|c| c.id() == chunk.id()) {
-            return Ok(());
-        }
-        if self.pending_bytes + chunk.len() > BATCH_BYTES || self.pending.len() >= 1000 {
+        if self.queue_is_full(&chunk) {
             self.flush().await?;
         }
-        self.pending_bytes += chunk.len();
-        self.pending.push(chunk);
+        self.queue(chunk);
         Ok(())
     }
 
-    /// Hands what is queued, unsent, to a batcher of its own (to send
-    /// apart, as a commit's batch); this one goes on empty.
+    /// Like [`ChunkBatcher::add`], but a full batch is only started: this
+    /// waits, if [`UPLOAD_AHEAD`] batches are in flight, for one of them,
+    /// not for its own.
+    pub async fn add_ahead(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
+        if self.queue_is_full(&chunk) {
+            while self.sending.len() >= UPLOAD_AHEAD {
+                self.drive().await?;
+            }
+            let batch = std::mem::take(&mut self.pending);
+            self.pending_bytes = 0;
+            self.sending.push(Box::pin(send_batch(self.remote, batch)));
+        }
+        self.queue(chunk);
+        Ok(())
+    }
+
+    /// Whether a batch is in flight.
+    pub fn is_sending(&self) -> bool {
+        !self.sending.is_empty()
+    }
+
+    /// Drives the batches in flight until one is sent; never returns if
+    /// there is none. Cancel-safe: dropped unfinished, they stay in flight.
+    pub async fn drive(&mut self) -> Result<(), RemoteError> {
+        match self.sending.next().await {
+            Some(sent) => {
+                self.sent_bytes += sent?;
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits for the batches in flight, if any.
+    pub async fn settle(&mut self) -> Result<(), RemoteError> {
+        while self.is_sending() {
+            self.drive().await?;
+        }
+        Ok(())
+    }
+
+    fn queue_is_full(&self, chunk: &SealedChunk) -> bool {
+        !self.pending.iter().any(|c| c.id() == chunk.id())
+            && (self.pending_bytes + chunk.len() > BATCH_BYTES || self.pending.len() >= 1000)
+    }
+
+    fn queue(&mut self, chunk: SealedChunk) {
+        if self.pending.iter().any(|c| c.id() == chunk.id()) {
+            return;
+        }
+        self.pending_bytes += chunk.len();
+        self.pending.push(chunk);
+    }
+
+    /// Hands what is queued, unsent, and the batch in flight to a batcher
+    /// of its own (to send apart, as a commit's batch); this one goes on
+    /// empty.
     pub fn split_off(&mut self) -> Self {
         Self {
             remote: self.remote,
             pending: std::mem::take(&mut self.pending),
             pending_bytes: std::mem::take(&mut self.pending_bytes),
+            sending: std::mem::take(&mut self.sending),
             sent_bytes: 0,
         }
     }
 
-    /// Sends whatever is queued that the store lacks.
+    /// Sends whatever is queued that the store lacks, after the batch in
+    /// flight.
     pub async fn flush(&mut self) -> Result<(), RemoteError> {
+        self.settle().await?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let ids: Vec<ChunkId> = batch.iter().map(SealedChunk::id).collect();
-        let missing = self.remote.missing_chunks(&ids).await?;
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let send: Vec<SealedChunk> = batch.into_iter().filter(|c| missing.contains(&c.id())).collect();
-        // Keep each request under the store's body limit.
-        let mut start = 0;
-        while start < send.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < send.len() && (end == start || bytes + send[end].len() <= BATCH_BYTES) {
-                bytes += send[end].len();
-                end += 1;
-            }
-            self.remote.upload_chunks(&send[start..end]).await?;
-            self.sent_bytes += bytes as u64;
-            start = end;
-        }
-        fail::fail_point!("upload-chunks-sent");
+        self.sent_bytes += send_batch(self.remote, batch).await?;
         Ok(())
     }
+}
+
+/// Sends the chunks of `batch` that the store lacks, in requests under its
+/// body limit; returns the sealed bytes sent.
+async fn send_batch<R: Remote>(remote: &R, batch: Vec<SealedChunk>) -> Result<u64, RemoteError> {
+    let ids: Vec<ChunkId> = batch.iter().map(SealedChunk::id).collect();
+    let missing = remote.missing_chunks(&ids).await?;
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let missing: HashSet<ChunkId> = missing.into_iter().collect();
+    let send: Vec<SealedChunk> = batch.into_iter().filter(|c| missing.contains(&c.id())).collect();
+    let mut sent = 0u64;
+    let mut start = 0;
+    while start < send.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < send.len() && (end == start || bytes + send[end].len() <= BATCH_BYTES) {
+            bytes += send[end].len();
+            end += 1;
+        }
+        remote.upload_chunks(&send[start..end]).await?;
+        sent += bytes as u64;
+        start = end;
+    }
+    fail::fail_point!("upload-chunks-sent");
+    Ok(sent)
 }
 
 impl<R: Remote> Engine<R> {
@@ -262,7 +348,22 @@ impl<R: Remote> Engine<R> {
             }
         });
         let mut failed = None;
-        while let Some(c) = rx.recv().await {
+        loop {
+            // The batch in flight is driven while the next is sealed.
+            let c = tokio::select! {
+                biased;
+                sent = batcher.drive(), if batcher.is_sending() => {
+                    if let Err(e) = sent {
+                        failed = Some(e);
+                        break;
+                    }
+                    continue;
+                }
+                c = rx.recv() => match c {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
             let c = match c {
                 Ingested::Known(r) => {
                     // On the store already: nothing to send or to pace.
@@ -275,10 +376,15 @@ impl<R: Remote> Engine<R> {
             self.moved_up(c.len).await;
             chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
             fail::fail_point!("upload-sealed");
-            if let Err(e) = batcher.add(c.sealed).await {
+            if let Err(e) = batcher.add_ahead(c.sealed).await {
                 failed = Some(e);
                 break;
             }
+        }
+        // Nothing of this file stays in flight undriven once it is read
+        // (the last, partial batch stays queued, as for a small file).
+        if failed.is_none() {
+            failed = batcher.settle().await.err();
         }
         drop(rx);
         let read = reading.await.map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -917,5 +1023,182 @@ mod tests {
         let mut out = Sink(Vec::new(), None);
         assert_eq!(copy_local_run(&key, &mut cursor(data[..15_500].to_vec()), &mut out, &run).unwrap(), 15);
         assert_eq!(out.0, data[..15_000]);
+    }
+
+    /// A store whose uploads wait for a permit each (none at first unless
+    /// given) and count how many run at once.
+    struct GatedStore {
+        gate: tokio::sync::Semaphore,
+        running: std::sync::atomic::AtomicUsize,
+        most_running: std::sync::atomic::AtomicUsize,
+        started: std::sync::atomic::AtomicUsize,
+        stored: std::sync::Mutex<Vec<ChunkId>>,
+        refuse: bool,
+    }
+
+    impl Default for GatedStore {
+        fn default() -> Self {
+            Self {
+                gate: tokio::sync::Semaphore::new(0),
+                running: Default::default(),
+                most_running: Default::default(),
+                started: Default::default(),
+                stored: Default::default(),
+                refuse: false,
+            }
+        }
+    }
+
+    fn unused<T>() -> Result<T, RemoteError> {
+        Err(RemoteError::Protocol("unused".into()))
+    }
+
+    impl Remote for GatedStore {
+        async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RemoteError> {
+            let stored = self.stored.lock().unwrap();
+            Ok(ids.iter().filter(|id| !stored.contains(id)).copied().collect())
+        }
+        async fn upload_chunks(
+            &self,
+            chunks: &[SealedChunk],
+        ) -> Result<coffer_proto::api::UploadChunksResponse, RemoteError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.started.fetch_add(1, SeqCst);
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most_running.fetch_max(now, SeqCst);
+            self.gate.acquire().await.expect("open").forget();
+            tokio::task::yield_now().await;
+            self.running.fetch_sub(1, SeqCst);
+            if self.refuse {
+                return Err(RemoteError::Transport("connection reset".into()));
+            }
+            self.stored.lock().unwrap().extend(chunks.iter().map(SealedChunk::id));
+            Ok(coffer_proto::api::UploadChunksResponse { stored: chunks.len() as u32, already_present: 0 })
+        }
+        async fn download_chunk(&self, _: ChunkId) -> Result<SealedChunk, RemoteError> {
+            unused()
+        }
+        async fn commit(
+            &self,
+            _: &[coffer_proto::api::Change],
+        ) -> Result<coffer_proto::api::CommitResponse, RemoteError> {
+            unused()
+        }
+        async fn journal(
+            &self,
+            _: coffer_proto::Cursor,
+            _: Option<u32>,
+        ) -> Result<coffer_proto::api::JournalPage, RemoteError> {
+            unused()
+        }
+        async fn wait_journal(
+            &self,
+            _: coffer_proto::Cursor,
+            _: std::time::Duration,
+        ) -> Result<coffer_proto::api::JournalPage, RemoteError> {
+            unused()
+        }
+        async fn snapshot(
+            &self,
+            _: Option<coffer_proto::EntryId>,
+            _: Option<u32>,
+        ) -> Result<coffer_proto::api::SnapshotPage, RemoteError> {
+            unused()
+        }
+        async fn versions(
+            &self,
+            _: coffer_proto::EntryId,
+        ) -> Result<Vec<coffer_proto::api::EntryVersion>, RemoteError> {
+            unused()
+        }
+        async fn version(
+            &self,
+            _: coffer_proto::EntryId,
+            _: coffer_proto::Revision,
+        ) -> Result<coffer_proto::api::EntryVersion, RemoteError> {
+            unused()
+        }
+        async fn usage(&self) -> Result<coffer_proto::api::Usage, RemoteError> {
+            unused()
+        }
+        async fn sessions(&self) -> Result<Vec<coffer_proto::api::SessionInfo>, RemoteError> {
+            unused()
+        }
+        async fn revoke_session(&self, _: coffer_proto::api::SessionId) -> Result<(), RemoteError> {
+            unused()
+        }
+    }
+
+    /// Chunks just over half a batch: each fills a batch of its own.
+    fn big_chunks(n: u8) -> Vec<SealedChunk> {
+        (0..n)
+            .map(|i| {
+                let bytes = vec![i; BATCH_BYTES / 2 + 1];
+                SealedChunk::from_parts(ChunkId::from_bytes(*blake3::hash(&bytes).as_bytes()), bytes)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn batches_sent_ahead_are_bounded_and_go_with_the_commit() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = GatedStore::default();
+        let chunks = big_chunks(3);
+        let mut batcher = ChunkBatcher::new(&store);
+        for c in &chunks {
+            batcher.add_ahead(c.clone()).await.unwrap();
+        }
+        // The first two batches are in flight (and held by the store), the
+        // third is queued.
+        assert!(batcher.is_sending());
+        let driven = tokio::time::timeout(std::time::Duration::from_millis(50), batcher.drive()).await;
+        assert!(driven.is_err(), "a held upload cannot finish");
+        assert_eq!(store.started.load(SeqCst), 2);
+        // A commit's batcher takes them along: its flush returns only once
+        // every chunk is stored, so the commit cannot overtake them.
+        let mut commit = batcher.split_off();
+        assert!(!batcher.is_sending());
+        {
+            let flushing = commit.flush();
+            tokio::pin!(flushing);
+            assert!(tokio::time::timeout(std::time::Duration::from_millis(50), &mut flushing).await.is_err());
+            store.gate.add_permits(3);
+            flushing.await.unwrap();
+        }
+        let mut stored = store.stored.lock().unwrap().clone();
+        stored.sort();
+        let mut want: Vec<ChunkId> = chunks.iter().map(SealedChunk::id).collect();
+        want.sort();
+        assert_eq!(stored, want);
+        assert_eq!(commit.sent_bytes, chunks.iter().map(|c| c.len() as u64).sum::<u64>());
+    }
+
+    #[tokio::test]
+    async fn at_most_upload_ahead_batches_are_in_flight() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = GatedStore::default();
+        store.gate.add_permits(1000);
+        let mut batcher = ChunkBatcher::new(&store);
+        for c in big_chunks(8) {
+            batcher.add_ahead(c).await.unwrap();
+        }
+        batcher.flush().await.unwrap();
+        assert_eq!(store.started.load(SeqCst), 8);
+        assert_eq!(store.most_running.load(SeqCst), UPLOAD_AHEAD, "batches overlap, up to the bound");
+        assert_eq!(store.stored.lock().unwrap().len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_sent_ahead_fails_the_flush() {
+        let store = GatedStore { refuse: true, ..GatedStore::default() };
+        store.gate.add_permits(1000);
+        let mut batcher = ChunkBatcher::new(&store);
+        let mut failed = false;
+        for c in big_chunks(2) {
+            failed |= batcher.add_ahead(c).await.is_err();
+        }
+        failed |= batcher.flush().await.is_err();
+        assert!(failed, "the store's refusal surfaces");
+        assert!(store.stored.lock().unwrap().is_empty());
     }
 }
