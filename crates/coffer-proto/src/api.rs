@@ -485,6 +485,16 @@ pub mod chunk_batch {
 
     /// Decodes a body. Does not check hashes (the store does).
     pub fn decode(body: &[u8]) -> Result<Vec<SealedChunk>, FramingError> {
+        Ok(decode_ranges(body)?
+            .into_iter()
+            .map(|(id, range)| SealedChunk::from_parts(id, body[range].to_vec()))
+            .collect())
+    }
+
+    /// Decodes a body into each chunk's id and where its bytes lie in
+    /// `body`, without copying them (the store slices a received body).
+    /// Does not check hashes.
+    pub fn decode_ranges(body: &[u8]) -> Result<Vec<(ChunkId, std::ops::Range<usize>)>, FramingError> {
         let mut out = Vec::new();
         let mut at = 0;
         while at < body.len() {
@@ -492,14 +502,15 @@ pub mod chunk_batch {
             let id = ChunkId::from_slice(&header[..32]).expect("32 bytes");
             let len = u32::from_be_bytes(header[32..36].try_into().expect("4 bytes")) as usize;
             let start = at + 36;
-            let bytes = body
-                .get(start..start.saturating_add(len))
-                .ok_or(FramingError { offset: at, why: "truncated chunk" })?;
-            if bytes.is_empty() {
+            let end = start.saturating_add(len);
+            if end > body.len() {
+                return Err(FramingError { offset: at, why: "truncated chunk" });
+            }
+            if len == 0 {
                 return Err(FramingError { offset: at, why: "empty chunk" });
             }
-            out.push(SealedChunk::from_parts(id, bytes.to_vec()));
-            at = start + len;
+            out.push((id, start..end));
+            at = end;
         }
         Ok(out)
     }
@@ -686,7 +697,8 @@ mod tests {
         let b = SealedChunk::from_parts(ChunkId::from_bytes([2; 32]), vec![9; 1000]);
         let body = chunk_batch::encode([&a, &b]);
         assert_eq!(body.len(), 2 * 36 + 3 + 1000);
-        assert_eq!(chunk_batch::decode(&body).unwrap(), vec![a.clone(), b]);
+        assert_eq!(chunk_batch::decode(&body).unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(chunk_batch::decode_ranges(&body).unwrap(), vec![(a.id(), 36..39), (b.id(), 75..1075)]);
         assert_eq!(chunk_batch::decode(&[]).unwrap(), vec![]);
         assert_eq!(chunk_batch::decode(&body[..10]).unwrap_err().why, "truncated header");
         assert_eq!(chunk_batch::decode(&body[..38]).unwrap_err().why, "truncated chunk");

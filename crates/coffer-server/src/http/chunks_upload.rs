@@ -12,5 +12,5 @@ pub(super) async fn handle(
     Auth(caller): Auth,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<UploadChunksResponse>, ApiError> {
-    Ok(Json(s.service.upload_chunks(caller, &body).await?))
+    Ok(Json(s.service.upload_chunks(caller, body).await?))
 }

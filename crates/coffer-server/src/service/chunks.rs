@@ -7,6 +7,7 @@
 //! time is refreshed, which restarts their garbage-collection grace period
 //! (see [`super::gc`]).
 
+use axum::body::Bytes;
 use coffer_proto::api::{chunk_batch, UploadChunksResponse, MAX_BATCH_ANSWER_BYTES, MAX_IDS_PER_REQUEST};
 use coffer_proto::{ChunkId, SealedChunk};
 
@@ -33,15 +34,18 @@ impl Service {
         self.meta(move |m| m.missing_chunks(caller.account, &ids)).await
     }
 
-    /// Stores a batch of chunks from a [`chunk_batch`] body.
+    /// Stores a batch of chunks from a [`chunk_batch`] body; each chunk
+    /// stays a slice of `body` (no copy).
     pub async fn upload_chunks(
         &self,
         caller: Caller,
-        body: &[u8],
+        body: Bytes,
     ) -> Result<UploadChunksResponse, ServiceError> {
-        let chunks = chunk_batch::decode(body).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        check_count(chunks.len())?;
-        self.upload_sealed(caller, chunks).await
+        let ranges =
+            chunk_batch::decode_ranges(&body).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        check_count(ranges.len())?;
+        let chunks = ranges.into_iter().map(|(id, range)| (id, body.slice(range))).collect();
+        self.store_uploaded(caller, chunks).await
     }
 
     /// Stores already decoded chunks (the in-process path).
@@ -50,28 +54,40 @@ impl Service {
         caller: Caller,
         chunks: Vec<SealedChunk>,
     ) -> Result<UploadChunksResponse, ServiceError> {
-        for c in &chunks {
-            if *blake3::hash(c.as_bytes()).as_bytes() != *c.id().as_bytes() {
-                return Err(ServiceError::ChunkHashMismatch(c.id()));
+        let chunks = chunks.into_iter().map(|c| (c.id(), Bytes::from(c.into_bytes()))).collect();
+        self.store_uploaded(caller, chunks).await
+    }
+
+    /// Checks every chunk against its id, then writes those the account
+    /// lacks and records them all.
+    async fn store_uploaded(
+        &self,
+        caller: Caller,
+        chunks: Vec<(ChunkId, Bytes)>,
+    ) -> Result<UploadChunksResponse, ServiceError> {
+        for (id, bytes) in &chunks {
+            if *blake3::hash(bytes).as_bytes() != *id.as_bytes() {
+                return Err(ServiceError::ChunkHashMismatch(*id));
             }
         }
         let m = &self.inner.metrics;
         Metrics::add(&m.chunk_uploads, 1);
-        Metrics::add(&m.chunk_bytes_received, chunks.iter().map(|c| c.len() as u64).sum());
-        let ids: Vec<ChunkId> = chunks.iter().map(SealedChunk::id).collect();
+        Metrics::add(&m.chunk_bytes_received, chunks.iter().map(|(_, b)| b.len() as u64).sum());
+        let ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
         let missing = self.meta(move |m| m.missing_chunks(caller.account, &ids)).await?;
-        let sizes: Vec<(ChunkId, u64)> = chunks.iter().map(|c| (c.id(), c.len() as u64)).collect();
-        let to_write: Vec<SealedChunk> = chunks.into_iter().filter(|c| missing.contains(&c.id())).collect();
+        let sizes: Vec<(ChunkId, u64)> = chunks.iter().map(|(id, b)| (*id, b.len() as u64)).collect();
+        let to_write: Vec<(ChunkId, Bytes)> =
+            chunks.into_iter().filter(|(id, _)| missing.contains(id)).collect();
         let stored = u32::try_from(to_write.len()).unwrap_or(u32::MAX);
         let already_present = u32::try_from(sizes.len()).unwrap_or(u32::MAX).saturating_sub(stored);
         let mut written = Vec::new();
         if !to_write.is_empty() {
             Metrics::add(&m.chunks_stored, to_write.len() as u64);
-            Metrics::add(&m.chunk_bytes_stored, to_write.iter().map(|c| c.len() as u64).sum());
+            Metrics::add(&m.chunk_bytes_stored, to_write.iter().map(|(_, b)| b.len() as u64).sum());
             written = self
                 .blobs(move |b| {
                     let blobs: Vec<(ChunkId, &[u8])> =
-                        to_write.iter().map(|c| (c.id(), c.as_bytes())).collect();
+                        to_write.iter().map(|(id, b)| (*id, b.as_ref())).collect();
                     b.put_many(caller.account, &blobs)?;
                     Ok(to_write)
                 })
@@ -88,7 +104,7 @@ impl Service {
             // blob found gone is written once more and stays.
             self.blobs(move |b| {
                 let lost =
-                    b.lacking(caller.account, &written.iter().map(SealedChunk::id).collect::<Vec<_>>())?;
+                    b.lacking(caller.account, &written.iter().map(|(id, _)| *id).collect::<Vec<_>>())?;
                 if lost.is_empty() {
                     return Ok(());
                 }
@@ -99,8 +115,8 @@ impl Service {
                 let lost: std::collections::HashSet<ChunkId> = lost.into_iter().collect();
                 let again: Vec<(ChunkId, &[u8])> = written
                     .iter()
-                    .filter(|c| lost.contains(&c.id()))
-                    .map(|c| (c.id(), c.as_bytes()))
+                    .filter(|(id, _)| lost.contains(id))
+                    .map(|(id, b)| (*id, b.as_ref()))
                     .collect();
                 b.put_many(caller.account, &again)
             })
