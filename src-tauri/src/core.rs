@@ -22,7 +22,7 @@ use coffer_engine::home::Home;
 use coffer_engine::remote::{HttpRemote, RetryRemote};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::notify::Notifier;
@@ -188,7 +188,7 @@ impl std::fmt::Debug for SetupDto {
 struct Running {
     control: Arc<Control<RetryRemote<HttpRemote>>>,
     /// The daemon, once the first run is finished.
-    daemon: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
+    daemon: Option<(watch::Sender<bool>, JoinHandle<anyhow::Result<()>>)>,
     /// Forwards events to the window, tray and notifications.
     forward: JoinHandle<()>,
 }
@@ -526,10 +526,11 @@ impl Desktop {
             return;
         }
         let engine = running.control.engine().clone();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(coffer_cli::cmd::sync::run_daemon(engine, RESCAN, async move {
-            let _ = rx.await;
-        }));
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            move |stop| coffer_cli::cmd::sync::run_daemon(engine.clone(), RESCAN, stop),
+            rx,
+        ));
         running.daemon = Some((tx, task));
         tokio::spawn(check_quota(Arc::downgrade(self)));
     }
@@ -649,9 +650,55 @@ impl Desktop {
     }
 }
 
+/// The first pause before the daemon starts again after it stopped on its
+/// own; it doubles with each stop in a row, up to [`RESTART_MOST`].
+const RESTART_FIRST: Duration = Duration::from_secs(2);
+const RESTART_MOST: Duration = Duration::from_secs(300);
+/// A daemon that ran this long before it stopped starts the count again.
+const RESTART_RESET: Duration = Duration::from_secs(600);
+
+/// How long to wait before the `failures`-th restart in a row.
+fn restart_delay(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    RESTART_FIRST.checked_mul(factor).map_or(RESTART_MOST, |d| d.min(RESTART_MOST))
+}
+
+/// Runs the daemon (`run`, given a future that fires on stop) until `stop`
+/// says true. A daemon that ends on its own (its engine died, or the
+/// folder's watcher could not start) has already put the reason in the
+/// engine's status, which the tray, the window and a notification show;
+/// it is started again after a pause that grows while it keeps stopping,
+/// as a person would restart a crashed sync app.
+async fn supervise<F, Fut>(mut run: F, stop: watch::Receiver<bool>) -> anyhow::Result<()>
+where
+    F: FnMut(futures::future::BoxFuture<'static, ()>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // A dropped sender stops it too.
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut failures = 0u32;
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = run(Box::pin(stopped(stop.clone()))).await;
+        if *stop.borrow() {
+            return result;
+        }
+        let e = result.err().unwrap_or_else(|| anyhow::anyhow!("the daemon ended"));
+        failures = if started.elapsed() >= RESTART_RESET { 1 } else { failures.saturating_add(1) };
+        let pause = restart_delay(failures);
+        tracing::error!("sync stopped: {e:#}; starting it again in {} s", pause.as_secs());
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stopped(stop.clone()) => return Err(e),
+        }
+    }
+}
+
 async fn stop_running(r: Running) {
     if let Some((tx, task)) = r.daemon {
-        let _ = tx.send(());
+        let _ = tx.send(true);
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("the daemon stopped with an error: {e:#}"),
@@ -789,4 +836,69 @@ fn check_folder(home: &Home, input: &str) -> Result<PathBuf, ControlError> {
         ));
     }
     Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn restart_pauses_double_up_to_a_bound() {
+        let secs: Vec<u64> = [1, 2, 3, 4, 8, 9, 40, u32::MAX].map(|n| restart_delay(n).as_secs()).to_vec();
+        assert_eq!(secs, [2, 4, 8, 16, 256, 300, 300, 300]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daemon_that_stops_on_its_own_starts_again_until_told_to_stop() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let starts = Arc::new(StdMutex::new(Vec::new()));
+        let (tx, rx) = watch::channel(false);
+        let (c, s) = (calls.clone(), starts.clone());
+        let task = tokio::spawn(supervise(
+            move |stop| {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                s.lock().unwrap().push(tokio::time::Instant::now());
+                async move {
+                    if n < 2 {
+                        return Err(anyhow::anyhow!("the sync engine stopped unexpectedly (a bug): test"));
+                    }
+                    stop.await;
+                    Ok(())
+                }
+            },
+            rx,
+        ));
+        while calls.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let starts = starts.lock().unwrap().clone();
+        assert_eq!(starts[1] - starts[0], RESTART_FIRST, "first restart after the first pause");
+        assert_eq!(starts[2] - starts[1], RESTART_FIRST * 2, "the pause doubles while it keeps stopping");
+        tx.send(true).unwrap();
+        task.await.unwrap().expect("stopped when told");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "not started again once told to stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn told_to_stop_during_a_pause_it_ends_with_the_reason() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let (tx, rx) = watch::channel(false);
+        let c = calls.clone();
+        let task = tokio::spawn(supervise(
+            move |_stop| {
+                c.fetch_add(1, Ordering::SeqCst);
+                async { Err(anyhow::anyhow!("the folder's watcher could not start")) }
+            },
+            rx,
+        ));
+        while calls.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tx.send(true).unwrap();
+        let e = task.await.unwrap().expect_err("it had stopped on its own");
+        assert!(e.to_string().contains("watcher"), "{e}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }

@@ -370,4 +370,12 @@ fn a_daemon_whose_engine_panics_exits_saying_so() {
         "{stderr}"
     );
     assert!(!a.path(".coffer/daemon.pid").exists(), "the pid file is left: {stderr}");
+    // The status it leaves says so too (the desktop app and `coffer
+    // status` read it), instead of the state it was in.
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.path(".coffer/status.json")).expect("status.json"))
+            .expect("json");
+    assert_eq!(status["state"], "error", "{status}");
+    let why = status["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("stopped unexpectedly") && why.contains("a test's panic"), "{status}");
 }

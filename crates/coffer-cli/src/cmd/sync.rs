@@ -162,6 +162,10 @@ pub async fn run_daemon(
     }
     .await;
     status_task.abort();
+    if let Err(e) = &result {
+        // Not left saying "syncing" (or "up to date") while nothing syncs.
+        engine.report_stopped(format!("Sync stopped: {e:#}"));
+    }
     write_status(&engine, &engine.status());
     let _ = std::fs::remove_file(&pid_file);
     result

@@ -417,6 +417,17 @@ impl<R: Remote> Engine<R> {
         self.status.borrow().clone()
     }
 
+    /// Says that syncing has stopped and why (the engine's loop ended on
+    /// its own, or could not start), for the status file, the tray and the
+    /// window; the next round, if one runs, replaces it.
+    pub fn report_stopped(&self, why: String) {
+        self.update_status(|s| {
+            s.state = SyncState::Error;
+            s.current.clear();
+            s.last_error = Some(why);
+        });
+    }
+
     pub(crate) fn update_status(&self, f: impl FnOnce(&mut Status)) {
         self.status.send_modify(f);
     }
@@ -807,7 +818,9 @@ impl<R: Remote> Engine<R> {
     {
         self.set_watched(true);
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
-        let poller = tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx));
+        // Aborted however this loop ends: also if a round panics, so that a
+        // restarted loop does not leave it polling beside its own.
+        let poller = AbortOnDrop(tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx)));
         let mut backoff = Duration::from_millis(250);
         loop {
             let next_wait = match self.sync_until_quiet(50).await {
@@ -858,7 +871,16 @@ impl<R: Remote> Engine<R> {
                 break;
             }
         }
-        poller.abort();
+        drop(poller);
+    }
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
