@@ -5,8 +5,8 @@
 //! batches of at most [`BATCH_BYTES`], after asking the store which it
 //! lacks, so memory stays bounded whatever the file size and only the deltas
 //! travel; a large file's batches are sent while the next are sealed, up to
-//! [`UPLOAD_AHEAD`] at once. Downloads fetch chunks in batched requests of up to 4 MiB, up to
-//! [`FETCH_AHEAD`] requests at once, verify each
+//! [`UPLOAD_AHEAD`] at once. Downloads fetch chunks in batched requests of
+//! up to 4 MiB, up to [`FETCH_AHEAD`] requests at once, verify each
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
 
@@ -141,8 +141,8 @@ pub(crate) struct ChunkBatcher<'a, R: Remote> {
     remote: &'a R,
     pending: Vec<SealedChunk>,
     pending_bytes: usize,
-    /// The batch being sent (by [`ChunkBatcher::add_ahead`]): its sealed
-    /// bytes sent, once done.
+    /// The batches being sent (by [`ChunkBatcher::add_ahead`]): each
+    /// gives the sealed bytes it sent, once done.
     sending: FuturesUnordered<BoxFuture<'a, Result<u64, RemoteError>>>,
     /// Sealed bytes actually sent.
     pub sent_bytes: u64,
@@ -163,7 +163,10 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     /// batch first if the chunk would take it past [`BATCH_BYTES`], so a
     /// batch is one upload request.
     pub async fn add(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
-        if self.queue_is_full(&chunk) {
+        if self.holds(&chunk) {
+            return Ok(());
+        }
+        if self.is_full_for(&chunk) {
             self.flush().await?;
         }
         self.queue(chunk);
@@ -174,7 +177,10 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     /// waits, if [`UPLOAD_AHEAD`] batches are in flight, for one of them,
     /// not for its own.
     pub async fn add_ahead(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
-        if self.queue_is_full(&chunk) {
+        if self.holds(&chunk) {
+            return Ok(());
+        }
+        if self.is_full_for(&chunk) {
             while self.sending.len() >= UPLOAD_AHEAD {
                 self.drive().await?;
             }
@@ -211,21 +217,23 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
         Ok(())
     }
 
-    fn queue_is_full(&self, chunk: &SealedChunk) -> bool {
-        !self.pending.iter().any(|c| c.id() == chunk.id())
-            && (self.pending_bytes + chunk.len() > BATCH_BYTES || self.pending.len() >= 1000)
+    /// Whether the queued batch holds this chunk already.
+    fn holds(&self, chunk: &SealedChunk) -> bool {
+        self.pending.iter().any(|c| c.id() == chunk.id())
+    }
+
+    /// Whether `chunk` would take the queued batch past its bounds.
+    fn is_full_for(&self, chunk: &SealedChunk) -> bool {
+        self.pending_bytes + chunk.len() > BATCH_BYTES || self.pending.len() >= 1000
     }
 
     fn queue(&mut self, chunk: SealedChunk) {
-        if self.pending.iter().any(|c| c.id() == chunk.id()) {
-            return;
-        }
         self.pending_bytes += chunk.len();
         self.pending.push(chunk);
     }
 
-    /// Hands what is queued, unsent, and the batch in flight to a batcher
-    /// of its own (to send apart, as a commit's batch); this one goes on
+    /// Hands what is queued, unsent, and the batches in flight to a
+    /// batcher of its own (to send apart, as a commit's batch); this one goes on
     /// empty.
     pub fn split_off(&mut self) -> Self {
         Self {
