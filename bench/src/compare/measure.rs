@@ -317,6 +317,31 @@ pub fn mkdir(p: PathBuf) -> anyhow::Result<PathBuf> {
 /// ([`free_space`]); smaller ones stay until the end of the run.
 pub const BIG_FILE: u64 = 1 << 20;
 
+/// Bytes free for an unprivileged user on the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let st =
+        rustix::fs::statvfs(dir).with_context(|| format!("reading the free space of {}", dir.display()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Fails, saying how much is missing, unless the file system holding `dir`
+/// has `need` bytes free: a disk that fills up mid-run stops the tools in
+/// ways that measure the disk, not the tools (and can leave the machine
+/// unusable until the run's folder is removed).
+pub fn ensure_free(dir: &Path, need: u64) -> anyhow::Result<()> {
+    let free = free_bytes(dir)?;
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    anyhow::ensure!(
+        free >= need,
+        "only {:.1} GiB free on the disk holding {}; this run needs about {:.1} GiB. \
+         Free some space, choose fewer tools, rounds or workloads, or point --work at a larger disk",
+        gib(free),
+        dir.display(),
+        gib(need)
+    );
+    Ok(())
+}
+
 /// Frees a finished round's disk space without freeing its many inodes
 /// yet: files of [`BIG_FILE`] bytes or more under `dir` are removed now;
 /// the rest of the tree is left for the end of the run.
@@ -351,6 +376,16 @@ pub fn free_space(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_needing_more_than_the_disk_has_is_refused_before_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        assert!(free > 0);
+        ensure_free(dir.path(), 1).unwrap();
+        let e = ensure_free(dir.path(), free.saturating_mul(4).max(1 << 50)).unwrap_err();
+        assert!(e.to_string().contains("GiB free on the disk holding"), "{e}");
+    }
 
     #[test]
     fn free_space_removes_big_files_and_keeps_the_small_ones() {

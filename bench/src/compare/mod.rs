@@ -100,6 +100,27 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// About the disk space a run of `tools` on `workloads` needs at its
+    /// peak: one round's large files (A's, B's and the store's copies, and
+    /// B's new version beside the old during W3), every round's small files
+    /// (kept to the end of the run, see [`measure::free_space`]), W5's tree
+    /// per tool, and 2 GiB to spare.
+    fn disk_needed(&self, tools: usize, workloads: &[String]) -> u64 {
+        let has = |w: &str| workloads.iter().any(|x| x == w);
+        let runs = (tools * self.reps) as u64;
+        let mut need = 2u64 << 30;
+        if has("w1") || has("w3") {
+            need += 4 * self.w1_bytes;
+        }
+        if has("w2") {
+            need += runs * self.w2_files as u64 * 3 * (12 << 10);
+        }
+        if has("w5") {
+            need += tools as u64 * self.w5_files as u64 * (16 << 10);
+        }
+        need
+    }
+
     fn from(args: &Args) -> Self {
         let mut s = if args.quick {
             Sizes {
@@ -226,6 +247,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let work = args.work.clone().unwrap_or_else(|| args.out.join("work"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let wl: Vec<String> = args.workloads.iter().map(|w| w.to_lowercase()).collect();
+    measure::ensure_free(&work, sizes.disk_needed(args.tools.len(), &wl))?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let ctx = Ctx {
         coffer_bin,
@@ -234,7 +257,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         work: work.canonicalize()?,
         rt,
     };
-    let wl: Vec<String> = args.workloads.iter().map(|w| w.to_lowercase()).collect();
     let started = std::time::SystemTime::now();
     let mut results = report::Results::default();
 
@@ -290,4 +312,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&work);
     report::finish(&results, &sizes, args, started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(w1_bytes: u64, w2_files: usize, w5_files: usize) -> Sizes {
+        Sizes { w1_bytes, w2_files, w2_dirs: 100, w3_insert_at: 0, w4_samples: 20, w5_files, reps: 2 }
+    }
+
+    #[test]
+    fn the_disk_a_run_needs_grows_with_what_it_runs() {
+        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        let all: Vec<String> = ["w1", "w2", "w3", "w4"].map(String::from).to_vec();
+        let full = sizes(1 << 30, 10_000, 200_000);
+        // What filled this machine's disk once: five tools, two rounds.
+        let need = gib(full.disk_needed(5, &all));
+        assert!((8.0..12.0).contains(&need), "{need}");
+        let quick = gib(sizes(64 << 20, 1_000, 5_000).disk_needed(5, &all));
+        assert!(quick < 3.0, "{quick}");
+        let w5 = gib(full.disk_needed(2, &["w5".to_string()]));
+        assert!(w5 > 7.0 && w5 < need, "{w5}");
+        assert!(full.disk_needed(1, &["w4".to_string()]) == 2 << 30, "W4 needs only the spare");
+    }
 }

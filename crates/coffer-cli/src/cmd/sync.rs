@@ -130,7 +130,12 @@ pub async fn run_daemon(
 ) -> anyhow::Result<()> {
     let root = engine.config().root.clone();
     let pid_file = root.join(STATE_DIR).join("daemon.pid");
-    std::fs::write(&pid_file, std::process::id().to_string()).context("writing the daemon's pid file")?;
+    if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
+        let e = anyhow::Error::new(e).context("writing the daemon's pid file");
+        engine.report_stopped(format!("Sync stopped: {e:#}"));
+        write_status(&engine, &engine.status());
+        return Err(e);
+    }
     let status_task = tokio::spawn(keep_status_file(engine.clone()));
     let result = async {
         let (_watch, changes) = Watcher::start(&root, Duration::from_millis(100))?;
