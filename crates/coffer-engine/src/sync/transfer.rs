@@ -233,8 +233,8 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     }
 
     /// Hands what is queued, unsent, and the batches in flight to a
-    /// batcher of its own (to send apart, as a commit's batch); this one goes on
-    /// empty.
+    /// batcher of its own (to send apart, as a commit's batch); this one
+    /// goes on empty.
     pub fn split_off(&mut self) -> Self {
         Self {
             remote: self.remote,
@@ -245,8 +245,8 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
         }
     }
 
-    /// Sends whatever is queued that the store lacks, after the batch in
-    /// flight.
+    /// Sends whatever is queued that the store lacks, after the batches
+    /// in flight.
     pub async fn flush(&mut self) -> Result<(), RemoteError> {
         self.settle().await?;
         if self.pending.is_empty() {
@@ -357,7 +357,7 @@ impl<R: Remote> Engine<R> {
         });
         let mut failed = None;
         loop {
-            // The batch in flight is driven while the next is sealed.
+            // The batches in flight are driven while the next is sealed.
             let c = tokio::select! {
                 biased;
                 sent = batcher.drive(), if batcher.is_sending() => {
