@@ -653,6 +653,7 @@ impl Desktop {
 /// The first pause before the daemon starts again after it stopped on its
 /// own; it doubles with each stop in a row, up to [`RESTART_MOST`].
 const RESTART_FIRST: Duration = Duration::from_secs(2);
+/// The longest pause between restarts.
 const RESTART_MOST: Duration = Duration::from_secs(300);
 /// A daemon that ran this long before it stopped starts the count again.
 const RESTART_RESET: Duration = Duration::from_secs(600);

@@ -132,8 +132,7 @@ pub async fn run_daemon(
     let pid_file = root.join(STATE_DIR).join("daemon.pid");
     if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
         let e = anyhow::Error::new(e).context("writing the daemon's pid file");
-        engine.report_stopped(format!("Sync stopped: {e:#}"));
-        write_status(&engine, &engine.status());
+        write_stopped(&engine, Some(&e));
         return Err(e);
     }
     let status_task = tokio::spawn(keep_status_file(engine.clone()));
@@ -167,13 +166,19 @@ pub async fn run_daemon(
     }
     .await;
     status_task.abort();
-    if let Err(e) = &result {
-        // Not left saying "syncing" (or "up to date") while nothing syncs.
-        engine.report_stopped(format!("Sync stopped: {e:#}"));
-    }
-    write_status(&engine, &engine.status());
+    write_stopped(&engine, result.as_ref().err());
     let _ = std::fs::remove_file(&pid_file);
     result
+}
+
+/// The daemon's last status file: on an error, it says that sync stopped
+/// and why, instead of the state it was in ("syncing", "up to date") while
+/// nothing syncs.
+fn write_stopped(engine: &CliEngine, error: Option<&anyhow::Error>) {
+    if let Some(e) = error {
+        engine.report_stopped(format!("Sync stopped: {e:#}"));
+    }
+    write_status(engine, &engine.status());
 }
 
 async fn once(engine: &CliEngine) -> anyhow::Result<std::process::ExitCode> {

@@ -133,10 +133,10 @@ fn batches<T>(wanted: &[T], cap: u64, len: impl Fn(&T) -> u64) -> Vec<&[T]> {
 /// long as the caller drives them ([`ChunkBatcher::drive`]); a large file's
 /// reading and sealing then overlap the store's checking and writing (and
 /// the store's work on one request its disk flush for the one before)
-/// instead of taking turns with them. Whatever is in flight is awaited by the next
-/// [`ChunkBatcher::settle`], [`ChunkBatcher::flush`] or full batch, and goes
-/// along with [`ChunkBatcher::split_off`], so a commit never overtakes the
-/// chunks it names.
+/// instead of taking turns with them. Whatever is in flight is awaited by
+/// [`ChunkBatcher::settle`] and [`ChunkBatcher::flush`] (which `add` calls
+/// for a full batch), and goes along with [`ChunkBatcher::split_off`], so a
+/// commit never overtakes the chunks it names.
 pub(crate) struct ChunkBatcher<'a, R: Remote> {
     remote: &'a R,
     pending: Vec<SealedChunk>,
