@@ -10,10 +10,14 @@
 //! the associated data `"coffer settings v1"` alone: one value per account,
 //! which the store can neither alter nor pass off as metadata.
 //!
+//! Previews of uploads under way are sealed the same way again, with the
+//! associated data `"coffer preview v1"`: the store can drop or replay
+//! one, never forge or alter one, and none opens as metadata or settings.
+//!
 //! Random nonces under one key are safe up to about 2^32 seals; an account
 //! that commits a million changes a day would need ten thousand years.
 
-use coffer_proto::{EntryId, Revision, SealedMeta, SealedSettings};
+use coffer_proto::{EntryId, Revision, SealedMeta, SealedPreview, SealedSettings};
 use rand_core::CryptoRngCore;
 
 use crate::aead::{open_in_place, seal_in_place, TAG_LEN};
@@ -23,6 +27,7 @@ use crate::{CryptoError, MetaKey};
 pub const META_VERSION: u8 = 1;
 const META_LABEL: &[u8] = b"coffer meta v1";
 const SETTINGS_LABEL: &[u8] = b"coffer settings v1";
+const PREVIEW_LABEL: &[u8] = b"coffer preview v1";
 const HEADER: usize = 1 + 12;
 
 fn aad(entry: &EntryId, revision: Revision) -> [u8; 14 + 32 + 8] {
@@ -64,6 +69,16 @@ impl MetaKey {
     /// Opens the account's settings.
     pub fn open_settings(&self, sealed: &SealedSettings) -> Result<Vec<u8>, CryptoError> {
         self.open_with(SETTINGS_LABEL, sealed.as_bytes(), "sealed settings")
+    }
+
+    /// Seals a preview of an upload under way (see [`SealedPreview`]).
+    pub fn seal_preview(&self, rng: &mut impl CryptoRngCore, plaintext: &[u8]) -> SealedPreview {
+        SealedPreview::from_sealed_bytes(self.seal_with(rng, PREVIEW_LABEL, plaintext))
+    }
+
+    /// Opens a preview another device of the account sealed.
+    pub fn open_preview(&self, sealed: &SealedPreview) -> Result<Vec<u8>, CryptoError> {
+        self.open_with(PREVIEW_LABEL, sealed.as_bytes(), "sealed preview")
     }
 
     fn seal_with(&self, rng: &mut impl CryptoRngCore, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
@@ -158,6 +173,25 @@ mod tests {
         let a = key().seal(&mut rng, &entry(1), Revision(1), b"same");
         let b = key().seal(&mut rng, &entry(1), Revision(1), b"same");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn previews_open_only_as_previews_of_this_account() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let sealed = key().seal_preview(&mut rng, b"preview");
+        assert_eq!(key().open_preview(&sealed).unwrap(), b"preview");
+        let other = MasterKey::from_bytes([10; 32]).derive().meta;
+        assert_eq!(other.open_preview(&sealed), Err(CryptoError::Authentication));
+        let as_settings = SealedSettings::from_sealed_bytes(sealed.as_bytes().to_vec());
+        assert!(key().open_settings(&as_settings).is_err(), "a preview opened as settings");
+        let as_meta = SealedMeta::from_sealed_bytes(sealed.as_bytes().to_vec());
+        assert!(key().open(&entry(0), Revision(0), &as_meta).is_err(), "a preview opened as metadata");
+        let settings = key().seal_settings(&mut rng, b"preview");
+        let as_preview = SealedPreview::from_sealed_bytes(settings.into_bytes());
+        assert!(key().open_preview(&as_preview).is_err(), "settings opened as a preview");
+        let mut bad = sealed.into_bytes();
+        bad[15] ^= 1;
+        assert!(key().open_preview(&SealedPreview::from_sealed_bytes(bad)).is_err());
     }
 
     #[test]

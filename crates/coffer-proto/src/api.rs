@@ -23,8 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::{
-    ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedChunk, SealedMeta, SealedSettings,
-    WrappedKey,
+    ChunkId, Cursor, DeviceId, EntryId, ListDigest, Revision, SealedChunk, SealedMeta, SealedPreview,
+    SealedSettings, WrappedKey,
 };
 
 /// Why a textual session or login id did not parse.
@@ -650,6 +650,43 @@ pub struct JournalPage {
     pub cursor: Cursor,
     /// True when more changes wait beyond this page.
     pub more: bool,
+}
+
+/// Largest sealed preview the store takes (`POST /v1/previews`), bytes.
+pub const MAX_PREVIEW_BYTES: usize = 64 << 10;
+
+/// Body of `POST /v1/previews`: a preview of a large upload under way,
+/// for the account's other devices (see [`SealedPreview`]). A hint only:
+/// the store may drop it at any time, and nothing depends on it but speed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PostPreview {
+    /// The sealed preview, at most [`MAX_PREVIEW_BYTES`].
+    pub sealed: SealedPreview,
+}
+
+/// Query of `GET /v1/previews/wait`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct PreviewQuery {
+    /// The last preview position the client has seen; without it, the
+    /// answer is at once the current position and no previews (a client
+    /// starts from now: older previews are of uploads it can no longer
+    /// follow from their start).
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// How long to hold the request when nothing is new (server caps it).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Answer of `GET /v1/previews/wait`: the previews other devices of the
+/// account posted after `after` that the store still holds, oldest first.
+/// Some may be missing (the store keeps few, briefly).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PreviewPage {
+    /// The position to ask from next.
+    pub cursor: u64,
+    /// The previews, oldest first.
+    pub previews: Vec<SealedPreview>,
 }
 
 /// Query of `GET /v1/snapshot`.

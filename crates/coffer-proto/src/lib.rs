@@ -18,4 +18,4 @@ pub mod ids;
 pub mod sealed;
 
 pub use ids::{ChunkId, Cursor, DeviceId, EntryId, IdParseError, ListDigest, Revision};
-pub use sealed::{SealedChunk, SealedMeta, SealedSettings, WrappedKey};
+pub use sealed::{SealedChunk, SealedMeta, SealedPreview, SealedSettings, WrappedKey};

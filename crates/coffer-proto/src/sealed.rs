@@ -86,6 +86,14 @@ define_sealed!(
     SealedSettings
 );
 
+define_sealed!(
+    /// A preview of a large upload under way (which chunks of which file
+    /// the store holds so far), sealed by the uploading client with the
+    /// metadata key, so that the account's other devices can fetch them
+    /// before the commit. The store keeps it briefly and in memory only.
+    SealedPreview
+);
+
 /// A sealed chunk together with its store id (BLAKE3 of `bytes`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedChunk {

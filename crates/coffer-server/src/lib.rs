@@ -31,6 +31,7 @@ mod error;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod previews;
 pub mod ratelimit;
 pub mod server;
 pub mod service;

@@ -25,6 +25,7 @@ mod journal_wait;
 mod login_finish;
 mod login_start;
 mod metrics;
+mod previews;
 mod register_finish;
 mod register_start;
 mod session_revoke;
@@ -215,7 +216,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 
 async fn timeout_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mut limit = state.cfg.request_timeout;
-    if req.uri().path().ends_with("/journal/wait") {
+    if req.uri().path().ends_with("/journal/wait") || req.uri().path().ends_with("/previews/wait") {
         limit += state.service.config().max_long_poll;
     }
     match tokio::time::timeout(limit, next.run(req)).await {
@@ -254,6 +255,8 @@ pub fn router(service: Service, cfg: HttpConfig) -> Router {
         .route("/chunks/get", post(chunks_get::handle))
         .route("/journal", get(journal::handle))
         .route("/journal/wait", get(journal_wait::handle))
+        .route("/previews", post(previews::post))
+        .route("/previews/wait", get(previews::wait))
         .route("/snapshot", get(snapshot::handle))
         .route("/entries/{entry_id}/versions", get(versions::handle))
         .route("/entries/{entry_id}/versions/{revision}", get(version::handle))

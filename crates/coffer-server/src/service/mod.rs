@@ -9,13 +9,15 @@
 //! limiters. Store calls are blocking; they run on tokio's blocking pool.
 //!
 //! Operations live one area per file: [`accounts`] (registration, login,
-//! sessions), [`chunks`], [`entries`] (commit, journal, snapshot, versions)
-//! and [`gc`] (retention and garbage collection).
+//! sessions), [`chunks`], [`entries`] (commit, journal, snapshot, versions),
+//! [`previews`] (of large uploads under way) and [`gc`] (retention and
+//! garbage collection).
 
 pub mod accounts;
 pub mod chunks;
 pub mod entries;
 pub mod gc;
+pub mod previews;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -102,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) logins: Mutex<HashMap<LoginId, PendingLogin>>,
     pub(crate) session_cache: Mutex<accounts::SessionCache>,
     pub(crate) notifier: Notifier,
+    /// Previews of large uploads under way, in memory only.
+    pub(crate) previews: crate::previews::PreviewBoards,
     pub(crate) per_account: RateLimiter,
     pub(crate) per_address: RateLimiter,
     /// Bounds store calls in flight, so a burst of requests queues here
@@ -164,6 +168,7 @@ impl Service {
                 logins: Mutex::new(HashMap::new()),
                 session_cache: Mutex::new(accounts::SessionCache::default()),
                 notifier: Notifier::default(),
+                previews: crate::previews::PreviewBoards::default(),
                 store_slots: tokio::sync::Semaphore::new(STORE_SLOTS),
                 metrics: crate::metrics::Metrics::default(),
             }),
