@@ -233,3 +233,67 @@ fn every_device_cuts_with_the_accounts_chunk_sizes() {
     a.sync();
     assert_eq!(server.metric("coffer_chunks_stored_total"), stored, "A cut the same bytes differently");
 }
+
+/// The staging files (`pv-*.part`) in a device's state folder, with sizes.
+fn staging_files(c: &Client) -> Vec<(std::path::PathBuf, u64)> {
+    let Ok(dir) = std::fs::read_dir(c.path(".coffer/tmp")) else { return Vec::new() };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("pv-") && n.ends_with(".part")))
+        .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+        .collect()
+}
+
+/// A large new file is fetched by the other device while it uploads: the
+/// uploader posts previews of the chunks the store holds, the other
+/// device's daemon stages those into a file before the commit, and the
+/// download after the commit goes on from it (the staging file becomes the
+/// file: same inode). A file in a folder that device excluded is not
+/// staged, and no staging file is left behind.
+#[test]
+fn a_large_new_file_is_fetched_while_it_uploads() {
+    use std::time::Duration;
+    let (_s, a, b) = pair("preview@example.org");
+    a.write("excluded/small.txt", b"x");
+    a.sync();
+    b.sync();
+    b.run(&["exclude", "excluded", "--dir", dir(&b)]).ok();
+    let mut daemon = b.daemon();
+    coffer_e2e::wait_until("B's daemon to start", Duration::from_secs(30), || {
+        b.path(".coffer/status.json").exists() && b.path(".coffer/daemon.pid").exists()
+    });
+    // Its preview long-poll starts from the position it finds at start.
+    std::thread::sleep(Duration::from_secs(1));
+
+    const SIZE: usize = 48 << 20;
+    let data = random_bytes(SIZE, 71);
+    a.write("big.bin", &data);
+    a.write("excluded/big.bin", &random_bytes(SIZE, 72));
+    // A holds each commit back for a while, after its chunks are stored.
+    let mut upload = a
+        .command_of(&coffer_e2e::failpoints_bin())
+        .args(["sync", dir(&a), "--once", "--quiet"])
+        .env("FAILPOINTS", "upload-before-commit=sleep(12000)")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start A's sync");
+    // All but the last batch (up to 8 MiB, sent with the commit) is staged
+    // on B before A commits.
+    coffer_e2e::wait_until("B to stage the upload", Duration::from_secs(60), || {
+        staging_files(&b).iter().any(|(_, len)| *len >= (SIZE - (16 << 20)) as u64)
+    });
+    assert!(upload.try_wait().expect("wait").is_none(), "A's sync ended before B staged its upload");
+    assert!(!b.path("big.bin").exists());
+    let staged = staging_files(&b);
+    assert_eq!(staged.len(), 1, "only the file B will download is staged: {staged:?}");
+    let inode = coffer_e2e::inode(&staged[0].0);
+    assert!(upload.wait().expect("wait").success(), "A's sync failed");
+    coffer_e2e::wait_until("B to have the file", Duration::from_secs(60), || {
+        std::fs::metadata(b.path("big.bin")).is_ok_and(|m| m.len() == SIZE as u64)
+    });
+    assert!(b.read("big.bin") == data, "B's copy differs");
+    assert_eq!(coffer_e2e::inode(&b.path("big.bin")), inode, "the staging file became the file");
+    assert!(staging_files(&b).is_empty(), "a staging file is left: {:?}", staging_files(&b));
+    assert!(!b.path("excluded").exists());
+    daemon.terminate();
+}

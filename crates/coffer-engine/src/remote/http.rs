@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use coffer_proto::api::{
     chunk_batch, Change, CommitRequest, CommitResponse, EntryVersion, ErrorBody, ErrorCode, GetChunksRequest,
-    JournalPage, MissingChunksRequest, MissingChunksResponse, SessionId, SessionInfo, SessionToken,
-    SessionsResponse, SnapshotPage, UploadChunksResponse, Usage, VersionsResponse, API_PREFIX,
+    JournalPage, MissingChunksRequest, MissingChunksResponse, PostPreview, PreviewPage, SessionId,
+    SessionInfo, SessionToken, SessionsResponse, SnapshotPage, UploadChunksResponse, Usage, VersionsResponse,
+    API_PREFIX,
 };
-use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
+use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk, SealedPreview};
 use reqwest::{Client, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
@@ -200,6 +201,21 @@ impl Remote for HttpRemote {
         let req =
             self.client.delete(self.url(&format!("/sessions/{id}"))).bearer_auth(self.token.expose_secret());
         check(req.send().await?).await.map(drop)
+    }
+
+    async fn post_preview(&self, sealed: &SealedPreview) -> Result<(), RemoteError> {
+        let req = PostPreview { sealed: sealed.clone() };
+        check(self.post("/previews").json(&req).send().await?).await.map(drop)
+    }
+
+    async fn wait_previews(&self, after: Option<u64>, timeout: Duration) -> Result<PreviewPage, RemoteError> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut q = vec![("timeout_ms", ms.to_string())];
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        let req = self.get("/previews/wait").query(&q).timeout(timeout + WAIT_SLACK);
+        decode(req.send().await?).await
     }
 }
 

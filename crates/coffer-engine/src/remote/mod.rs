@@ -21,10 +21,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use coffer_proto::api::{
-    Change, CommitResponse, EntryVersion, JournalPage, SessionId, SessionInfo, SnapshotPage,
-    UploadChunksResponse, Usage,
+    Change, CommitResponse, EntryVersion, ErrorBody, ErrorCode, JournalPage, PreviewPage, SessionId,
+    SessionInfo, SnapshotPage, UploadChunksResponse, Usage,
 };
-use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
+use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk, SealedPreview};
 
 pub use account::{Accounts, LoggedIn};
 pub use error::RemoteError;
@@ -101,4 +101,35 @@ pub trait Remote: Send + Sync {
     fn sessions(&self) -> impl Future<Output = Result<Vec<SessionInfo>, RemoteError>> + Send;
     /// Revokes a session (this one included: it stops working at once).
     fn revoke_session(&self, id: SessionId) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Posts a preview of a large upload under way for the account's other
+    /// devices (a hint, see `sync::preview`). By default the store has no
+    /// previews, as a store from before them answers.
+    fn post_preview(&self, sealed: &SealedPreview) -> impl Future<Output = Result<(), RemoteError>> + Send {
+        let _ = sealed;
+        async { Err(no_previews()) }
+    }
+    /// Long-poll: the previews the account's other devices posted after
+    /// `after` (without it, at once: the current position). By default the
+    /// store has no previews.
+    fn wait_previews(
+        &self,
+        after: Option<u64>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PreviewPage, RemoteError>> + Send {
+        let _ = (after, timeout);
+        async { Err(no_previews()) }
+    }
+}
+
+/// What a store without previews answers about them (`404 not_found`).
+pub fn no_previews() -> RemoteError {
+    RemoteError::Api {
+        status: 404,
+        body: ErrorBody {
+            code: ErrorCode::NotFound,
+            message: "endpoint not found".into(),
+            missing_chunks: vec![],
+            retry_after_ms: None,
+        },
+    }
 }

@@ -16,10 +16,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use coffer_proto::api::{
-    Change, CommitResponse, EntryVersion, JournalPage, SessionId, SessionInfo, SnapshotPage,
+    Change, CommitResponse, EntryVersion, JournalPage, PreviewPage, SessionId, SessionInfo, SnapshotPage,
     UploadChunksResponse, Usage,
 };
-use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk};
+use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk, SealedPreview};
 
 use super::{Remote, RemoteError};
 
@@ -128,6 +128,15 @@ impl<R: Remote> Remote for RetryRemote<R> {
 
     async fn revoke_session(&self, id: SessionId) -> Result<(), RemoteError> {
         self.retry(|| self.inner.revoke_session(id)).await
+    }
+
+    /// Not retried: a preview is a hint, and a late one is of no use.
+    async fn post_preview(&self, sealed: &SealedPreview) -> Result<(), RemoteError> {
+        self.inner.post_preview(sealed).await
+    }
+
+    async fn wait_previews(&self, after: Option<u64>, timeout: Duration) -> Result<PreviewPage, RemoteError> {
+        self.inner.wait_previews(after, timeout).await
     }
 }
 

@@ -301,7 +301,7 @@ impl<R: Remote> Engine<R> {
         let on_store: HashSet<ChunkId> =
             chunklist::store_ids(&self.keys, &base_list, listed).into_iter().collect();
         if node.kind == NodeKind::File {
-            match self.upload_file(path, &local.stat, &base_list, batcher).await {
+            match self.upload_file(path, &local.stat, &base_list, base == Revision::ZERO, batcher).await {
                 Ok((c, hash)) => {
                     if Some(hash) != node.hash {
                         // Changed since the scan; or changed without its
@@ -695,7 +695,7 @@ impl<R: Remote> Engine<R> {
                 )),
                 None => None,
             };
-            match self.download_to_temp(&live.chunks, reuse).await {
+            match self.download_to_temp(path, &live.chunks, reuse).await {
                 Ok(t) => t,
                 Err(TransferError::Remote(e)) if e.is_retryable() => return Err(OpError::Fatal(e.into())),
                 Err(e) => return Err(OpError::Path(format!("download failed: {e}"))),

@@ -18,6 +18,7 @@ mod apply;
 mod inflight;
 pub mod limit;
 pub mod names;
+mod preview;
 mod pull;
 pub mod status;
 mod transfer;
@@ -264,6 +265,11 @@ pub struct Engine<R: Remote> {
     /// stat they were read at: their upload takes them as hints rather
     /// than running FastCDC again (see [`crate::chunker::Hints`]).
     pub(crate) scan_lists: Mutex<ScanLists>,
+    /// New files being staged from previews of their upload on another
+    /// device, by path ([`preview`]).
+    pub(crate) staged: Mutex<std::collections::HashMap<RelPath, preview::Slot>>,
+    /// Set once the store is found to take no previews.
+    pub(crate) previews_off: AtomicBool,
 }
 
 impl<R: Remote> std::fmt::Debug for Engine<R> {
@@ -363,6 +369,8 @@ impl<R: Remote> Engine<R> {
             deltas: AtomicBool::new(true),
             prefetched: Mutex::new(std::collections::HashMap::new()),
             scan_lists: Mutex::new(ScanLists::new()),
+            staged: Mutex::new(std::collections::HashMap::new()),
+            previews_off: AtomicBool::new(false),
         }
     }
 
@@ -821,6 +829,7 @@ impl<R: Remote> Engine<R> {
         // Aborted however this loop ends: also if a round panics, so that a
         // restarted loop does not leave it polling beside its own.
         let poller = AbortOnDrop(tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx)));
+        let previewer = AbortOnDrop(tokio::spawn(preview::preview_loop(self.clone())));
         let mut backoff = Duration::from_millis(250);
         loop {
             let next_wait = match self.sync_until_quiet(50).await {
@@ -871,7 +880,7 @@ impl<R: Remote> Engine<R> {
                 break;
             }
         }
-        drop(poller);
+        drop((poller, previewer));
     }
 }
 

@@ -10,7 +10,7 @@
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use coffer_crypto::{ChunkIdKey, ContentHash};
@@ -83,7 +83,7 @@ const PREFETCH_REQUEST_BYTES: u64 = 4 << 20;
 
 /// Opens a fetched chunk and checks its length: the plaintext, or why it is
 /// not the chunk `c` names.
-fn open_chunk(
+pub(crate) fn open_chunk(
     keys: &coffer_crypto::AccountKeys,
     c: &ChunkRef,
     sealed: &SealedChunk,
@@ -93,6 +93,12 @@ fn open_chunk(
         Ok(_) => Err(format!("chunk {} has the wrong length", c.id)),
         Err(e) => Err(format!("chunk {}: {e}", c.id)),
     }
+}
+
+/// Whether `staged` is the start of `chunks` (same contents, same lengths).
+fn is_start_of(staged: &[ChunkRef], chunks: &[ChunkRef]) -> bool {
+    staged.len() <= chunks.len()
+        && staged.iter().zip(chunks).all(|(a, b)| a.content == b.content && a.len == b.len)
 }
 
 /// Where each chunk of `list` lies in the file it describes.
@@ -142,8 +148,18 @@ pub(crate) struct ChunkBatcher<'a, R: Remote> {
     pending: Vec<SealedChunk>,
     pending_bytes: usize,
     /// The batches being sent (by [`ChunkBatcher::add_ahead`]): each
-    /// gives the sealed bytes it sent, once done.
-    sending: FuturesUnordered<BoxFuture<'a, Result<u64, RemoteError>>>,
+    /// gives its mark (see `offered`) and the sealed bytes it sent, once
+    /// done.
+    sending: FuturesUnordered<BoxFuture<'a, (u64, Result<u64, RemoteError>)>>,
+    /// Chunks offered so far (duplicates too). A batch's mark is this
+    /// count when it was sent: it holds every chunk offered before that
+    /// not in an earlier batch.
+    offered: u64,
+    /// Marks of the batches in flight, and of those done out of order.
+    in_flight: BTreeSet<u64>,
+    done: BTreeSet<u64>,
+    /// Every chunk offered up to this count is on the store.
+    stored: u64,
     /// Sealed bytes actually sent.
     pub sent_bytes: u64,
 }
@@ -155,8 +171,24 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
             pending: Vec::new(),
             pending_bytes: 0,
             sending: FuturesUnordered::new(),
+            offered: 0,
+            in_flight: BTreeSet::new(),
+            done: BTreeSet::new(),
+            stored: 0,
             sent_bytes: 0,
         }
+    }
+
+    /// Chunks offered so far ([`ChunkBatcher::add`] and
+    /// [`ChunkBatcher::add_ahead`] calls).
+    pub fn offered(&self) -> u64 {
+        self.offered
+    }
+
+    /// Every chunk offered up to this count (of [`ChunkBatcher::offered`])
+    /// is on the store.
+    pub fn stored(&self) -> u64 {
+        self.stored
     }
 
     /// Queues a chunk (duplicates within a batch are dropped); sends the
@@ -164,11 +196,13 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     /// batch is one upload request.
     pub async fn add(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
         if self.holds(&chunk) {
+            self.offered += 1;
             return Ok(());
         }
         if self.is_full_for(&chunk) {
             self.flush().await?;
         }
+        self.offered += 1;
         self.queue(chunk);
         Ok(())
     }
@@ -178,6 +212,7 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     /// not for its own.
     pub async fn add_ahead(&mut self, chunk: SealedChunk) -> Result<(), RemoteError> {
         if self.holds(&chunk) {
+            self.offered += 1;
             return Ok(());
         }
         if self.is_full_for(&chunk) {
@@ -186,8 +221,11 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
             }
             let batch = std::mem::take(&mut self.pending);
             self.pending_bytes = 0;
-            self.sending.push(Box::pin(send_batch(self.remote, batch)));
+            let (remote, mark) = (self.remote, self.offered);
+            self.in_flight.insert(mark);
+            self.sending.push(Box::pin(async move { (mark, send_batch(remote, batch).await) }));
         }
+        self.offered += 1;
         self.queue(chunk);
         Ok(())
     }
@@ -201,8 +239,16 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     /// there is none. Cancel-safe: dropped unfinished, they stay in flight.
     pub async fn drive(&mut self) -> Result<(), RemoteError> {
         match self.sending.next().await {
-            Some(sent) => {
+            Some((mark, sent)) => {
                 self.sent_bytes += sent?;
+                self.in_flight.remove(&mark);
+                self.done.insert(mark);
+                // Done in order up to the first still in flight.
+                let first = self.in_flight.first().copied().unwrap_or(u64::MAX);
+                while let Some(d) = self.done.first().copied().filter(|d| *d < first) {
+                    self.stored = self.stored.max(d);
+                    self.done.pop_first();
+                }
                 Ok(())
             }
             None => std::future::pending().await,
@@ -241,6 +287,10 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
             pending: std::mem::take(&mut self.pending),
             pending_bytes: std::mem::take(&mut self.pending_bytes),
             sending: std::mem::take(&mut self.sending),
+            offered: self.offered,
+            in_flight: std::mem::take(&mut self.in_flight),
+            done: std::mem::take(&mut self.done),
+            stored: self.stored,
             sent_bytes: 0,
         }
     }
@@ -249,12 +299,12 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     /// in flight.
     pub async fn flush(&mut self) -> Result<(), RemoteError> {
         self.settle().await?;
-        if self.pending.is_empty() {
-            return Ok(());
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.pending_bytes = 0;
+            self.sent_bytes += send_batch(self.remote, batch).await?;
         }
-        let batch = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        self.sent_bytes += send_batch(self.remote, batch).await?;
+        self.stored = self.offered;
         Ok(())
     }
 }
@@ -291,12 +341,15 @@ impl<R: Remote> Engine<R> {
     /// the chunk list and file hash, or `Unstable` if the file no longer
     /// matches `expect` (it changed since the scan, or while being read).
     /// Chunks of `base` (the base revision's, which the store keeps) are
-    /// neither sealed, asked about nor sent again.
+    /// neither sealed, asked about nor sent again. A large file that is
+    /// `new` on the store (no revision yet) is previewed to the other
+    /// devices as it goes ([`super::preview`]); they hold an edited one.
     pub(crate) async fn upload_file(
         &self,
         path: &RelPath,
         expect: &Stat,
         base: &[ChunkRef],
+        new: bool,
         batcher: &mut ChunkBatcher<'_, R>,
     ) -> Result<(Vec<ChunkRef>, FileHash), TransferError> {
         let abs = self.abs(path);
@@ -355,6 +408,8 @@ impl<R: Remote> Engine<R> {
                 scanned => ingest_skipping(reader, &keys, params, workers, &base, scanned, sink),
             }
         });
+        // A large new file's other devices fetch what is stored as it goes.
+        let mut feed = if new { self.preview_feed(path, expect.size) } else { None };
         let mut failed = None;
         loop {
             // The batches in flight are driven while the next is sealed.
@@ -364,6 +419,9 @@ impl<R: Remote> Engine<R> {
                     if let Err(e) = sent {
                         failed = Some(e);
                         break;
+                    }
+                    if let Some(feed) = feed.as_mut() {
+                        self.post_previews(feed, &chunks, batcher.stored(), false).await;
                     }
                     continue;
                 }
@@ -376,6 +434,9 @@ impl<R: Remote> Engine<R> {
                 Ingested::Known(r) => {
                     // On the store already: nothing to send or to pace.
                     chunks.push(r);
+                    if let Some(feed) = feed.as_mut() {
+                        feed.offered(batcher.offered());
+                    }
                     self.progressed(u64::from(r.len));
                     continue;
                 }
@@ -388,11 +449,18 @@ impl<R: Remote> Engine<R> {
                 failed = Some(e);
                 break;
             }
+            if let Some(feed) = feed.as_mut() {
+                feed.offered(batcher.offered());
+                self.post_previews(feed, &chunks, batcher.stored(), false).await;
+            }
         }
         // Nothing of this file stays in flight undriven once it is read
         // (the last, partial batch stays queued, as for a small file).
         if failed.is_none() {
             failed = batcher.settle().await.err();
+        }
+        if let (None, Some(feed)) = (&failed, feed.as_mut()) {
+            self.post_previews(feed, &chunks, batcher.stored(), true).await;
         }
         drop(rx);
         let read = reading.await.map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -444,13 +512,28 @@ impl<R: Remote> Engine<R> {
     /// was synced with if known: chunks it already holds (by content hash)
     /// are copied from it instead of fetched, so a small edit to a large
     /// file downloads about one chunk.
+    /// A new file (`reuse` is `None`) may have been staged from previews
+    /// of its upload ([`super::preview`]): if the staging file holds the
+    /// start of `chunks`, the download goes on from there.
     pub(crate) async fn download_to_temp(
         &self,
+        path: &RelPath,
         chunks: &[ChunkRef],
         reuse: Option<(&Path, Option<Vec<ChunkRef>>)>,
     ) -> Result<PathBuf, TransferError> {
-        let tmp = self.temp_path();
-        let result = self.download_into(&tmp, chunks, reuse).await;
+        let mut staged = self.take_staged(path).await;
+        if let Some(s) = staged.take_if(|s| reuse.is_some() || !is_start_of(&s.list, chunks)) {
+            tracing::debug!(%path, "a staged upload is not what was committed; dropped");
+            self.drop_staged(s);
+        }
+        let (tmp, start) = match staged {
+            Some(s) => {
+                tracing::debug!(%path, chunks = s.list.len(), of = chunks.len(), "continuing a staged download");
+                (s.tmp, Some((s.file, s.list.len())))
+            }
+            None => (self.temp_path(), None),
+        };
+        let result = self.download_into(&tmp, chunks, reuse, start).await;
         if result.is_err() {
             let _ = self.fs.remove_file(&tmp);
         }
@@ -481,11 +564,14 @@ impl<R: Remote> Engine<R> {
         .unwrap_or_default()
     }
 
+    /// `start`: the file is written already, with this many chunks of
+    /// `chunks` (staged from previews); the rest are appended to it.
     async fn download_into(
         &self,
         tmp: &Path,
         chunks: &[ChunkRef],
         reuse: Option<(&Path, Option<Vec<ChunkRef>>)>,
+        start: Option<(Box<dyn crate::fs::WriteFile>, usize)>,
     ) -> Result<(), TransferError> {
         // Plan: each chunk comes from the local file (at an offset not
         // before the previous local one, so one forward pass reads them) or
@@ -518,11 +604,17 @@ impl<R: Remote> Engine<R> {
                 local_reader = self.fs.open_read(path).ok().map(|r| LocalCursor { reader: r, pos: 0 });
             }
         }
-        let mut file = self.fs.create_new(tmp)?;
+        let (mut file, done) = match start {
+            Some((file, done)) => {
+                self.progressed(chunks[..done].iter().map(|c| u64::from(c.len)).sum());
+                (file, done)
+            }
+            None => (self.fs.create_new(tmp)?, 0),
+        };
         // The rest comes from the store in batches of up to
         // FETCH_BATCH_BYTES, one request each, FETCH_AHEAD batches ahead.
         let wanted: Vec<ChunkRef> =
-            chunks.iter().zip(&from_local).filter(|(_, l)| l.is_none()).map(|(c, _)| *c).collect();
+            chunks.iter().zip(&from_local).skip(done).filter(|(_, l)| l.is_none()).map(|(c, _)| *c).collect();
         let groups: Vec<Vec<ChunkRef>> = batches(&wanted, FETCH_BATCH_BYTES, |c| u64::from(c.len))
             .into_iter()
             .map(<[_]>::to_vec)
@@ -531,7 +623,7 @@ impl<R: Remote> Engine<R> {
             .map(|group| async move { self.fetch_batch(&group).await })
             .buffered(FETCH_AHEAD);
         let mut ready = std::collections::VecDeque::new();
-        let mut i = 0;
+        let mut i = done;
         while i < chunks.len() {
             let c = &chunks[i];
             let plain = match from_local[i] {
@@ -729,11 +821,16 @@ impl<R: Remote> Engine<R> {
     /// A fresh temp path in the state folder (same filesystem as the root,
     /// so the final rename is atomic).
     pub(crate) fn temp_path(&self) -> PathBuf {
+        self.temp_path_named("dl-")
+    }
+
+    /// A fresh `<prefix><random>.part` path in the state folder's `tmp`.
+    pub(crate) fn temp_path_named(&self, prefix: &str) -> PathBuf {
         let mut b = [0u8; 8];
         if let Ok(mut rng) = self.rng.lock() {
             rand_core::RngCore::fill_bytes(&mut *rng, &mut b);
         }
-        self.state_dir().join("tmp").join(format!("dl-{}.part", hex::encode(b)))
+        self.state_dir().join("tmp").join(format!("{prefix}{}.part", hex::encode(b)))
     }
 }
 
@@ -1042,11 +1139,14 @@ mod tests {
         started: std::sync::atomic::AtomicUsize,
         stored: std::sync::Mutex<Vec<ChunkId>>,
         refuse: bool,
+        /// The first upload also waits for a permit of this.
+        first: tokio::sync::Semaphore,
     }
 
     impl Default for GatedStore {
         fn default() -> Self {
             Self {
+                first: tokio::sync::Semaphore::new(1000),
                 gate: tokio::sync::Semaphore::new(0),
                 running: Default::default(),
                 most_running: Default::default(),
@@ -1071,8 +1171,11 @@ mod tests {
             chunks: &[SealedChunk],
         ) -> Result<coffer_proto::api::UploadChunksResponse, RemoteError> {
             use std::sync::atomic::Ordering::SeqCst;
-            self.started.fetch_add(1, SeqCst);
+            let call = self.started.fetch_add(1, SeqCst);
             let now = self.running.fetch_add(1, SeqCst) + 1;
+            if call == 0 {
+                self.first.acquire().await.expect("open").forget();
+            }
             self.most_running.fetch_max(now, SeqCst);
             self.gate.acquire().await.expect("open").forget();
             tokio::task::yield_now().await;
@@ -1208,5 +1311,31 @@ mod tests {
         failed |= batcher.flush().await.is_err();
         assert!(failed, "the store's refusal surfaces");
         assert!(store.stored.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stored_counts_only_chunks_every_earlier_one_of_which_is_stored() {
+        let store = GatedStore { first: tokio::sync::Semaphore::new(0), ..GatedStore::default() };
+        let chunks = big_chunks(3);
+        let mut batcher = ChunkBatcher::new(&store);
+        for c in &chunks {
+            batcher.add_ahead(c.clone()).await.unwrap();
+        }
+        assert_eq!((batcher.offered(), batcher.stored()), (3, 0));
+        // The second batch is stored before the first: nothing counts yet.
+        store.gate.add_permits(2);
+        batcher.drive().await.unwrap();
+        assert_eq!(batcher.stored(), 0, "the first chunk is not stored yet");
+        assert_eq!(store.stored.lock().unwrap().as_slice(), &[chunks[1].id()]);
+        store.first.add_permits(1);
+        batcher.drive().await.unwrap();
+        assert_eq!(batcher.stored(), 2, "both sent chunks");
+        // The queued one counts once flushed; so does a duplicate of a
+        // chunk in a batch, when that batch is stored.
+        batcher.add_ahead(chunks[2].clone()).await.unwrap();
+        assert_eq!((batcher.offered(), batcher.stored()), (4, 2));
+        store.gate.add_permits(1);
+        batcher.flush().await.unwrap();
+        assert_eq!((batcher.offered(), batcher.stored()), (4, 4));
     }
 }
