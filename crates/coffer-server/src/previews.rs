@@ -7,9 +7,9 @@
 //! alter one) and is a hint only: nothing depends on it but speed. So the
 //! store keeps previews in memory, few and briefly, and drops them freely:
 //! at most [`KEEP`] per account (and [`KEEP_BYTES`]), none older than
-//! [`MAX_AGE`], and boards nobody posts to or waits on are removed. Under
-//! [`TOTAL_BYTES`] across all accounts a new preview is refused, never
-//! queued. Several instances behind a load balancer do not share previews:
+//! [`MAX_AGE`], and boards nobody posts to or waits on are removed (swept
+//! at most once a minute). Past [`TOTAL_BYTES`] across all accounts a new
+//! preview is refused, never queued. Several instances behind a load balancer do not share previews:
 //! a device whose long-poll lands on another instance than the uploader's
 //! requests simply sees none, and downloads after the commit as before.
 //!
@@ -70,12 +70,20 @@ impl Board {
     }
 }
 
-#[derive(Default)]
 struct Boards {
     by_account: HashMap<AccountId, Board>,
     bytes: usize,
-    posts: u64,
+    swept: Instant,
 }
+
+impl Default for Boards {
+    fn default() -> Self {
+        Self { by_account: HashMap::new(), bytes: 0, swept: Instant::now() }
+    }
+}
+
+/// How often boards are swept (on a post or a wait).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a preview was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +123,7 @@ impl PreviewBoards {
         }
         let now = Instant::now();
         let mut b = self.lock();
-        b.posts += 1;
-        if b.posts % 256 == 0 || b.bytes + sealed.len() > TOTAL_BYTES {
+        if now.saturating_duration_since(b.swept) > SWEEP_EVERY || b.bytes + sealed.len() > TOTAL_BYTES {
             Self::sweep(&mut b, now);
         }
         if b.bytes + sealed.len() > TOTAL_BYTES {
@@ -136,6 +143,7 @@ impl PreviewBoards {
 
     /// Trims every board and removes those nobody used for [`MAX_AGE`].
     fn sweep(b: &mut Boards, now: Instant) {
+        b.swept = now;
         let mut freed = 0;
         b.by_account.retain(|_, board| {
             freed += board.trim(now);
@@ -163,6 +171,10 @@ impl PreviewBoards {
         let mut rx = {
             let now = Instant::now();
             let mut b = self.lock();
+            // Boards of devices that waited and went are removed here too.
+            if now.saturating_duration_since(b.swept) > SWEEP_EVERY {
+                Self::sweep(&mut b, now);
+            }
             let board = b.by_account.entry(account).or_insert_with(|| Board::new(now));
             board.touched = now;
             board.head.subscribe()
@@ -301,6 +313,18 @@ mod tests {
         boards.post(account(0), device(1), preview(0, big)).unwrap();
         assert_eq!(boards.bytes(), big);
         assert_eq!(boards.lock().by_account.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn boards_of_devices_that_only_waited_go_once_they_left() {
+        let boards = PreviewBoards::default();
+        for n in 0..100 {
+            boards.wait(account(n), device(1), Some(0), Duration::from_millis(10)).await;
+        }
+        assert_eq!(boards.lock().by_account.len(), 100);
+        tokio::time::advance(MAX_AGE + SWEEP_EVERY).await;
+        boards.wait(account(0), device(1), None, WAIT).await;
+        assert_eq!(boards.lock().by_account.len(), 1, "only the board just waited on is left");
     }
 
     #[tokio::test(start_paused = true)]

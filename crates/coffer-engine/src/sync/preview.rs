@@ -58,6 +58,10 @@ const MAX_STAGED: usize = 4;
 const STAGED_IDLE: Duration = Duration::from_secs(600);
 /// How long one long-poll for previews is held.
 const WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for the store to take a preview.
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait of a download for the preview being staged into its file.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prefix of staging files in the state folder's `tmp`.
 const STAGED_PREFIX: &str = "pv-";
 
@@ -94,7 +98,8 @@ pub(crate) struct PreviewFeed {
     /// For each chunk of the file so far, the batcher's count of chunks
     /// offered once it was (see [`super::transfer::ChunkBatcher::stored`]).
     marks: Vec<u64>,
-    /// Chunks already named by a preview, and their bytes.
+    /// Chunks already named by a preview, and their bytes (`usize::MAX`:
+    /// no more previews for this upload).
     posted: usize,
     posted_bytes: u64,
 }
@@ -139,6 +144,9 @@ impl<R: Remote> Engine<R> {
         stored: u64,
         all: bool,
     ) {
+        if feed.posted == usize::MAX {
+            return;
+        }
         let mut end = feed.posted;
         let mut bytes = 0u64;
         while end < chunks.len() && feed.marks.get(end).is_some_and(|m| *m <= stored) {
@@ -162,15 +170,21 @@ impl<R: Remote> Engine<R> {
                 Ok(mut rng) => self.keys.meta.seal_preview(&mut *rng, &plain),
                 Err(_) => return,
             };
-            match self.remote.post_preview(&sealed).await {
-                Ok(()) => {}
-                Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+            // A store slow to take a hint must not hold the upload up.
+            match tokio::time::timeout(POST_TIMEOUT, self.remote.post_preview(&sealed)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.code() == Some(ErrorCode::NotFound) => {
                     tracing::debug!("the store takes no previews");
                     self.previews_off.store(true, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, "a preview was not posted");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("the store is slow to take previews; none more for this file");
+                    feed.posted = usize::MAX;
                     return;
                 }
             }
@@ -184,14 +198,16 @@ impl<R: Remote> Engine<R> {
     /// Waits for a preview being written to it.
     pub(crate) async fn take_staged(&self, path: &RelPath) -> Option<Staged> {
         let slot = self.staged.lock().ok()?.get(path).cloned()?;
-        let mut held = slot.lock().await;
+        let Ok(mut held) = tokio::time::timeout(TAKE_TIMEOUT, slot.lock()).await else {
+            // The store is slow with a preview's chunks: download as if
+            // there were none; the preview task drops what it staged.
+            tracing::debug!(%path, "a preview is slow to stage; downloading without it");
+            self.forget_slot(path, &slot);
+            return None;
+        };
         // Removed under the slot's lock: a preview that waited on it finds
         // its slot gone, and stages nothing more into it.
-        if let Ok(mut map) = self.staged.lock() {
-            if map.get(path).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                map.remove(path);
-            }
-        }
+        self.forget_slot(path, &slot);
         held.take()
     }
 
@@ -249,8 +265,7 @@ impl<R: Remote> Engine<R> {
             }
         };
         let mut held = slot.lock().await;
-        let current = self.staged.lock().ok().and_then(|m| m.get(&preview.path).cloned());
-        if !current.is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+        if !self.holds_slot(&preview.path, &slot) {
             return; // taken by a download meanwhile
         }
         let continues = held.as_ref().is_some_and(|s| s.upload == preview.upload && s.bytes == preview.start);
@@ -282,12 +297,19 @@ impl<R: Remote> Engine<R> {
         }
         let staged = held.take().expect("staged above");
         match self.stage(staged, &preview.chunks).await {
+            // A download that gave up waiting has forgotten the slot.
+            Ok(staged) if !self.holds_slot(&preview.path, &slot) => self.drop_staged(staged),
             Ok(staged) => *held = Some(staged),
             Err(why) => {
                 tracing::debug!(path = %preview.path, why, "staging stopped");
                 self.forget_slot(&preview.path, &slot);
             }
         }
+    }
+
+    /// Whether `slot` is still the one for `path`.
+    fn holds_slot(&self, path: &RelPath, slot: &Slot) -> bool {
+        self.staged.lock().is_ok_and(|m| m.get(path).is_some_and(|s| Arc::ptr_eq(s, slot)))
     }
 
     /// Removes `slot` from the map if it is still the one for `path`.
