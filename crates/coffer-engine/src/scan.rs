@@ -66,6 +66,9 @@ pub trait StatCache {
 /// Files at least this large are chunked with hints from the cache, and
 /// their chunk lists are kept for the upload.
 const HINT_MIN_BYTES: u64 = 4 << 20;
+/// Files at least this large, without hints, are chunked from both ends
+/// of a split at once (see [`Scanner::cut_in_halves`]).
+const HALVES_MIN_BYTES: u64 = 64 << 20;
 
 /// A hashed file's entry, and its chunk list if it is large.
 type Hashed = (LocalEntry, Option<Vec<(ContentHash, u32)>>);
@@ -244,6 +247,9 @@ pub struct Scanner {
     params: ChunkerParams,
     clock: Arc<dyn Clock>,
     threads: usize,
+    /// New files at least this large are cut in two halves at once
+    /// ([`Scanner::cut_in_halves`]) when there are threads to spare.
+    halves_min: u64,
 }
 
 /// Counts what passes through, so a short read can be detected.
@@ -481,7 +487,16 @@ impl Scanner {
             panic!("invalid chunker parameters {params:?}: {e}");
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-        Self { fs, root, chunk_id, seed, params, clock: Arc::new(SystemClock), threads }
+        Self {
+            fs,
+            root,
+            chunk_id,
+            seed,
+            params,
+            clock: Arc::new(SystemClock),
+            threads,
+            halves_min: HALVES_MIN_BYTES,
+        }
     }
 
     /// Uses `clock` for the scan start time (the racily-clean rule).
@@ -727,6 +742,37 @@ impl Scanner {
     /// FastCDC over what did not change.
     fn hash_stable(&self, path: &Path, before: Stat, hints: Option<Hints>) -> Result<HashedFile, ScanError> {
         let io_err = |source| ScanError::Io { path: display_path(path), source };
+        let halves = hints.is_none() && before.size >= self.halves_min && self.threads > 1;
+        let chunks = if halves {
+            // It checks the length it read itself.
+            self.cut_in_halves(path, before.size)?
+        } else {
+            self.cut_in_one_pass(path, before, hints)?
+        };
+        let after = self.fs.symlink_metadata(path).map_err(io_err)?;
+        if !after.same_identity(&before) {
+            return Err(ScanError::Unstable { path: display_path(path) });
+        }
+        let node = Node {
+            kind: NodeKind::File,
+            size: before.size,
+            mtime_ns: before.mtime_ns,
+            executable: after.is_executable(),
+            hash: Some(FileHash::of_chunks(chunks.iter().map(|(h, l)| (h, *l)))),
+            target: None,
+        };
+        Ok(HashedFile { node, stat: Stat { mode: after.mode, ..before }, chunks })
+    }
+
+    /// Chunks and hashes a file in one pass from its start, checking that
+    /// it is `before.size` bytes long as read.
+    fn cut_in_one_pass(
+        &self,
+        path: &Path,
+        before: Stat,
+        hints: Option<Hints>,
+    ) -> Result<Vec<(ContentHash, u32)>, ScanError> {
+        let io_err = |source| ScanError::Io { path: display_path(path), source };
         let reader = self.fs.open_read(path).map_err(io_err)?;
         let mut chunks = Vec::new();
         let mut counting = Counting { inner: reader, n: 0 };
@@ -747,19 +793,84 @@ impl Scanner {
                 chunks.push(chunk);
             }
         }
-        let after = self.fs.symlink_metadata(path).map_err(io_err)?;
-        if !after.same_identity(&before) || counting.n != before.size {
+        if counting.n != before.size {
             return Err(ScanError::Unstable { path: display_path(path) });
         }
-        let node = Node {
-            kind: NodeKind::File,
-            size: before.size,
-            mtime_ns: before.mtime_ns,
-            executable: after.is_executable(),
-            hash: Some(FileHash::of_chunks(chunks.iter().map(|(h, l)| (h, *l)))),
-            target: None,
-        };
-        Ok(HashedFile { node, stat: Stat { mode: after.mode, ..before }, chunks })
+        Ok(chunks)
+    }
+}
+
+impl Scanner {
+    /// Cuts new files from `bytes` on in halves (tests use small files).
+    #[cfg(test)]
+    fn halving_from(mut self, bytes: u64) -> Self {
+        self.halves_min = bytes;
+        self
+    }
+
+    /// Chunks and hashes a large file on two threads, with the very cuts
+    /// one pass from the start would make. FastCDC is sequential (where a
+    /// chunk ends depends on where it starts), so: one thread chunks from
+    /// the middle on, the other from the start; the first then goes on
+    /// past the middle until it cuts where the second also cut, and from
+    /// that shared cut on both would cut alike, so the rest is the
+    /// second's. Content-defined cuts meet again within a few chunks; on
+    /// input where they never do (a run of zeros cut at the maximum size,
+    /// out of phase), the first thread simply reads to the end. Checks
+    /// that the file is `size` bytes long as read (the caller checks its
+    /// stat).
+    fn cut_in_halves(&self, path: &Path, size: u64) -> Result<Vec<(ContentHash, u32)>, ScanError> {
+        use std::io::{Seek, SeekFrom};
+        let io_err = |source| ScanError::Io { path: display_path(path), source };
+        let unstable = || ScanError::Unstable { path: display_path(path) };
+        let mid = size / 2;
+        let head = self.fs.open_read(path).map_err(io_err)?;
+        let mut tail = self.fs.open_read(path).map_err(io_err)?;
+        tail.seek(SeekFrom::Start(mid)).map_err(io_err)?;
+        let (params, seed, key) = (self.params, &self.seed, &self.chunk_id);
+        std::thread::scope(|s| {
+            // (start offset, hash, length) of each chunk from the middle on,
+            // and where the file ended.
+            type Tail = (Vec<(u64, ContentHash, u32)>, u64);
+            let second = s.spawn(move || -> io::Result<Tail> {
+                let mut chunker = StreamChunker::new(tail, params, seed);
+                let (mut out, mut at) = (Vec::new(), mid);
+                while let Some((hash, len)) = chunker.next_hash(key)? {
+                    out.push((at, hash, len));
+                    at += u64::from(len);
+                }
+                Ok((out, at))
+            });
+            let mut chunker = StreamChunker::new(head, params, seed);
+            let (mut out, mut at) = (Vec::new(), 0u64);
+            while at < mid {
+                let Some((hash, len)) = chunker.next_hash(key).map_err(io_err)? else { break };
+                out.push((hash, len));
+                at += u64::from(len);
+            }
+            let (rest, end) = second
+                .join()
+                .map_err(|_| io_err(io::Error::other("a hashing thread panicked")))?
+                .map_err(io_err)?;
+            if end != size {
+                return Err(unstable());
+            }
+            let starts: HashMap<u64, usize> = rest.iter().enumerate().map(|(i, (o, _, _))| (*o, i)).collect();
+            loop {
+                if let Some(&i) = starts.get(&at) {
+                    out.extend(rest[i..].iter().map(|(_, hash, len)| (*hash, *len)));
+                    return Ok(out);
+                }
+                match chunker.next_hash(key).map_err(io_err)? {
+                    Some((hash, len)) => {
+                        out.push((hash, len));
+                        at += u64::from(len);
+                    }
+                    None if at == size => return Ok(out),
+                    None => return Err(unstable()),
+                }
+            }
+        })
     }
 }
 
@@ -805,6 +916,60 @@ mod tests {
             })
             .collect();
         FileHash::of_chunks(chunks.iter().map(|(h, l)| (h, *l)))
+    }
+
+    /// Whatever the file, the halves give the chunks of one pass from the
+    /// start: random bytes (the cuts meet again soon after the middle),
+    /// zeros cut at the maximum out of phase with the middle (they never
+    /// meet: the first half's pass reads to the end) and in phase (they
+    /// meet at the middle), and a short repeating pattern.
+    #[test]
+    fn halves_cut_where_one_pass_does() {
+        let fs = Arc::new(MemFs::new());
+        let root = Path::new("/r");
+        fs.create_dir_all(root).unwrap();
+        let pattern: Vec<u8> = (0..30_000u32).map(|i| (i % 97) as u8).collect();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("random 3000", bytes(3000, 3)),
+            ("random 10000", bytes(10_000, 4)),
+            ("random 65537", bytes(65_537, 5)),
+            ("random 200000", bytes(200_000, 6)),
+            ("zeros out of phase", vec![0; 50_000]),
+            ("zeros in phase", vec![0; 40_960]),
+            ("pattern", pattern),
+        ];
+        let halves = scanner(fs.clone(), root).with_threads(2).halving_from(0);
+        let one_pass = scanner(fs.clone(), root).with_threads(2);
+        for (what, data) in cases {
+            let path = root.join("f");
+            let _ = fs.remove_file(&path);
+            put(fs.as_ref(), &path, &data);
+            let want: Vec<(ContentHash, u32)> =
+                StreamChunker::new(&data[..], PARAMS, &ChunkerSeed::from_u64(99))
+                    .map(|c| {
+                        let c = c.unwrap();
+                        (chunk_key().content_hash(&c.data), c.data.len() as u32)
+                    })
+                    .collect();
+            let got = halves.hash_file(&path).unwrap();
+            assert!(got.chunks == want, "{what}: {} chunks against {}", got.chunks.len(), want.len());
+            assert_eq!(got.node.hash, Some(reference(&data)), "{what}");
+            assert_eq!(one_pass.hash_file(&path).unwrap().node.hash, got.node.hash, "{what}");
+        }
+    }
+
+    /// A file that grows or shrinks while its halves are read is unstable.
+    #[test]
+    fn halves_of_a_file_that_changed_size_are_unstable() {
+        let fs = Arc::new(MemFs::new());
+        let root = Path::new("/r");
+        fs.create_dir_all(root).unwrap();
+        let path = root.join("f");
+        put(fs.as_ref(), &path, &bytes(20_000, 7));
+        let halves = scanner(fs.clone(), root).with_threads(2).halving_from(0);
+        assert!(matches!(halves.cut_in_halves(&path, 19_000), Err(ScanError::Unstable { .. })));
+        assert!(matches!(halves.cut_in_halves(&path, 21_000), Err(ScanError::Unstable { .. })));
+        assert!(halves.cut_in_halves(&path, 20_000).is_ok());
     }
 
     /// Builds the same tree through any `Fs` and checks what a full scan sees.
