@@ -28,7 +28,7 @@
 //!   removed; any left by a process that died are removed when the next
 //!   one starts previewing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use coffer_proto::api::ErrorCode;
 use coffer_proto::{ChunkId, DeviceId, SealedChunk, SealedPreview};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -58,6 +59,8 @@ const MAX_STAGED: usize = 4;
 const STAGED_IDLE: Duration = Duration::from_secs(600);
 /// How long one long-poll for previews is held.
 const WAIT: Duration = Duration::from_secs(30);
+/// Sealed bytes of previews waiting to be staged (about 100,000 chunks).
+const QUEUED_BYTES: usize = 16 << 20;
 /// Longest wait for the store to take a preview.
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait of a download for the preview being staged into its file.
@@ -399,28 +402,61 @@ impl<R: Remote> Engine<R> {
 /// The daemon's preview task: long-polls the previews of the account's
 /// other devices and stages what they upload (see the module doc). Ends
 /// at once with a store that has no previews.
+///
+/// The long-poll goes on while previews are staged, and what it brings
+/// waits in a queue here (up to [`QUEUED_BYTES`]): the store keeps only a
+/// few previews, and a device staging more slowly than the upload goes
+/// would otherwise find the ones it had not asked for yet gone, and lose
+/// its staging at the gap.
 pub(crate) async fn preview_loop<R: Remote + 'static>(engine: Arc<Engine<R>>) {
     engine.sweep_staged_files();
+    let mut queue: VecDeque<SealedPreview> = VecDeque::new();
+    let mut queued = 0usize;
     let mut after = None;
     let mut backoff = Duration::from_millis(500);
+    let mut poll: BoxFuture<'_, _> = Box::pin(engine.remote.wait_previews(after, WAIT));
+    let mut work: Option<BoxFuture<'_, ()>> = None;
     loop {
-        match engine.remote.wait_previews(after, WAIT).await {
-            Ok(page) => {
-                backoff = Duration::from_millis(500);
-                after = Some(page.cursor);
-                for sealed in &page.previews {
-                    engine.take_preview(sealed).await;
-                }
-            }
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
-                tracing::debug!("the store has no previews; not waiting for any");
-                return;
-            }
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+        if work.is_none() {
+            if let Some(sealed) = queue.pop_front() {
+                queued -= sealed.len();
+                let engine = &engine;
+                work = Some(Box::pin(async move { engine.take_preview(&sealed).await }));
             }
         }
-        engine.expire_staged().await;
+        tokio::select! {
+            page = &mut poll => {
+                let wait = match page {
+                    Ok(page) => {
+                        backoff = Duration::from_millis(500);
+                        after = Some(page.cursor);
+                        for sealed in page.previews {
+                            if queued + sealed.len() > QUEUED_BYTES {
+                                tracing::debug!("too many previews waiting; one dropped");
+                                continue;
+                            }
+                            queued += sealed.len();
+                            queue.push_back(sealed);
+                        }
+                        Duration::ZERO
+                    }
+                    Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                        tracing::debug!("the store has no previews; not waiting for any");
+                        return;
+                    }
+                    Err(_) => {
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        backoff
+                    }
+                };
+                engine.expire_staged().await;
+                let remote = &engine.remote;
+                poll = Box::pin(async move {
+                    tokio::time::sleep(wait).await;
+                    remote.wait_previews(after, WAIT).await
+                });
+            }
+            () = async { work.as_mut().expect("checked").await }, if work.is_some() => work = None,
+        }
     }
 }
