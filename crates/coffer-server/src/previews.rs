@@ -182,6 +182,10 @@ impl PreviewBoards {
         let Some(mut after) = after else { return (*rx.borrow(), Vec::new()) };
         let deadline = Instant::now() + timeout;
         loop {
+            // Seen before the board is read: a post after the read wakes
+            // the wait below (one between the two only wakes it for
+            // nothing).
+            rx.borrow_and_update();
             let (head, found) = self.after(account, device, after);
             // A position ahead of the board's (the store restarted, or the
             // device came from another instance) starts over from zero.
@@ -194,7 +198,6 @@ impl PreviewBoards {
             }
             // Only this device's own previews, or none: wait for more.
             after = head;
-            rx.borrow_and_update();
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 _ => return (after, Vec::new()),

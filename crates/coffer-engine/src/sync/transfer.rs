@@ -512,6 +512,7 @@ impl<R: Remote> Engine<R> {
     /// was synced with if known: chunks it already holds (by content hash)
     /// are copied from it instead of fetched, so a small edit to a large
     /// file downloads about one chunk.
+    ///
     /// A new file (`reuse` is `None`) may have been staged from previews
     /// of its upload ([`super::preview`]): if the staging file holds the
     /// start of `chunks`, the download goes on from there.
