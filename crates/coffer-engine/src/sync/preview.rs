@@ -28,19 +28,18 @@
 //!   removed; any left by a process that died are removed when the next
 //!   one starts previewing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_proto::api::ErrorCode;
-use coffer_proto::{ChunkId, DeviceId, SealedChunk, SealedPreview};
+use coffer_proto::{DeviceId, SealedPreview};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::transfer::open_chunk;
 use super::Engine;
 use crate::fs::WriteFile;
 use crate::ignore::IgnoreRules;
@@ -324,8 +323,9 @@ impl<R: Remote> Engine<R> {
         }
     }
 
-    /// Fetches `chunks` (one request), verifies them and appends them to
-    /// the staging file; on failure, removes the staging file and says why.
+    /// Fetches `chunks` (one request, as a download's batch), verified,
+    /// and appends them to the staging file; on failure, removes the
+    /// staging file and says why.
     async fn stage(&self, staged: Staged, chunks: &[ChunkRef]) -> Result<Staged, String> {
         let Staged { upload, tmp, file, mut list, bytes, .. } = staged;
         let fail = |file: Option<Box<dyn WriteFile>>, why: String| {
@@ -335,33 +335,21 @@ impl<R: Remote> Engine<R> {
             }
             why
         };
-        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
-        let got: HashMap<ChunkId, SealedChunk> = match self.remote.download_chunks(&ids).await {
-            Ok(got) => got.into_iter().map(|c| (c.id(), c)).collect(),
+        let plain = match self.fetch_batch(chunks).await {
+            Ok(plain) => plain,
             Err(e) => return Err(fail(Some(file), format!("fetching: {e}"))),
         };
         let more: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
         self.limits.down.take(more).await;
-        let keys = self.keys.clone();
-        let refs = chunks.to_vec();
         let done = tokio::task::spawn_blocking(move || {
             let mut file = file;
-            for c in &refs {
-                let plain = match got.get(&c.id).map(|s| open_chunk(&keys, c, s)) {
-                    Some(Ok(p)) => p,
-                    Some(Err(why)) => return (file, Err(why)),
-                    None => return (file, Err(format!("the store lacks chunk {}", c.id))),
-                };
-                if let Err(e) = file.write_all(&plain) {
-                    return (file, Err(format!("writing: {e}")));
-                }
-            }
-            (file, Ok(()))
+            let written = plain.iter().try_for_each(|p| file.write_all(p));
+            (file, written)
         })
         .await;
         let file = match done {
             Ok((file, Ok(()))) => file,
-            Ok((file, Err(why))) => return Err(fail(Some(file), why)),
+            Ok((file, Err(e))) => return Err(fail(Some(file), format!("writing: {e}"))),
             Err(e) => return Err(fail(None, format!("the writer stopped: {e}"))),
         };
         list.extend_from_slice(chunks);

@@ -83,7 +83,7 @@ const PREFETCH_REQUEST_BYTES: u64 = 4 << 20;
 
 /// Opens a fetched chunk and checks its length: the plaintext, or why it is
 /// not the chunk `c` names.
-pub(crate) fn open_chunk(
+fn open_chunk(
     keys: &coffer_crypto::AccountKeys,
     c: &ChunkRef,
     sealed: &SealedChunk,
@@ -699,7 +699,7 @@ impl<R: Remote> Engine<R> {
     /// thread; in order. A chunk the answer lacks or that does not open, or
     /// every chunk of a request that failed, is fetched alone
     /// ([`Engine::fetch_verified`]: retries, and the error a person sees).
-    async fn fetch_batch(&self, group: &[ChunkRef]) -> Result<Vec<Vec<u8>>, TransferError> {
+    pub(crate) async fn fetch_batch(&self, group: &[ChunkRef]) -> Result<Vec<Vec<u8>>, TransferError> {
         if let [c] = group {
             return Ok(vec![self.fetch_verified(c).await?]);
         }
