@@ -22,7 +22,8 @@
 //! - A file is staged only where this device would download it as new: no
 //!   local node at its path (an edit is served from the local copy), not
 //!   excluded, not ignored; at most [`MAX_STAGED`] at once; each from its
-//!   start, contiguously (a preview missing in between ends it).
+//!   start, contiguously (after a preview missing in between, it grows no
+//!   more, and the download after the commit goes on from what it holds).
 //! - A staging file that no preview moved on for [`STAGED_IDLE`] (the
 //!   upload was abandoned, or committed while this device looked away) is
 //!   removed; any left by a process that died are removed when the next
@@ -272,10 +273,20 @@ impl<R: Remote> Engine<R> {
         }
         let continues = held.as_ref().is_some_and(|s| s.upload == preview.upload && s.bytes == preview.start);
         if !continues {
+            if preview.start != 0 {
+                // After a gap (a preview the store dropped), or another
+                // upload's: what is staged stays, and may still be the
+                // start of what is committed.
+                if held.is_none() {
+                    self.forget_slot(&preview.path, &slot);
+                }
+                return;
+            }
+            // A new upload of the path starts over.
             if let Some(old) = held.take() {
                 self.drop_staged(old);
             }
-            if preview.start != 0 || !self.wants_staged(&preview.path) {
+            if !self.wants_staged(&preview.path) {
                 self.forget_slot(&preview.path, &slot);
                 return;
             }
