@@ -101,10 +101,11 @@ pub(crate) struct PreviewFeed {
     /// For each chunk of the file so far, the batcher's count of chunks
     /// offered once it was (see [`super::transfer::ChunkBatcher::stored`]).
     marks: Vec<u64>,
-    /// Chunks already named by a preview, and their bytes (`usize::MAX`:
-    /// no more previews for this upload).
+    /// Chunks already named by a preview, and their bytes.
     posted: usize,
     posted_bytes: u64,
+    /// No more previews for this upload (the store was too slow).
+    stopped: bool,
 }
 
 impl PreviewFeed {
@@ -132,6 +133,7 @@ impl<R: Remote> Engine<R> {
             marks: Vec::new(),
             posted: 0,
             posted_bytes: 0,
+            stopped: false,
         })
     }
 
@@ -147,7 +149,7 @@ impl<R: Remote> Engine<R> {
         stored: u64,
         all: bool,
     ) {
-        if feed.posted == usize::MAX {
+        if feed.stopped {
             return;
         }
         let mut end = feed.posted;
@@ -187,7 +189,7 @@ impl<R: Remote> Engine<R> {
                 }
                 Err(_) => {
                     tracing::debug!("the store is slow to take previews; none more for this file");
-                    feed.posted = usize::MAX;
+                    feed.stopped = true;
                     return;
                 }
             }
@@ -218,7 +220,11 @@ impl<R: Remote> Engine<R> {
     pub(crate) fn drop_staged(&self, staged: Staged) {
         let Staged { tmp, file, .. } = staged;
         drop(file);
-        if let Err(e) = self.fs.remove_file(&tmp) {
+        self.remove_staging_file(&tmp);
+    }
+
+    fn remove_staging_file(&self, tmp: &std::path::Path) {
+        if let Err(e) = self.fs.remove_file(tmp) {
             tracing::debug!(error = %e, "cannot remove a staging file");
         }
     }
@@ -341,9 +347,7 @@ impl<R: Remote> Engine<R> {
         let Staged { upload, tmp, file, mut list, bytes, .. } = staged;
         let fail = |file: Option<Box<dyn WriteFile>>, why: String| {
             drop(file);
-            if let Err(e) = self.fs.remove_file(&tmp) {
-                tracing::debug!(error = %e, "cannot remove a staging file");
-            }
+            self.remove_staging_file(&tmp);
             why
         };
         let plain = match self.fetch_batch(chunks).await {
