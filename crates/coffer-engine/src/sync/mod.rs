@@ -596,19 +596,7 @@ impl<R: Remote> Engine<R> {
         self.check_root()?;
         let covered_set: Option<BTreeSet<&RelPath>> = covered.as_ref().map(|c| c.iter().collect());
         // Whether `p` or one of its ancestors was covered (always, for a full scan).
-        let in_scope = |p: &RelPath| {
-            covered_set.as_ref().is_none_or(|set| {
-                set.contains(p) || {
-                    let mut up = p.parent();
-                    std::iter::from_fn(|| {
-                        let cur = up.take()?;
-                        up = cur.parent();
-                        Some(cur)
-                    })
-                    .any(|a| set.contains(&a))
-                }
-            })
-        };
+        let in_scope = |p: &RelPath| covered_set.as_ref().is_none_or(|set| covered_by(set, p));
         let changed = |p: &RelPath, e: &crate::scan::LocalEntry| {
             cached.get(p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node)
         };
@@ -616,14 +604,7 @@ impl<R: Remote> Engine<R> {
             // A targeted scan: only what it covered can have changed.
             Some(covered) => covered
                 .iter()
-                .flat_map(|c| {
-                    // Everything whose path starts with `c`'s text sorts together.
-                    result
-                        .entries
-                        .range(c.clone()..)
-                        .take_while(move |(p, _)| p.as_str().starts_with(c.as_str()))
-                        .filter(move |(p, _)| p.starts_with(c))
-                })
+                .flat_map(|c| subtree(&result.entries, c))
                 .filter(|(p, e)| changed(p, e))
                 .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
                 .collect(),
@@ -893,11 +874,44 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Whether `p` or one of its ancestors is in `set`: a lookup per level,
+/// not a comparison with every member.
+fn covered_by(set: &BTreeSet<&RelPath>, p: &RelPath) -> bool {
+    let mut at = Some(p.clone());
+    while let Some(cur) = at {
+        if set.contains(&cur) {
+            return true;
+        }
+        at = cur.parent();
+    }
+    false
+}
+
+/// The entries of `map` at `c` or under it. Every path that starts with
+/// `c`'s text sorts together, so this is one range of the map, found in
+/// O(log n).
+fn subtree<'a, V>(
+    map: &'a BTreeMap<RelPath, V>,
+    c: &'a RelPath,
+) -> impl Iterator<Item = (&'a RelPath, &'a V)> {
+    map.range(c.clone()..)
+        .take_while(move |(p, _)| p.as_str().starts_with(c.as_str()))
+        .filter(move |(p, _)| p.starts_with(c))
+}
+
 /// Replaces what `base` says about the subtrees `t` covered with what `t`
-/// found there.
+/// found there. Costs the size of those subtrees, not the size of `base`
+/// times the number of covered paths: after a round that downloaded
+/// thousands of files, a targeted rescan covers thousands of paths in a
+/// tree of as many entries.
 fn merge_targeted(base: &mut ScanResult, t: &crate::scan::TargetedScan) {
-    let under = |p: &RelPath| t.covered.iter().any(|c| p.starts_with(c));
-    base.entries.retain(|p, _| !under(p));
+    let set: BTreeSet<&RelPath> = t.covered.iter().collect();
+    let under = |p: &RelPath| covered_by(&set, p);
+    let stale: Vec<RelPath> =
+        t.covered.iter().flat_map(|c| subtree(&base.entries, c).map(|(p, _)| p.clone())).collect();
+    for p in &stale {
+        base.entries.remove(p);
+    }
     base.unreadable.retain(|(p, _)| !under(p));
     base.unstable.retain(|p| !under(p));
     base.skipped.retain(|(p, _)| !under(p));
@@ -944,5 +958,79 @@ impl crate::scan::StatCache for CacheView<'_> {
     fn chunk_hints(&self, path: &RelPath) -> Option<Vec<(ContentHash, u32)>> {
         let list = self.1.synced_chunks(path).ok().flatten()?;
         Some(list.iter().map(|c| (c.content, c.len)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::StatKind;
+    use crate::scan::{LocalEntry, TargetedScan};
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn entry(size: u64) -> LocalEntry {
+        let stat = Stat { kind: StatKind::Dir, size, mtime_ns: 0, inode: size, mode: 0o755 };
+        LocalEntry { node: Node::dir(), stat }
+    }
+
+    fn scan_of(paths: &[&str], size: u64) -> ScanResult {
+        ScanResult { entries: paths.iter().map(|s| (p(s), entry(size))).collect(), ..Default::default() }
+    }
+
+    /// A covered path replaces its whole subtree and nothing else: not a
+    /// sibling whose name only starts with the same text ("a b", "ab",
+    /// "a.txt" sort between "a" and "a/..." or right after it).
+    #[test]
+    fn a_targeted_scan_replaces_exactly_the_covered_subtrees() {
+        let mut base = scan_of(&["a", "a b", "a.txt", "a/x", "a/y/z", "ab", "b", "b/c", "c", "d/e"], 1);
+        base.unstable = vec![p("a/y/z"), p("ab")];
+        base.unreadable = vec![(p("d/e"), "denied".into())];
+        base.ignored = vec![p("a/x"), p("c")];
+        base.collisions = vec![(p("a b"), p("a/x"))];
+        let mut found = scan_of(&["a", "a/new", "d/e"], 2);
+        found.unstable = vec![p("a/new")];
+        let t = TargetedScan { covered: vec![p("a"), p("d/e")], missing: vec![], result: found };
+        merge_targeted(&mut base, &t);
+        let sizes: Vec<(String, u64)> =
+            base.entries.iter().map(|(k, v)| (k.to_string(), v.stat.size)).collect();
+        let want: Vec<(String, u64)> = [
+            ("a", 2),
+            ("a b", 1),
+            ("a.txt", 1),
+            ("a/new", 2),
+            ("ab", 1),
+            ("b", 1),
+            ("b/c", 1),
+            ("c", 1),
+            ("d/e", 2),
+        ]
+        .iter()
+        .map(|(k, s)| (k.to_string(), *s))
+        .collect();
+        assert_eq!(sizes, want);
+        assert_eq!(base.unstable, vec![p("ab"), p("a/new")]);
+        assert!(base.unreadable.is_empty());
+        assert_eq!(base.ignored, vec![p("c")]);
+        assert!(base.collisions.is_empty());
+    }
+
+    #[test]
+    fn covered_by_looks_at_each_ancestor() {
+        let (a, bc) = (p("a"), p("b/c"));
+        let set: BTreeSet<&RelPath> = [&a, &bc].into_iter().collect();
+        for (q, want) in [
+            ("a", true),
+            ("a/b/c", true),
+            ("ab", false),
+            ("a b/c", false),
+            ("b", false),
+            ("b/c/d", true),
+            ("b/cd", false),
+        ] {
+            assert_eq!(covered_by(&set, &p(q)), want, "{q}");
+        }
     }
 }
