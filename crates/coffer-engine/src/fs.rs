@@ -145,7 +145,7 @@ impl WriteFile for std::fs::File {
 
 /// A large new file on the real disk starts going to the disk once it holds
 /// this many bytes, while the rest is still being written.
-const WRITEBACK_START: u64 = 32 << 20;
+pub(crate) const WRITEBACK_START: u64 = 32 << 20;
 /// ... and again after each further this many bytes.
 const WRITEBACK_STEP: u64 = 32 << 20;
 

@@ -13,7 +13,7 @@
 //! Uploads of a round are committed together in batches, after their
 //! chunks are on the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -25,7 +25,7 @@ use futures::stream::{self, StreamExt};
 
 use super::activity::ActivityKind;
 use super::names::conflicted_copy;
-use super::transfer::{ChunkBatcher, TransferError};
+use super::transfer::{ChunkBatcher, TransferError, PRESEAL_FILES};
 use super::{Engine, EngineError, Problem, RoundReport};
 use crate::chunklist;
 use crate::fs::{Stat, StatKind};
@@ -45,6 +45,8 @@ const DELTA_MIN: usize = 16;
 /// Fetched files placed (and their folders fsynced, their index rows
 /// written) together.
 const PLACE_BATCH: usize = 256;
+/// Ops looked through for the next small files to read and seal ahead.
+const PRESEAL_LOOKAHEAD: usize = 4 * PRESEAL_FILES;
 
 /// A file or link fetched into a temp file, waiting to be placed.
 struct Fetched {
@@ -93,11 +95,13 @@ impl<R: Remote> Engine<R> {
         // changes) while the next batch is read and sealed: for many small
         // files, each step alone leaves the other's resources idle. One
         // commit at a time, in order.
-        let mut first = first.into_iter().peekable();
+        let mut first: VecDeque<Op> = first.into();
         let mut committing: Option<BoxFuture<'_, Result<RoundReport, EngineError>>> = None;
-        while first.peek().is_some() && !self.is_paused() {
+        self.clear_presealed();
+        while !first.is_empty() && !self.is_paused() {
             let prepare = async {
-                for op in first.by_ref() {
+                while let Some(op) = first.pop_front() {
+                    self.preseal_ahead(&op, &first, scan).await;
                     let path = op.path().clone();
                     self.touch_for(&op);
                     let result = self.apply_one(op, scan, &mut batcher, &mut pending, report).await;
@@ -128,6 +132,7 @@ impl<R: Remote> Engine<R> {
         if let Some(job) = committing {
             report.absorb(job.await?);
         }
+        self.clear_presealed();
         // Fetched files are placed a group at a time: their folders are
         // fsynced once per group and their index rows written in one
         // transaction, not each file on its own. The small files' chunks of
@@ -194,6 +199,36 @@ impl<R: Remote> Engine<R> {
         self.commit(&mut batcher, &mut pending, report).await?;
         report.sent_bytes += batcher.sent_bytes;
         Ok(())
+    }
+
+    /// Before the upload of a small file not read yet: reads and seals it
+    /// together with the next small files to upload, on one blocking
+    /// thread ([`Engine::preseal_small`]). Looks [`PRESEAL_LOOKAHEAD`] ops
+    /// ahead.
+    async fn preseal_ahead(&self, op: &Op, next: &VecDeque<Op>, scan: &ScanResult) {
+        let min = self.config.chunker.min as u64;
+        let small = |op: &Op| match op {
+            Op::Upload { path, .. } => scan
+                .entries
+                .get(path)
+                .filter(|e| e.node.kind == NodeKind::File && e.stat.size <= min)
+                .map(|e| (path.clone(), e.stat)),
+            _ => None,
+        };
+        let Some(this) = small(op) else { return };
+        if self.is_presealed(&this.0) {
+            return;
+        }
+        let group: Vec<(RelPath, Stat)> = std::iter::once(this)
+            .chain(
+                next.iter().take(PRESEAL_LOOKAHEAD).filter_map(small).filter(|(p, _)| !self.is_presealed(p)),
+            )
+            .take(PRESEAL_FILES)
+            .collect();
+        // One file alone gains nothing: its upload reads it.
+        if group.len() > 1 {
+            self.preseal_small(group).await;
+        }
     }
 
     /// Notes that `op` may write at its path on disk (see [`Engine::touch`]).

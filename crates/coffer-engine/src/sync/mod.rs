@@ -261,6 +261,9 @@ pub struct Engine<R: Remote> {
     /// ([`Engine::fetch_verified`] takes them from here first); emptied after
     /// each group of downloads.
     pub(crate) prefetched: Mutex<std::collections::HashMap<coffer_proto::ChunkId, coffer_proto::SealedChunk>>,
+    /// Small files read and sealed ahead of their uploads, by path
+    /// ([`Engine::preseal_small`]); emptied after each round's uploads.
+    pub(crate) presealed: Mutex<std::collections::HashMap<RelPath, transfer::Presealed>>,
     /// The chunk lists of the large files the last scan hashed, with the
     /// stat they were read at: their upload takes them as hints rather
     /// than running FastCDC again (see [`crate::chunker::Hints`]).
@@ -368,6 +371,7 @@ impl<R: Remote> Engine<R> {
             wake: tokio::sync::Notify::new(),
             deltas: AtomicBool::new(true),
             prefetched: Mutex::new(std::collections::HashMap::new()),
+            presealed: Mutex::new(std::collections::HashMap::new()),
             scan_lists: Mutex::new(ScanLists::new()),
             staged: Mutex::new(std::collections::HashMap::new()),
             previews_off: AtomicBool::new(false),

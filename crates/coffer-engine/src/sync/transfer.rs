@@ -21,13 +21,28 @@ use futures::stream::{self, FuturesUnordered, StreamExt};
 use super::{Engine, EngineError};
 use crate::chunker::{RawChunk, StreamChunker};
 use crate::fs::Stat;
-use crate::ingest::{ingest_changed, ingest_skipping, seal_chunk, BaseChunks, IngestError, Ingested};
+use crate::ingest::{
+    ingest_changed, ingest_skipping, seal_chunk, BaseChunks, IngestError, Ingested, IngestedChunk,
+};
 use crate::model::{ChunkRef, FileHash, RelPath};
 use crate::plan::Op;
 use crate::remote::{Remote, RemoteError};
 
 /// Sealed bytes sent per upload request.
 pub(crate) const BATCH_BYTES: usize = 8 << 20;
+/// Most plaintext bytes of small files read and sealed ahead at once
+/// ([`Engine::preseal_small`]).
+pub(crate) const PRESEAL_BYTES: u64 = 4 << 20;
+/// Most small files read and sealed ahead at once.
+pub(crate) const PRESEAL_FILES: usize = 128;
+
+/// A small file read and sealed ahead of its upload.
+pub(crate) struct Presealed {
+    /// Its stat before it was read.
+    before: Stat,
+    /// Its one chunk; `None` if it is empty.
+    sealed: Option<IngestedChunk>,
+}
 /// Upload requests in flight while a large file's next batch is sealed.
 pub(crate) const UPLOAD_AHEAD: usize = 2;
 /// Batched chunk requests in flight per download.
@@ -146,6 +161,9 @@ fn batches<T>(wanted: &[T], cap: u64, len: impl Fn(&T) -> u64) -> Vec<&[T]> {
 pub(crate) struct ChunkBatcher<'a, R: Remote> {
     remote: &'a R,
     pending: Vec<SealedChunk>,
+    /// The ids in `pending`: a batch holds up to 1,000 chunks, and every
+    /// chunk offered is looked up.
+    pending_ids: HashSet<ChunkId>,
     pending_bytes: usize,
     /// The batches being sent (by [`ChunkBatcher::add_ahead`]): each
     /// gives its mark (see `offered`) and the sealed bytes it sent, once
@@ -169,6 +187,7 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
         Self {
             remote,
             pending: Vec::new(),
+            pending_ids: HashSet::new(),
             pending_bytes: 0,
             sending: FuturesUnordered::new(),
             offered: 0,
@@ -219,8 +238,7 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
             while self.sending.len() >= UPLOAD_AHEAD {
                 self.drive().await?;
             }
-            let batch = std::mem::take(&mut self.pending);
-            self.pending_bytes = 0;
+            let batch = self.take_pending();
             let (remote, mark) = (self.remote, self.offered);
             self.in_flight.insert(mark);
             self.sending.push(Box::pin(async move { (mark, send_batch(remote, batch).await) }));
@@ -265,7 +283,7 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
 
     /// Whether the queued batch holds this chunk already.
     fn holds(&self, chunk: &SealedChunk) -> bool {
-        self.pending.iter().any(|c| c.id() == chunk.id())
+        self.pending_ids.contains(&chunk.id())
     }
 
     /// Whether `chunk` would take the queued batch past its bounds.
@@ -275,7 +293,15 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
 
     fn queue(&mut self, chunk: SealedChunk) {
         self.pending_bytes += chunk.len();
+        self.pending_ids.insert(chunk.id());
         self.pending.push(chunk);
+    }
+
+    /// The queued batch, which this batcher no longer holds.
+    fn take_pending(&mut self) -> Vec<SealedChunk> {
+        self.pending_bytes = 0;
+        self.pending_ids.clear();
+        std::mem::take(&mut self.pending)
     }
 
     /// Hands what is queued, unsent, and the batches in flight to a
@@ -285,6 +311,7 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
         Self {
             remote: self.remote,
             pending: std::mem::take(&mut self.pending),
+            pending_ids: std::mem::take(&mut self.pending_ids),
             pending_bytes: std::mem::take(&mut self.pending_bytes),
             sending: std::mem::take(&mut self.sending),
             offered: self.offered,
@@ -300,8 +327,7 @@ impl<'a, R: Remote> ChunkBatcher<'a, R> {
     pub async fn flush(&mut self) -> Result<(), RemoteError> {
         self.settle().await?;
         if !self.pending.is_empty() {
-            let batch = std::mem::take(&mut self.pending);
-            self.pending_bytes = 0;
+            let batch = self.take_pending();
             self.sent_bytes += send_batch(self.remote, batch).await?;
         }
         self.stored = self.offered;
@@ -353,6 +379,12 @@ impl<R: Remote> Engine<R> {
         batcher: &mut ChunkBatcher<'_, R>,
     ) -> Result<(Vec<ChunkRef>, FileHash), TransferError> {
         let abs = self.abs(path);
+        let params = self.config.chunker;
+        let small = expect.size <= params.min as u64;
+        if let Some(p) = self.take_presealed(path, expect).filter(|_| small) {
+            fail::fail_point!("upload-read");
+            return self.upload_small(&abs, &p.before, p.sealed, batcher).await;
+        }
         let before = self.fs.symlink_metadata(&abs)?;
         if !before.same_identity(expect) {
             return Err(TransferError::Unstable);
@@ -360,9 +392,7 @@ impl<R: Remote> Engine<R> {
         let mut reader = self.fs.open_read(&abs)?;
         fail::fail_point!("upload-read");
         let keys = self.keys.clone();
-        let params = self.config.chunker;
-        let mut chunks = Vec::new();
-        if expect.size <= params.min as u64 {
+        if small {
             // A small file is one chunk: read, hash and seal it on one
             // blocking thread, without the pipeline's thread start-up.
             let size = usize::try_from(expect.size).unwrap_or(0);
@@ -375,14 +405,9 @@ impl<R: Remote> Engine<R> {
             })
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
-            if let Some(c) = sealed {
-                self.moved_up(c.len).await;
-                chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
-                fail::fail_point!("upload-sealed");
-                batcher.add(c.sealed).await?;
-            }
-            return self.finish_upload(&abs, &before, chunks);
+            return self.upload_small(&abs, &before, sealed, batcher).await;
         }
+        let mut chunks = Vec::new();
         // Sealing runs on blocking threads; sealed chunks come back over a
         // bounded channel so the upload can proceed while reading goes on.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Ingested>(4);
@@ -491,6 +516,78 @@ impl<R: Remote> Engine<R> {
     }
 
     /// The stability check after reading: the file must not have changed.
+    /// Queues a small file's one chunk (none if it is empty), read and
+    /// sealed when it had the stat `before`.
+    async fn upload_small(
+        &self,
+        abs: &Path,
+        before: &Stat,
+        sealed: Option<IngestedChunk>,
+        batcher: &mut ChunkBatcher<'_, R>,
+    ) -> Result<(Vec<ChunkRef>, FileHash), TransferError> {
+        let mut chunks = Vec::new();
+        if let Some(c) = sealed {
+            self.moved_up(c.len).await;
+            chunks.push(ChunkRef { id: c.sealed.id(), content: c.content, len: c.len });
+            fail::fail_point!("upload-sealed");
+            batcher.add(c.sealed).await?;
+        }
+        self.finish_upload(abs, before, chunks)
+    }
+
+    /// Reads and seals a group of small files (one chunk each, at most
+    /// [`PRESEAL_BYTES`] in all) on one blocking thread, ahead of their
+    /// uploads, which take them from here ([`Engine::upload_file`]): one
+    /// hand-off to a blocking thread for the group instead of one for each
+    /// file, which on a busy machine each wait for a core. Best effort: a
+    /// file that cannot be read, or is no longer what the scan saw, is left
+    /// to its upload, which reads it again and says what is wrong.
+    pub(crate) async fn preseal_small(&self, files: Vec<(RelPath, Stat)>) {
+        let (fs, keys, root) = (self.fs.clone(), self.keys.clone(), self.config.root.clone());
+        let sealed = tokio::task::spawn_blocking(move || {
+            let mut bytes = 0u64;
+            files
+                .into_iter()
+                .take_while(|(_, expect)| {
+                    bytes += expect.size;
+                    bytes <= PRESEAL_BYTES
+                })
+                .filter_map(|(path, expect)| {
+                    let abs = root.join(path.as_str());
+                    let before = fs.symlink_metadata(&abs).ok().filter(|b| b.same_identity(&expect))?;
+                    let mut data = Vec::with_capacity(usize::try_from(expect.size).unwrap_or(0));
+                    std::io::Read::read_to_end(&mut fs.open_read(&abs).ok()?, &mut data).ok()?;
+                    let sealed = (!data.is_empty()).then(|| seal_chunk(&keys, &RawChunk::new(0, data)));
+                    Some((path, Presealed { before, sealed }))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if let Ok(mut p) = self.presealed.lock() {
+            p.extend(sealed);
+        }
+    }
+
+    /// Whether `path` was read and sealed ahead ([`Engine::preseal_small`]).
+    pub(crate) fn is_presealed(&self, path: &RelPath) -> bool {
+        self.presealed.lock().is_ok_and(|p| p.contains_key(path))
+    }
+
+    /// Takes what was sealed ahead of `path`'s upload, if it was read as
+    /// the scan saw it (`expect`).
+    fn take_presealed(&self, path: &RelPath, expect: &Stat) -> Option<Presealed> {
+        let p = self.presealed.lock().ok()?.remove(path)?;
+        p.before.same_identity(expect).then_some(p)
+    }
+
+    /// Forgets what was sealed ahead and not uploaded.
+    pub(crate) fn clear_presealed(&self) {
+        if let Ok(mut p) = self.presealed.lock() {
+            p.clear();
+        }
+    }
+
     fn finish_upload(
         &self,
         abs: &Path,
@@ -687,10 +784,17 @@ impl<R: Remote> Engine<R> {
         }
         // Waits for the data written out early (a large file on the real
         // disk), whose error the durability step by path would not see; on
-        // a blocking thread, as that can take a while on a slow disk.
-        tokio::task::spawn_blocking(move || file.flush())
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        // a blocking thread, as that can take a while on a slow disk. A
+        // file too small to be written out early has nothing to wait for:
+        // no hand-off to another thread for each of many small files.
+        let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        if size < crate::fs::WRITEBACK_START {
+            file.flush()?;
+        } else {
+            tokio::task::spawn_blocking(move || file.flush())
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
         fail::fail_point!("download-temp-written");
         Ok(())
     }
