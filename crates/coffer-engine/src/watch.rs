@@ -133,10 +133,8 @@ impl Coalescer {
         if event.need_rescan() {
             return self.full_rescan();
         }
-        match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
-            EventKind::Access(_) => return,
-            _ => {}
+        if is_read_only(&event) {
+            return;
         }
         for p in &event.paths {
             self.add_path(p);
@@ -197,6 +195,13 @@ impl Coalescer {
     }
 }
 
+/// An access that changes nothing (open, read, close without writing):
+/// the scanner reading a file must not trigger another scan of it.
+fn is_read_only(event: &notify::Event) -> bool {
+    !event.need_rescan()
+        && matches!(event.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
+}
+
 /// Starts watchers.
 #[derive(Debug)]
 pub struct Watcher;
@@ -243,9 +248,13 @@ impl Watcher {
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<notify::Result<notify::Event>>();
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
-        let mut watcher = notify::recommended_watcher(move |e| {
+        let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
             counter.fetch_add(1, Ordering::Relaxed);
-            let _ = ev_tx.send(e);
+            // Dropped here rather than after a hand-off to the debounce
+            // thread: every file read (ours, the user's) makes two.
+            if !e.as_ref().is_ok_and(is_read_only) {
+                let _ = ev_tx.send(e);
+            }
         })
         .map_err(|e| WatchError::new(root, e))?;
         watcher.watch(root, RecursiveMode::Recursive).map_err(|e| WatchError::new(root, e))?;
