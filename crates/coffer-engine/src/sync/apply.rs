@@ -136,12 +136,24 @@ impl<R: Remote> Engine<R> {
         // Fetched files are placed a group at a time: their folders are
         // fsynced once per group and their index rows written in one
         // transaction, not each file on its own. The small files' chunks of
-        // a group come first, in a few batched requests.
+        // a group come first, in a few batched requests; those of the next
+        // group are fetched while this one's files are written.
+        let mut windows: VecDeque<Vec<Op>> = VecDeque::new();
         let mut files = files.into_iter().peekable();
-        while files.peek().is_some() && !self.is_paused() {
-            let window: Vec<Op> = files.by_ref().take(PLACE_BATCH).collect();
-            self.prefetch_small(&window).await;
-            let group: Vec<_> = stream::iter(window)
+        while files.peek().is_some() {
+            windows.push_back(files.by_ref().take(PLACE_BATCH).collect());
+        }
+        let mut ahead = None;
+        while let Some(window) = windows.pop_front() {
+            if self.is_paused() {
+                break;
+            }
+            let chunks = match ahead.take() {
+                Some(chunks) => chunks,
+                None => self.prefetch_small(&window).await,
+            };
+            self.set_prefetched(chunks);
+            let fetching = stream::iter(window)
                 .map(|op| async move {
                     self.touch_for(&op);
                     let Op::Download { path, entry, replace } = op else {
@@ -159,8 +171,15 @@ impl<R: Remote> Engine<R> {
                     (path, size, r)
                 })
                 .buffer_unordered(self.config.parallel_downloads.max(1))
-                .collect()
-                .await;
+                .collect::<Vec<_>>();
+            let next = async {
+                match windows.front() {
+                    Some(w) => Some(self.prefetch_small(w).await),
+                    None => None,
+                }
+            };
+            let (group, next) = future::join(fetching, next).await;
+            ahead = next;
             self.clear_prefetched();
             let mut fetched = Vec::new();
             let mut results: Vec<(RelPath, u64, Option<OpResult>)> = Vec::new();

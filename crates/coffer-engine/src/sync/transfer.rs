@@ -10,7 +10,7 @@
 //! (store id, AEAD tag, content hash), and write them in order to a temp file
 //! in the root's state folder, which the caller renames into place.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use coffer_crypto::{ChunkIdKey, ContentHash};
@@ -880,10 +880,11 @@ impl<R: Remote> Engine<R> {
 
     /// Fetches the chunks of a group's small files (one chunk, at most
     /// [`PREFETCH_FILE_MAX`] bytes) in batched requests, for
-    /// [`Engine::fetch_verified`] to take: one request per few hundred small
-    /// files instead of one each. Best effort: after a failure the rest are
+    /// [`Engine::fetch_verified`] to take once they are set
+    /// ([`Engine::set_prefetched`]): one request per few hundred small files
+    /// instead of one each. Best effort: after a failure the rest are
     /// fetched one by one.
-    pub(crate) async fn prefetch_small(&self, group: &[Op]) {
+    pub(crate) async fn prefetch_small(&self, group: &[Op]) -> HashMap<ChunkId, SealedChunk> {
         let mut wanted: Vec<(ChunkId, u32)> = group
             .iter()
             .filter_map(|op| match op {
@@ -897,22 +898,28 @@ impl<R: Remote> Engine<R> {
             .collect();
         wanted.sort_unstable();
         wanted.dedup_by_key(|w| w.0);
+        let mut fetched = HashMap::new();
         if wanted.len() < 2 {
-            return;
+            return fetched;
         }
         for batch in batches(&wanted, PREFETCH_REQUEST_BYTES, |w| u64::from(w.1)) {
             let ids: Vec<ChunkId> = batch.iter().map(|w| w.0).collect();
             match self.remote.download_chunks(&ids).await {
-                Ok(chunks) => {
-                    if let Ok(mut p) = self.prefetched.lock() {
-                        p.extend(chunks.into_iter().map(|c| (c.id(), c)));
-                    }
-                }
+                Ok(chunks) => fetched.extend(chunks.into_iter().map(|c| (c.id(), c))),
                 Err(e) => {
                     tracing::debug!(error = %e, "batched chunk download failed; fetching one by one");
-                    return;
+                    break;
                 }
             }
+        }
+        fetched
+    }
+
+    /// Makes `chunks` (from [`Engine::prefetch_small`]) the chunks fetched
+    /// ahead that downloads take first.
+    pub(crate) fn set_prefetched(&self, chunks: HashMap<ChunkId, SealedChunk>) {
+        if let Ok(mut p) = self.prefetched.lock() {
+            *p = chunks;
         }
     }
 
