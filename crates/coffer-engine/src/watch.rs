@@ -10,6 +10,7 @@
 //! Rules:
 //!
 //! - Paths in the root's state folder (`.coffer`) are dropped: they are ours.
+//!   Where the backend allows (inotify), that folder is not watched at all.
 //! - Read-only access events (open, read, close without write) are dropped:
 //!   the scanner reading a file must not trigger another scan of it.
 //! - A batch is sent once no event arrived for `debounce`, or at the latest

@@ -35,14 +35,6 @@ pub(crate) const BATCH_BYTES: usize = 8 << 20;
 pub(crate) const PRESEAL_BYTES: u64 = 4 << 20;
 /// Most small files read and sealed ahead at once.
 pub(crate) const PRESEAL_FILES: usize = 128;
-
-/// A small file read and sealed ahead of its upload.
-pub(crate) struct Presealed {
-    /// Its stat before it was read.
-    before: Stat,
-    /// Its one chunk; `None` if it is empty.
-    sealed: Option<IngestedChunk>,
-}
 /// Upload requests in flight while a large file's next batch is sealed.
 pub(crate) const UPLOAD_AHEAD: usize = 2;
 /// Batched chunk requests in flight per download.
@@ -126,6 +118,14 @@ fn offsets_of(list: &[ChunkRef]) -> Vec<(ContentHash, u64, u32)> {
             (c.content, here, c.len)
         })
         .collect()
+}
+
+/// A small file read and sealed ahead of its upload.
+pub(crate) struct Presealed {
+    /// Its stat before it was read.
+    before: Stat,
+    /// Its one chunk; `None` if it is empty.
+    sealed: Option<IngestedChunk>,
 }
 
 /// Consecutive runs of `wanted` of at most `cap` bytes each, by `len` (a
@@ -515,7 +515,6 @@ impl<R: Remote> Engine<R> {
         });
     }
 
-    /// The stability check after reading: the file must not have changed.
     /// Queues a small file's one chunk (none if it is empty), read and
     /// sealed when it had the stat `before`.
     async fn upload_small(
@@ -588,6 +587,7 @@ impl<R: Remote> Engine<R> {
         }
     }
 
+    /// The stability check after reading: the file must not have changed.
     fn finish_upload(
         &self,
         abs: &Path,
