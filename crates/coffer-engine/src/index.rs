@@ -694,13 +694,7 @@ impl Index {
         )?;
         let mut out = Vec::new();
         for p in paths {
-            let mut up = p.parent();
-            let nested = std::iter::from_fn(|| {
-                let cur = up.take()?;
-                up = cur.parent();
-                Some(cur)
-            })
-            .any(|a| wanted.contains(&a));
+            let nested = p.self_and_ancestors().skip(1).any(|a| wanted.contains(&a));
             if nested {
                 continue;
             }

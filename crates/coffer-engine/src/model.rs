@@ -82,6 +82,11 @@ impl RelPath {
         self.0.rfind('/').map(|i| RelPath(self.0[..i].to_string()))
     }
 
+    /// `self`, then its parent, and so on up to its top-level ancestor.
+    pub fn self_and_ancestors(&self) -> impl Iterator<Item = RelPath> {
+        std::iter::successors(Some(self.clone()), RelPath::parent)
+    }
+
     /// `self/name`, validated.
     pub fn join(&self, name: &str) -> Result<RelPath, PathError> {
         RelPath::new(format!("{}/{name}", self.0))
@@ -424,6 +429,8 @@ mod tests {
         assert_eq!(p.file_name(), "c.txt");
         assert_eq!(p.parent().unwrap().as_str(), "a/b");
         assert_eq!(RelPath::new("a").unwrap().parent(), None);
+        let up: Vec<String> = p.self_and_ancestors().map(|a| a.as_str().to_string()).collect();
+        assert_eq!(up, ["a/b/c.txt", "a/b", "a"]);
         assert!(p.starts_with(&RelPath::new("a/b").unwrap()));
         assert!(!RelPath::new("a/bc").unwrap().starts_with(&RelPath::new("a/b").unwrap()));
         assert_eq!(

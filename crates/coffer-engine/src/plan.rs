@@ -216,14 +216,7 @@ pub struct PlanInput<'a> {
 
 fn is_frozen(frozen: &BTreeSet<RelPath>, path: &RelPath) -> bool {
     // Walk up the path's ancestors; each lookup is O(log n).
-    let mut p = Some(path.clone());
-    while let Some(cur) = p {
-        if frozen.contains(&cur) {
-            return true;
-        }
-        p = cur.parent();
-    }
-    false
+    path.self_and_ancestors().any(|a| frozen.contains(&a))
 }
 
 /// Plans the ops that bring the three trees into agreement.

@@ -653,12 +653,7 @@ impl<R: Remote> Engine<R> {
     /// Creates the missing parents of `path` as real directories. Refuses a
     /// symlink or file on the way: nothing is ever written outside the root.
     fn ensure_parents(&self, path: &RelPath) -> Result<(), OpError> {
-        let mut ancestors = Vec::new();
-        let mut p = path.parent();
-        while let Some(a) = p {
-            p = a.parent();
-            ancestors.push(a);
-        }
+        let ancestors: Vec<RelPath> = path.self_and_ancestors().skip(1).collect();
         for a in ancestors.iter().rev() {
             let abs = self.abs(a);
             match self.fs.symlink_metadata(&abs) {

@@ -881,14 +881,7 @@ impl Drop for AbortOnDrop {
 /// Whether `p` or one of its ancestors is in `set`: a lookup per level,
 /// not a comparison with every member.
 fn covered_by(set: &BTreeSet<&RelPath>, p: &RelPath) -> bool {
-    let mut at = Some(p.clone());
-    while let Some(cur) = at {
-        if set.contains(&cur) {
-            return true;
-        }
-        at = cur.parent();
-    }
-    false
+    p.self_and_ancestors().any(|a| set.contains(&a))
 }
 
 /// The entries of `map` at `c` or under it. Every path that starts with
