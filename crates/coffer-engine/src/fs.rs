@@ -135,6 +135,13 @@ impl<T: Read + Seek + Send> ReadFile for T {}
 pub trait WriteFile: Write + Send {
     /// Flushes data and metadata to stable storage (`fsync`).
     fn sync_all(&mut self) -> io::Result<()>;
+
+    /// Whether [`Write::flush`] may wait on the disk (data is being written
+    /// out early): then it belongs on a blocking thread. Otherwise it
+    /// returns at once.
+    fn flush_waits(&self) -> bool {
+        false
+    }
 }
 
 impl WriteFile for std::fs::File {
@@ -145,7 +152,7 @@ impl WriteFile for std::fs::File {
 
 /// A large new file on the real disk starts going to the disk once it holds
 /// this many bytes, while the rest is still being written.
-pub(crate) const WRITEBACK_START: u64 = 32 << 20;
+const WRITEBACK_START: u64 = 32 << 20;
 /// ... and again after each further this many bytes.
 const WRITEBACK_STEP: u64 = 32 << 20;
 
@@ -264,6 +271,10 @@ impl WriteFile for RealWriteFile {
     fn sync_all(&mut self) -> io::Result<()> {
         self.finish_writeback()?;
         self.file.sync_all()
+    }
+
+    fn flush_waits(&self) -> bool {
+        self.writeback.is_some()
     }
 }
 
@@ -1290,9 +1301,12 @@ mod tests {
         let path = dir.path().join("real");
         let mut w = RealFs.create_new(&path).unwrap();
         let block = vec![7u8; 1 << 20];
-        for _ in 0..(WRITEBACK_START >> 20) + 2 {
+        w.write_all(&block).unwrap();
+        assert!(!w.flush_waits(), "nothing written out early yet");
+        for _ in 1..(WRITEBACK_START >> 20) + 2 {
             w.write_all(&block).unwrap();
         }
+        assert!(w.flush_waits(), "the helper is writing out");
         w.flush().unwrap();
         w.sync_all().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), WRITEBACK_START + (2 << 20));

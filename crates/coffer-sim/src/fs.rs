@@ -97,6 +97,10 @@ impl WriteFile for CrashWriter {
         }
         self.inner.sync_all()
     }
+
+    fn flush_waits(&self) -> bool {
+        self.inner.flush_waits()
+    }
 }
 
 impl Fs for CrashFs {

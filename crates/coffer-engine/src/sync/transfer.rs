@@ -785,10 +785,9 @@ impl<R: Remote> Engine<R> {
         // Waits for the data written out early (a large file on the real
         // disk), whose error the durability step by path would not see; on
         // a blocking thread, as that can take a while on a slow disk. A
-        // file too small to be written out early has nothing to wait for:
-        // no hand-off to another thread for each of many small files.
-        let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-        if size < crate::fs::WRITEBACK_START {
+        // file with nothing written out early has nothing to wait for: no
+        // hand-off to another thread for each of many small files.
+        if !file.flush_waits() {
             file.flush()?;
         } else {
             tokio::task::spawn_blocking(move || file.flush())
