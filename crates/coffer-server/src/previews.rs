@@ -9,9 +9,10 @@
 //! at most [`KEEP`] per account (and [`KEEP_BYTES`]), none older than
 //! [`MAX_AGE`], and boards nobody posts to or waits on are removed (swept
 //! at most once a minute). Past [`TOTAL_BYTES`] across all accounts a new
-//! preview is refused, never queued. Several instances behind a load balancer do not share previews:
-//! a device whose long-poll lands on another instance than the uploader's
-//! requests simply sees none, and downloads after the commit as before.
+//! preview is refused, never queued. Several instances behind a load
+//! balancer do not share previews: a device whose long-poll lands on
+//! another instance than the uploader's requests simply sees none, and
+//! downloads after the commit as before.
 //!
 //! A device never gets its own previews back.
 
