@@ -58,6 +58,9 @@ struct Fetched {
     expect: Option<Stat>,
 }
 
+/// A download's outcome after its group was placed: path, size, result.
+type Placed = (RelPath, u64, OpResult);
+
 /// A change waiting for its commit.
 struct Pending {
     path: RelPath,
@@ -137,13 +140,17 @@ impl<R: Remote> Engine<R> {
         // fsynced once per group and their index rows written in one
         // transaction, not each file on its own. The small files' chunks of
         // a group come first, in a few batched requests; those of the next
-        // group are fetched while this one's files are written.
+        // group are fetched while this one's files are written, and this
+        // one's files wait for the disk while the next group is fetched
+        // (except in the simulation, which keeps one order: see
+        // [`Engine::overlaps`]).
         let mut windows: VecDeque<Vec<Op>> = VecDeque::new();
         let mut files = files.into_iter().peekable();
         while files.peek().is_some() {
             windows.push_back(files.by_ref().take(PLACE_BATCH).collect());
         }
         let mut ahead = None;
+        let mut placing: Option<BoxFuture<'_, Result<Vec<Placed>, EngineError>>> = None;
         while let Some(window) = windows.pop_front() {
             if self.is_paused() {
                 break;
@@ -178,33 +185,28 @@ impl<R: Remote> Engine<R> {
                     None => None,
                 }
             };
-            let (group, next) = future::join(fetching, next).await;
+            let before = placing.take();
+            let placed_before = async {
+                match before {
+                    Some(job) => Some(job.await),
+                    None => None,
+                }
+            };
+            let (group, next, placed_before) = future::join3(fetching, next, placed_before).await;
             ahead = next;
             self.clear_prefetched();
-            let mut fetched = Vec::new();
-            let mut results: Vec<(RelPath, u64, Option<OpResult>)> = Vec::new();
-            for (path, size, r) in group {
-                match r {
-                    Ok(Some(f)) => {
-                        fetched.push(f);
-                        results.push((path, size, None));
-                    }
-                    Ok(None) => results.push((path, size, Some(Ok(false)))),
-                    Err(e) => results.push((path, size, Some(Err(e)))),
-                }
+            if let Some(placed) = placed_before {
+                self.settle_placed(placed?, report)?;
             }
-            let mut placed = self.place_fetched(fetched)?.into_iter();
-            for (path, size, r) in results {
-                let result = match r {
-                    Some(r) => r,
-                    None => placed.next().map_or(Ok(false), |(_, r)| r),
-                };
-                if matches!(result, Ok(true)) {
-                    self.record(ActivityKind::Downloaded, &path, size);
-                    report.downloaded += 1;
-                }
-                self.settle(&path, result, report)?;
+            let job = self.place_group(group);
+            if self.overlaps() {
+                placing = Some(job.boxed());
+            } else {
+                self.settle_placed(job.await?, report)?;
             }
+        }
+        if let Some(job) = placing {
+            self.settle_placed(job.await?, report)?;
         }
         for op in deletions {
             if self.is_paused() {
@@ -255,6 +257,71 @@ impl<R: Remote> Engine<R> {
         if matches!(op, Op::Download { .. } | Op::Conflict { .. } | Op::DeleteLocal { .. }) {
             self.touch(op.path());
         }
+    }
+
+    /// Whether a group of fetched files waits for the disk while the next
+    /// group is fetched. Not in the simulation (one download at a time),
+    /// whose seeds must replay in one order of disk operations.
+    fn overlaps(&self) -> bool {
+        self.config.parallel_downloads > 1
+    }
+
+    /// Runs `f` on the disk: on a blocking thread when downloads overlap
+    /// (it waits for the device), inline otherwise ([`Engine::overlaps`]).
+    async fn on_disk<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn crate::fs::Fs) -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        if !self.overlaps() {
+            return f(self.fs.as_ref());
+        }
+        let fs = self.fs.clone();
+        tokio::task::spawn_blocking(move || f(fs.as_ref()))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("the disk task stopped: {e}"))))
+    }
+
+    /// Places the files of a fetched group ([`Engine::place_fetched`]);
+    /// returns each download's outcome, in the order given.
+    async fn place_group(
+        &self,
+        group: Vec<(RelPath, u64, Result<Option<Fetched>, OpError>)>,
+    ) -> Result<Vec<Placed>, EngineError> {
+        let mut fetched = Vec::new();
+        let mut results: Vec<(RelPath, u64, Option<OpResult>)> = Vec::new();
+        for (path, size, r) in group {
+            match r {
+                Ok(Some(f)) => {
+                    fetched.push(f);
+                    results.push((path, size, None));
+                }
+                Ok(None) => results.push((path, size, Some(Ok(false)))),
+                Err(e) => results.push((path, size, Some(Err(e)))),
+            }
+        }
+        let mut placed = self.place_fetched(fetched).await?.into_iter();
+        Ok(results
+            .into_iter()
+            .map(|(path, size, r)| {
+                let result = match r {
+                    Some(r) => r,
+                    None => placed.next().map_or(Ok(false), |(_, r)| r),
+                };
+                (path, size, result)
+            })
+            .collect())
+    }
+
+    /// Books the outcomes of a placed group.
+    fn settle_placed(&self, placed: Vec<Placed>, report: &mut RoundReport) -> Result<(), EngineError> {
+        for (path, size, result) in placed {
+            if matches!(result, Ok(true)) {
+                self.record(ActivityKind::Downloaded, &path, size);
+                report.downloaded += 1;
+            }
+            self.settle(&path, result, report)?;
+        }
+        Ok(())
     }
 
     /// Books one op's outcome: a per-path problem is recorded and the round
@@ -689,7 +756,7 @@ impl<R: Remote> Engine<R> {
         let Some(live) = &entry.live else { return Ok(false) };
         if live.node.kind != NodeKind::Dir {
             let Some(f) = self.fetch(path, entry, expect).await? else { return Ok(false) };
-            return self.place_fetched(vec![f])?.pop().map_or(Ok(false), |(_, r)| r);
+            return self.place_fetched(vec![f]).await?.pop().map_or(Ok(false), |(_, r)| r);
         }
         if !self.unchanged(path, expect.as_ref())? {
             return Ok(false);
@@ -780,11 +847,12 @@ impl<R: Remote> Engine<R> {
     /// only then records them as synced, all in one index transaction. A
     /// file is never renamed before its bytes are durable, nor marked
     /// synced before it is durably in place. Results are in the order given.
-    fn place_fetched(&self, fetched: Vec<Fetched>) -> Result<Vec<(RelPath, OpResult)>, EngineError> {
+    async fn place_fetched(&self, fetched: Vec<Fetched>) -> Result<Vec<(RelPath, OpResult)>, EngineError> {
         let mut results: Vec<(RelPath, OpResult)> = Vec::with_capacity(fetched.len());
         let files: Vec<PathBuf> =
             fetched.iter().filter(|f| f.node.kind == NodeKind::File).map(|f| f.tmp.clone()).collect();
-        let durable = if files.is_empty() { Ok(()) } else { self.fs.sync_files(&files) };
+        let durable =
+            if files.is_empty() { Ok(()) } else { self.on_disk(move |fs| fs.sync_files(&files)).await };
         if let Err(e) = durable {
             for f in fetched {
                 let _ = self.fs.remove_file(&f.tmp);
@@ -805,17 +873,27 @@ impl<R: Remote> Engine<R> {
             }
         }
         // Each folder once: `None` when its fsync worked.
-        let mut dirs: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
-        for (_, f) in &placed {
-            let abs = self.abs(&f.path);
-            if let Some(parent) = abs.parent().filter(|p| !dirs.contains_key(*p)) {
-                dirs.insert(parent.to_path_buf(), self.fs.sync_dir(parent).err().map(|e| e.to_string()));
-            }
-        }
+        let parents: BTreeSet<PathBuf> =
+            placed.iter().filter_map(|(_, f)| self.abs(&f.path).parent().map(Path::to_path_buf)).collect();
+        let dirs = self
+            .on_disk(move |fs| {
+                Ok(parents
+                    .into_iter()
+                    .map(|p| {
+                        let e = fs.sync_dir(&p).err().map(|e| e.to_string());
+                        (p, e)
+                    })
+                    .collect::<BTreeMap<PathBuf, Option<String>>>())
+            })
+            .await;
         let mut rows = Vec::with_capacity(placed.len());
         for (i, f) in placed {
             let abs = self.abs(&f.path);
-            if let Some(Some(e)) = abs.parent().and_then(|p| dirs.get(p)) {
+            let failed = match &dirs {
+                Ok(dirs) => abs.parent().and_then(|p| dirs.get(p)).cloned().flatten(),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
                 results[i].1 = Err(OpError::Path(format!("cannot sync its folder: {e}")));
                 continue;
             }
