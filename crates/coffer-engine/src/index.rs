@@ -401,7 +401,8 @@ impl Index {
     pub fn synced_chunks(&self, path: &RelPath) -> Result<Option<Vec<ChunkRef>>> {
         let chunks: Option<String> = self
             .db()
-            .query_row("SELECT chunks FROM synced WHERE path = ?1", [path.as_str()], |r| r.get(0))
+            .prepare_cached("SELECT chunks FROM synced WHERE path = ?1")?
+            .query_row([path.as_str()], |r| r.get(0))
             .optional()?;
         chunks.map(|c| chunks_unjson(&c)).transpose()
     }
@@ -533,9 +534,8 @@ impl Index {
     pub fn remote_chunks(&self, id: &EntryId) -> Result<Vec<ChunkRef>> {
         let live: Option<Option<String>> = self
             .db()
-            .query_row("SELECT live FROM remote WHERE entry_id = ?1", [id.as_bytes().as_slice()], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT live FROM remote WHERE entry_id = ?1")?
+            .query_row([id.as_bytes().as_slice()], |r| r.get(0))
             .optional()?;
         match live.flatten() {
             Some(s) => Ok(unjson::<LiveRow>(&s)?.chunks),
@@ -553,11 +553,8 @@ impl Index {
     ) -> Result<Option<(Vec<ChunkRef>, bool)>> {
         let row: Option<(i64, Option<String>)> = self
             .db()
-            .query_row(
-                "SELECT revision, live FROM remote WHERE entry_id = ?1",
-                [id.as_bytes().as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT revision, live FROM remote WHERE entry_id = ?1")?
+            .query_row([id.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match row {
             Some((rev, Some(s))) if u64_of(rev) == revision.get() => {
@@ -572,11 +569,8 @@ impl Index {
     pub fn remote_entry(&self, id: &EntryId) -> Result<Option<(Revision, Option<RelPath>)>> {
         let row: Option<(i64, Option<String>)> = self
             .db()
-            .query_row(
-                "SELECT revision, path FROM remote WHERE entry_id = ?1",
-                [id.as_bytes().as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT revision, path FROM remote WHERE entry_id = ?1")?
+            .query_row([id.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         row.map(|(rev, path)| Ok((Revision(u64_of(rev)), path.map(rel).transpose()?))).transpose()
     }
@@ -658,11 +652,8 @@ impl Index {
     pub fn cached(&self, path: &RelPath) -> Result<Option<(CachedStat, Node)>> {
         let row: Option<(i64, i64, i64, i64, String)> = self
             .db()
-            .query_row(
-                "SELECT size, mtime_ns, inode, mode, node FROM stat_cache WHERE path = ?1",
-                [path.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
+            .prepare_cached("SELECT size, mtime_ns, inode, mode, node FROM stat_cache WHERE path = ?1")?
+            .query_row([path.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .optional()?;
         row.map(|(size, mtime_ns, inode, mode, node)| cache_row(size, mtime_ns, inode, mode, &node))
             .transpose()
