@@ -574,6 +574,10 @@ impl Scanner {
         let mut covered = Vec::new();
         let mut missing = Vec::new();
         let mut stack = Vec::new();
+        // What each ancestor is, looked at once per scan (many paths
+        // share their folders): `Ok(true)` a real directory, `Ok(false)`
+        // anything else or nothing, `Err` unreadable.
+        let mut folders: HashMap<RelPath, Result<bool, String>> = HashMap::new();
         'paths: for p in &requested {
             if inside(p, &requested) || excluded.contains(p) || inside(p, excluded) {
                 continue;
@@ -588,18 +592,25 @@ impl Scanner {
                 ancestors.push(a);
             }
             for a in ancestors.iter().rev() {
-                match self.fs.symlink_metadata(&self.abs(a)) {
-                    Ok(s) if s.kind == StatKind::Dir => {}
-                    Ok(_) => {
+                let state = folders.entry(a.clone()).or_insert_with(|| {
+                    match self.fs.symlink_metadata(&self.abs(a)) {
+                        Ok(s) => Ok(s.kind == StatKind::Dir),
+                        Err(e)
+                            if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) =>
+                        {
+                            Ok(false)
+                        }
+                        Err(e) => Err(format!("{a}: {e}")),
+                    }
+                });
+                match state {
+                    Ok(true) => {}
+                    Ok(false) => {
                         missing.push(p.clone());
                         continue 'paths;
                     }
-                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                        missing.push(p.clone());
-                        continue 'paths;
-                    }
-                    Err(e) => {
-                        w.out.unreadable.push((p.clone(), format!("{a}: {e}")));
+                    Err(why) => {
+                        w.out.unreadable.push((p.clone(), why.clone()));
                         continue 'paths;
                     }
                 }
