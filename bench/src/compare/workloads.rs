@@ -1,7 +1,8 @@
 //! The workloads. Each new content is made in a staging folder first (not
-//! timed) and moved into device A's folder with one `rename`, so the clock
-//! starts when the change appears on A whole, and stops when device B's
-//! folder holds exactly the expected bytes (size, then BLAKE3).
+//! timed, and flushed to the disk before the clock starts) and moved into
+//! device A's folder with one `rename`, so the clock starts when the change
+//! appears on A whole, and stops when device B's folder holds exactly the
+//! expected bytes (size, then BLAKE3).
 //!
 //! - W1: one new file of random bytes (1 GiB; 64 MiB with `--quick`).
 //! - W2: 10,000 files of 1–16 KiB in 100 folders (1,000 in 10).
@@ -42,6 +43,13 @@ fn step(
     let (wa0, wt0) = peer.wire();
     let u0 = peer.usage();
     peer.reset_peak();
+    // The staged content (and whatever else the harness wrote) goes to the
+    // disk before the clock starts. On one machine, a tool that flushes its
+    // whole filesystem (Coffer's receiver, for a group of files) would
+    // otherwise write the harness's staging too, which a receiving device
+    // on its own disk never holds; and every tool would share the disk
+    // with its writeback.
+    rustix::fs::sync();
     let t0 = Instant::now();
     act(peer.root_a())?;
     if !peer.live() {
