@@ -329,6 +329,42 @@ fn kill_9_while_placing_the_other_side_of_a_conflict() {
     no_temp_files(&b);
 }
 
+/// Downloads are placed a group of 256 at a time, and a group waits for
+/// the disk (its sync, its folders' fsync) while the next group is
+/// fetched. B is killed in the middle of that, at each step of the second
+/// group's placing, with the third group's temp files being written: at
+/// rest every file holds what A wrote, and after a restart B holds
+/// exactly A's tree, with no temp file left.
+#[test]
+fn kill_9_while_a_group_is_placed_and_the_next_fetched() {
+    // Per group: one `download-temp-synced` and one `download-after-index`
+    // (which the 7 folders, made first, pass too); per file, one
+    // `download-after-rename`.
+    for failpoint in ["download-temp-synced@2", "download-after-rename@300", "download-after-index@9"] {
+        let server = Server::start();
+        let (a, b) = devices(&server);
+        let mut w = Written::default();
+        for i in 0..700u64 {
+            w.put(
+                &a,
+                &format!("d{}/f{i:03}.bin", i % 7),
+                random_bytes(1_000 + (i as usize * 53) % 12_000, i),
+            );
+        }
+        a.sync();
+        b.sync_killed_at(failpoint);
+        check_at_rest(&b, &w);
+        let placed = b.tree().values().filter(|d| *d != "dir").count();
+        assert!(placed < 700, "{failpoint}: B was killed after placing every file");
+        b.sync();
+        assert_eq!(a.tree(), b.tree(), "{failpoint}: B differs from A after a restart");
+        for rel in w.0.keys() {
+            assert!(b.read(rel) == w.latest(rel), "{failpoint}: {rel} is not what A wrote");
+        }
+        no_temp_files(&b);
+    }
+}
+
 /// A panic in the sync engine (a bug) used to leave the daemon running with
 /// nothing syncing: the engine's task died, the process, its pid file and
 /// its last status stayed, and only a restart brought sync back. Seen once
