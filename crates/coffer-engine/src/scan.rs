@@ -561,16 +561,8 @@ impl Scanner {
     ) -> Result<TargetedScan, ScanError> {
         let mut w = self.walker(cache, excluded)?;
         let requested: BTreeSet<RelPath> = paths.iter().cloned().collect();
-        let inside = |p: &RelPath, set: &BTreeSet<RelPath>| {
-            let mut cur = p.parent();
-            while let Some(a) = cur {
-                if set.contains(&a) {
-                    return true;
-                }
-                cur = a.parent();
-            }
-            false
-        };
+        let inside =
+            |p: &RelPath, set: &BTreeSet<RelPath>| p.self_and_ancestors().skip(1).any(|a| set.contains(&a));
         let mut covered = Vec::new();
         let mut missing = Vec::new();
         let mut stack = Vec::new();
@@ -585,12 +577,7 @@ impl Scanner {
             covered.push(p.clone());
             // Every ancestor must still be a real directory (not a symlink):
             // otherwise nothing of the synced tree is at `p` any more.
-            let mut ancestors = Vec::new();
-            let mut cur = p.parent();
-            while let Some(a) = cur {
-                cur = a.parent();
-                ancestors.push(a);
-            }
+            let ancestors: Vec<RelPath> = p.self_and_ancestors().skip(1).collect();
             for a in ancestors.iter().rev() {
                 let state = folders.entry(a.clone()).or_insert_with(|| {
                     match self.fs.symlink_metadata(&self.abs(a)) {
