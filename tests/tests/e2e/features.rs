@@ -243,6 +243,79 @@ fn staging_files(c: &Client) -> Vec<(std::path::PathBuf, u64)> {
         .collect()
 }
 
+/// A store slow to serve the chunks of a preview does not hold the
+/// download up: B's preview staging waits on a chunk request the network
+/// holds for 45 s, and after A's commit B's download waits for that
+/// staging at most 10 s, then downloads without it. B holds the right
+/// bytes well before the held request ends, and the staging file is gone
+/// once it does.
+#[test]
+fn a_download_does_not_wait_long_for_a_stalled_preview() {
+    use std::time::{Duration, Instant};
+
+    use coffer_e2e::proxy::{Fault, FaultProxy, Faults};
+
+    const STALL: Duration = Duration::from_secs(45);
+    let server = Server::start();
+    let none = Faults {
+        reset: 0.0,
+        error_before: 0.0,
+        error_after: 0.0,
+        truncate: 0.0,
+        stall_rate: 0.0,
+        duplicate: 0.0,
+        stall: STALL,
+    };
+    let proxy = FaultProxy::start(&server.url, 1, none);
+    let a = Client::new();
+    let b = Client::new();
+    a.signup(&server, "stalled-preview@example.org");
+    b.login_at(&proxy.url, "stalled-preview@example.org");
+    let mut daemon = b.daemon();
+    coffer_e2e::wait_until("B's daemon to start", Duration::from_secs(30), || {
+        b.path(".coffer/status.json").exists() && b.path(".coffer/daemon.pid").exists()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // B has nothing to download before A's commit: its first chunk
+    // request is its staging of A's first preview.
+    proxy.script("/chunks/get", Fault::Stall, 1);
+
+    const SIZE: usize = 48 << 20;
+    let data = random_bytes(SIZE, 73);
+    a.write("big.bin", &data);
+    let mut upload = a
+        .command_of(&coffer_e2e::failpoints_bin())
+        .args(["sync", dir(&a), "--once", "--quiet"])
+        .env("FAILPOINTS", "upload-before-commit=sleep(6000)")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start A's sync");
+    coffer_e2e::wait_until("B's staging request to be held", Duration::from_secs(60), || {
+        proxy.counts().stalls == 1
+    });
+    let held_at = Instant::now();
+    assert!(upload.wait().expect("wait").success(), "A's sync failed");
+    let committed = Instant::now();
+    coffer_e2e::wait_until("B to have the file", Duration::from_secs(60), || {
+        std::fs::metadata(b.path("big.bin")).is_ok_and(|m| m.len() == SIZE as u64)
+    });
+    let arrived = Instant::now();
+    assert!(b.read("big.bin") == data, "B's copy differs");
+    // Waiting for the held request would have taken until it ends.
+    assert!(
+        arrived < held_at + STALL - Duration::from_secs(5),
+        "B waited for the stalled preview: the file came {:?} after A's commit, {:?} after the hold began",
+        arrived - committed,
+        arrived - held_at
+    );
+    coffer_e2e::wait_until("the staging file to go", STALL + Duration::from_secs(30), || {
+        staging_files(&b).is_empty()
+    });
+    assert_eq!(proxy.counts().stalls, 1);
+    daemon.terminate();
+}
+
 /// A large new file is fetched by the other device while it uploads: the
 /// uploader posts previews of the chunks the store holds, the other
 /// device's daemon stages those into a file before the commit, and the
