@@ -243,6 +243,18 @@ fn staging_files(c: &Client) -> Vec<(std::path::PathBuf, u64)> {
         .collect()
 }
 
+/// Starts a `coffer sync --once` of `c` that holds each commit back for
+/// `ms` milliseconds after its chunks are stored (the failpoints build).
+fn sync_holding_commits(c: &Client, ms: u64) -> std::process::Child {
+    c.command_of(&coffer_e2e::failpoints_bin())
+        .args(["sync", dir(c), "--once", "--quiet"])
+        .env("FAILPOINTS", format!("upload-before-commit=sleep({ms})"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start a sync holding its commits")
+}
+
 /// A store slow to serve the chunks of a preview does not hold the
 /// download up: B's preview staging waits on a chunk request the network
 /// holds for 45 s, and after A's commit B's download waits for that
@@ -283,14 +295,7 @@ fn a_download_does_not_wait_long_for_a_stalled_preview() {
     const SIZE: usize = 48 << 20;
     let data = random_bytes(SIZE, 73);
     a.write("big.bin", &data);
-    let mut upload = a
-        .command_of(&coffer_e2e::failpoints_bin())
-        .args(["sync", dir(&a), "--once", "--quiet"])
-        .env("FAILPOINTS", "upload-before-commit=sleep(6000)")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start A's sync");
+    let mut upload = sync_holding_commits(&a, 6000);
     coffer_e2e::wait_until("B's staging request to be held", Duration::from_secs(60), || {
         proxy.counts().stalls == 1
     });
@@ -341,15 +346,7 @@ fn a_large_new_file_is_fetched_while_it_uploads() {
     let data = random_bytes(SIZE, 71);
     a.write("big.bin", &data);
     a.write("excluded/big.bin", &random_bytes(SIZE, 72));
-    // A holds each commit back for a while, after its chunks are stored.
-    let mut upload = a
-        .command_of(&coffer_e2e::failpoints_bin())
-        .args(["sync", dir(&a), "--once", "--quiet"])
-        .env("FAILPOINTS", "upload-before-commit=sleep(12000)")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start A's sync");
+    let mut upload = sync_holding_commits(&a, 12000);
     // All but the last batch (up to 8 MiB, sent with the commit) is staged
     // on B before A commits.
     coffer_e2e::wait_until("B to stage the upload", Duration::from_secs(60), || {
