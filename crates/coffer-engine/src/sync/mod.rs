@@ -72,7 +72,9 @@ pub struct EngineConfig {
     /// Files downloaded at once (each also fetches a few chunks ahead).
     /// The simulation sets 1: concurrent downloads finish in an order set
     /// by blocking-pool threads (chunks are opened there), which would make
-    /// a seed's history vary from run to run.
+    /// a seed's history vary from run to run. With 1, a group of downloads
+    /// also waits for the disk inline instead of while the next group is
+    /// fetched (`Engine::overlaps`), for the same reason.
     pub parallel_downloads: usize,
     /// Most distinct chunks a file may have: the store refuses a change
     /// naming more chunk ids than it takes in one commit, so a larger file
