@@ -58,6 +58,20 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// No random faults; scripted stalls ([`FaultProxy::script`]) last
+    /// `stall`.
+    pub fn scripted(stall: Duration) -> Self {
+        Self {
+            reset: 0.0,
+            error_before: 0.0,
+            error_after: 0.0,
+            truncate: 0.0,
+            stall_rate: 0.0,
+            duplicate: 0.0,
+            stall,
+        }
+    }
+
     /// About one request in three faulted, spread over every kind.
     pub fn mix() -> Self {
         Self {

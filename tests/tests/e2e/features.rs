@@ -269,16 +269,7 @@ fn a_download_does_not_wait_long_for_a_stalled_preview() {
 
     const STALL: Duration = Duration::from_secs(45);
     let server = Server::start();
-    let none = Faults {
-        reset: 0.0,
-        error_before: 0.0,
-        error_after: 0.0,
-        truncate: 0.0,
-        stall_rate: 0.0,
-        duplicate: 0.0,
-        stall: STALL,
-    };
-    let proxy = FaultProxy::start(&server.url, 1, none);
+    let proxy = FaultProxy::start(&server.url, 1, Faults::scripted(STALL));
     let a = Client::new();
     let b = Client::new();
     a.signup(&server, "stalled-preview@example.org");
