@@ -428,8 +428,25 @@ impl Fs for RealFs {
     }
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
-        // link(2) fails if `to` exists: an atomic no-clobber move without
-        // renameat2. Filesystems without hard links fall back to a check.
+        // renameat2(RENAME_NOREPLACE): one atomic no-clobber move. Where the
+        // filesystem lacks it, link(2), which fails as well if `to` exists;
+        // where it lacks hard links too, a check.
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            from,
+            rustix::fs::CWD,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if ![rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::OPNOTSUPP]
+                    .contains(&e) =>
+            {
+                return Err(e.into())
+            }
+            Err(_) => {}
+        }
         match std::fs::hard_link(from, to) {
             Ok(()) => std::fs::remove_file(from),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
@@ -459,10 +476,14 @@ impl Fs for RealFs {
     }
 
     fn set_mtime(&self, path: &Path, mtime_ns: i64) -> io::Result<()> {
-        let meta = std::fs::symlink_metadata(path)?;
-        let atime = filetime::FileTime::from_last_access_time(&meta);
         let (s, n) = split_ns(mtime_ns);
-        filetime::set_symlink_file_times(path, atime, filetime::FileTime::from_unix_time(s, n))
+        let times = rustix::fs::Timestamps {
+            // The access time stays as it is.
+            last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+            last_modification: rustix::fs::Timespec { tv_sec: s, tv_nsec: n.into() },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io::Error::from)
     }
 
     fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
@@ -472,6 +493,9 @@ impl Fs for RealFs {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
         }
         let mode = exec_mode(meta.mode() & 0o7777, executable);
+        if mode == meta.mode() & 0o7777 {
+            return Ok(());
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
     }
 
@@ -486,10 +510,14 @@ impl Fs for RealFs {
         if paths.len() < SYNCFS_MIN_FILES {
             return paths.iter().try_for_each(|p| std::fs::File::open(p)?.sync_all());
         }
+        // A stat of each (a file gone is an error here, as an fsync's would
+        // be), and one handle opened per filesystem.
         let mut filesystems = BTreeMap::new();
         for p in paths {
-            let file = std::fs::File::open(p)?;
-            filesystems.entry(file.metadata()?.dev()).or_insert(file);
+            let dev = std::fs::metadata(p)?.dev();
+            if let std::collections::btree_map::Entry::Vacant(v) = filesystems.entry(dev) {
+                v.insert(std::fs::File::open(p)?);
+            }
         }
         filesystems.values().try_for_each(|file| rustix::fs::syncfs(file).map_err(io::Error::from))
     }
@@ -1136,6 +1164,12 @@ mod tests {
         fs.symlink("nowhere", &dangling).unwrap();
         assert!(fs.exists(&dangling).unwrap());
         assert!(fs.read_link(&f).is_err());
+        // Nor over a dangling link.
+        let t = root.join("t.tmp");
+        write(fs, &t, b"theirs");
+        assert_eq!(fs.rename_noreplace(&t, &dangling).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs.read_link(&dangling).unwrap(), "nowhere");
+        fs.remove_file(&t).unwrap();
 
         // mtimes: set exactly, on a link without touching its target.
         let t = 1_600_000_000_123_456_789;
@@ -1147,7 +1181,10 @@ mod tests {
         fs.set_mtime(&f, -1_500_000_000).unwrap();
         assert_eq!(fs.symlink_metadata(&f).unwrap().mtime_ns, -1_500_000_000);
 
-        // Executable bit.
+        // Executable bit (clearing bits that are not set changes nothing).
+        let before = fs.symlink_metadata(&f).unwrap();
+        fs.set_executable(&f, false).unwrap();
+        assert_eq!(fs.symlink_metadata(&f).unwrap().mode, before.mode);
         fs.set_executable(&f, true).unwrap();
         assert!(fs.symlink_metadata(&f).unwrap().is_executable());
         fs.set_executable(&f, false).unwrap();
@@ -1242,6 +1279,20 @@ mod tests {
         assert!(fs.open_read(Path::new("/a/fifo")).is_err());
         assert!(normalize(Path::new("relative")).is_err());
         assert!(normalize(Path::new("/a/../b")).is_err());
+    }
+
+    #[test]
+    fn real_fs_sets_the_mtime_and_leaves_the_access_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let atime = |p: &Path| std::fs::symlink_metadata(p).map(|m| (m.atime(), m.atime_nsec())).unwrap();
+        let t = 1_600_000_000_000_000_007;
+        RealFs.set_mtime(&f, t - 1_000_000_000).unwrap();
+        let before = atime(&f);
+        RealFs.set_mtime(&f, t).unwrap();
+        assert_eq!(atime(&f), before);
+        assert_eq!(RealFs.symlink_metadata(&f).unwrap().mtime_ns, t);
     }
 
     #[test]

@@ -918,10 +918,12 @@ impl<R: Remote> Engine<R> {
             let what = what.to_string();
             move |e: std::io::Error| OpError::Path(format!("{what}: {e}"))
         };
-        if !self.unchanged(path, expect)? {
-            return Ok(false);
-        }
+        // A path that must be free needs no check here: the no-clobber
+        // rename below is that check, made atomically.
         if expect.is_some() {
+            if !self.unchanged(path, expect)? {
+                return Ok(false);
+            }
             self.trash_node(path).map_err(err("cannot move the old version to the trash"))?;
         }
         fail::fail_point!("download-before-rename");
