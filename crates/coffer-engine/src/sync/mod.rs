@@ -39,7 +39,7 @@ use crate::chunker::ChunkerParams;
 use crate::fs::{Clock, Fs, Stat};
 use crate::ignore::IgnoreRules;
 use crate::index::{Index, IndexError};
-use crate::model::{Node, RelPath, STATE_DIR};
+use crate::model::{ChunkRef, Node, RelPath, STATE_DIR};
 use crate::plan::{plan, Op, PlanInput};
 use crate::remote::{Remote, RemoteError};
 use crate::scan::{ScanResult, Scanner};
@@ -765,16 +765,26 @@ impl<R: Remote> Engine<R> {
     /// Gives the ops that move content the chunk lists the planner's trees
     /// were loaded without.
     fn with_chunks(&self, mut ops: Vec<Op>) -> Result<Vec<Op>, EngineError> {
+        let mut wanted: Vec<&mut Vec<ChunkRef>> = Vec::new();
+        let mut ids = Vec::new();
         for op in &mut ops {
             match op {
                 Op::Download { entry, .. } | Op::Conflict { entry, .. } => {
                     if let Some(live) = entry.live.as_mut() {
-                        live.chunks = self.index.remote_chunks(&entry.entry_id)?;
+                        ids.push(entry.entry_id);
+                        wanted.push(&mut live.chunks);
                     }
                 }
-                Op::Agree { entry, .. } => entry.chunks = self.index.remote_chunks(&entry.entry_id)?,
+                Op::Agree { entry, .. } => {
+                    ids.push(entry.entry_id);
+                    wanted.push(&mut entry.chunks);
+                }
                 _ => {}
             }
+        }
+        let lists = self.index.remote_chunks_of(&ids.iter().collect::<Vec<_>>())?;
+        for (slot, list) in wanted.into_iter().zip(lists) {
+            *slot = list;
         }
         Ok(ops)
     }

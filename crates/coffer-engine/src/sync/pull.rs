@@ -144,11 +144,10 @@ impl<R: Remote> Engine<R> {
         refused: &mut BTreeMap<EntryId, Revision>,
     ) -> Result<usize, EngineError> {
         let mut accepted = Vec::new();
+        let known = self.index.remote_revisions(&versions.iter().map(|v| &v.entry_id).collect::<Vec<_>>())?;
         for v in versions {
-            if let Some((known, _)) = self.index.remote_entry(&v.entry_id)? {
-                if known >= v.revision {
-                    continue; // old news (our own commit, or a replay)
-                }
+            if known.get(&v.entry_id).is_some_and(|k| *k >= v.revision) {
+                continue; // old news (our own commit, or a replay)
             }
             match self.open_resolved(v).await? {
                 Ok(e) => {
@@ -194,8 +193,12 @@ impl<R: Remote> Engine<R> {
                 }
             }
         }
+        let mut fetch_time = std::time::Duration::ZERO;
+        let pull_started = std::time::Instant::now();
         loop {
+            let fetching = std::time::Instant::now();
             let page = self.remote.journal(cursor, Some(PAGE)).await?;
+            fetch_time += fetching.elapsed();
             if page.cursor < cursor {
                 return Err(EngineError::Rollback(format!(
                     "its journal is at {} but this device already saw {}",
@@ -208,6 +211,12 @@ impl<R: Remote> Engine<R> {
                 break;
             }
         }
+        tracing::debug!(
+            fetch_ms = fetch_time.as_millis() as u64,
+            total_ms = pull_started.elapsed().as_millis() as u64,
+            changed,
+            "pulled"
+        );
         // Entries refused in an earlier round: fetch them again.
         let mut again = Vec::new();
         for (id, rev) in earlier.iter().take(REFETCH_PER_ROUND) {
