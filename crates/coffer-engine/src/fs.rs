@@ -288,7 +288,9 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
     /// A symlink's target, as stored in the link. Not UTF-8 → `InvalidData`.
     fn read_link(&self, path: &Path) -> io::Result<String>;
-    /// Creates a new, empty file for writing; fails if anything exists there.
+    /// Creates a new, empty file for writing, without executable bits (as
+    /// open(2) with mode 0666 makes one, whatever the umask); fails if
+    /// anything exists there.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Renames `from` to `to`, atomically replacing a file at `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -1103,6 +1105,7 @@ mod tests {
         write(fs, &f, b"hello");
         let s = fs.symlink_metadata(&f).unwrap();
         assert_eq!((s.kind, s.size), (StatKind::File, 5));
+        assert_eq!(s.mode & 0o111, 0, "a new file is not executable");
         assert_eq!(read(fs, &f), b"hello");
         assert_eq!(fs.create_new(&f).err().unwrap().kind(), io::ErrorKind::AlreadyExists);
         assert!(fs.exists(&f).unwrap());

@@ -825,7 +825,10 @@ impl<R: Remote> Engine<R> {
             tmp
         };
         if live.node.kind == NodeKind::File {
-            let set = self.fs.set_executable(&tmp, live.node.executable).and_then(|()| {
+            // A temp file is made by `create_new`, without executable bits:
+            // only an executable needs its mode changed.
+            let mode = if live.node.executable { self.fs.set_executable(&tmp, true) } else { Ok(()) };
+            let set = mode.and_then(|()| {
                 if live.node.mtime_ns != 0 {
                     self.fs.set_mtime(&tmp, live.node.mtime_ns)
                 } else {
