@@ -717,25 +717,30 @@ impl Index {
     /// rescan reads only the subtrees it covers, not the whole cache).
     pub fn cached_under(&self, paths: &[RelPath]) -> Result<BTreeMap<RelPath, (CachedStat, Node)>> {
         let wanted: BTreeSet<&RelPath> = paths.iter().collect();
-        let db = self.db();
-        // Under "a" are the paths from "a/" up to (not including) "a0": '0'
-        // follows '/' in byte order, and SQLite compares TEXT bytewise.
-        let mut stmt = db.prepare_cached(
-            "SELECT path, size, mtime_ns, inode, mode, node FROM stat_cache
-             WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')",
-        )?;
+        let mut db = self.db();
+        // One read transaction for all the paths, not one per path.
+        let tx = db.transaction()?;
         let mut out = Vec::new();
-        for p in paths {
-            let nested = p.self_and_ancestors().skip(1).any(|a| wanted.contains(&a));
-            if nested {
-                continue;
-            }
-            let rows = stmt.query_map([p.as_str()], cache_columns)?;
-            for row in rows {
-                let (path, size, mtime_ns, inode, mode, node) = row?;
-                out.push((rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?));
+        {
+            // Under "a" are the paths from "a/" up to (not including) "a0":
+            // '0' follows '/' in byte order, and SQLite compares TEXT bytewise.
+            let mut stmt = tx.prepare_cached(
+                "SELECT path, size, mtime_ns, inode, mode, node FROM stat_cache
+                 WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')",
+            )?;
+            for p in paths {
+                let nested = p.self_and_ancestors().skip(1).any(|a| wanted.contains(&a));
+                if nested {
+                    continue;
+                }
+                let rows = stmt.query_map([p.as_str()], cache_columns)?;
+                for row in rows {
+                    let (path, size, mtime_ns, inode, mode, node) = row?;
+                    out.push((rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?));
+                }
             }
         }
+        tx.commit()?;
         Ok(full_map(out))
     }
 
