@@ -694,8 +694,10 @@ impl<R: Remote> Engine<R> {
                 ),
             });
         }
+        let loaded_at = started.elapsed();
         let ops = plan(PlanInput { local: &scan.entries, synced: &synced, remote: &remote, frozen: &frozen });
         drop((synced, remote, frozen));
+        let chunks_from = started.elapsed();
         let ops = self.with_chunks(ops)?;
         report.planned = ops.len();
         // Where a round's time goes, for profiling at scale (RUST_LOG=coffer_engine=debug).
@@ -703,6 +705,8 @@ impl<R: Remote> Engine<R> {
             pull_ms = pulled_at.as_millis() as u64,
             scan_ms = (scanned_at - pulled_at).as_millis() as u64,
             plan_ms = (started.elapsed() - scanned_at).as_millis() as u64,
+            load_ms = (loaded_at - scanned_at).as_millis() as u64,
+            chunks_ms = (started.elapsed() - chunks_from).as_millis() as u64,
             entries = scan.entries.len(),
             ops = ops.len(),
             "round planned"
