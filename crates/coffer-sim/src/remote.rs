@@ -160,6 +160,8 @@ pub struct Hostile {
     pub sent_changes: usize,
     /// Not an attack either: how many chunks this session has uploaded.
     pub uploaded_chunks: usize,
+    /// Nor this: how many chunks this session has downloaded.
+    pub downloaded_chunks: usize,
 }
 
 /// One device's session with the in-process store.
@@ -276,9 +278,12 @@ impl Remote for SimRemote {
             .map_err(|e| api(e.into()))?
             .ok_or_else(|| api(ServiceError::NotFound("chunk")))?;
         let mut bytes = bytes;
-        if self.hostile.lock().is_ok_and(|h| h.tamper_chunks) {
-            if let Some(b) = bytes.last_mut() {
-                *b ^= 1;
+        if let Ok(mut h) = self.hostile.lock() {
+            h.downloaded_chunks += 1;
+            if h.tamper_chunks {
+                if let Some(b) = bytes.last_mut() {
+                    *b ^= 1;
+                }
             }
         }
         let c = SealedChunk::from_parts(id, bytes);

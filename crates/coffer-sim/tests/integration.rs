@@ -278,6 +278,28 @@ fn a_device_does_not_pull_its_own_commits_back() {
     });
 }
 
+/// Small files downloaded together have their chunks fetched in batches
+/// ahead; a chunk several of them share is fetched once, not again for
+/// each file after the first.
+#[test]
+fn a_chunk_shared_by_several_small_files_is_downloaded_once() {
+    let (rt, config) = world(2);
+    rt.block_on(async {
+        let mut w = World::new(config).await.unwrap();
+        for i in 0..4 {
+            w.write(0, &format!("copy-{i}.txt"), b"the same small file").unwrap();
+        }
+        w.write(0, "one.txt", b"another small file").unwrap();
+        w.write(0, "two.txt", b"and a third content").unwrap();
+        w.sync(0).await.unwrap();
+        w.sync(1).await.unwrap();
+        let on_dev1 = w.files(1);
+        assert_eq!(on_dev1.len(), 6, "{on_dev1:?}");
+        assert_eq!(on_dev1["copy-3.txt"].as_deref(), Some(&b"the same small file"[..]));
+        assert_eq!(w.hostile(1).lock().unwrap().downloaded_chunks, 3, "one fetch per distinct chunk");
+    });
+}
+
 /// A file with more chunks than the store takes in one change is reported
 /// before any of it is read again or sent, when the scan has just chunked
 /// it (it used to be uploaded whole, then refused at the commit), and the

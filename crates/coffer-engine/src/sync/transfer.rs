@@ -844,7 +844,8 @@ impl<R: Remote> Engine<R> {
     /// A chunk fetched ahead ([`Engine::prefetch_small`]) is used first; if
     /// it does not open, it is fetched again like any other.
     pub(crate) async fn fetch_verified(&self, c: &ChunkRef) -> Result<Vec<u8>, TransferError> {
-        let ahead = self.prefetched.lock().ok().and_then(|mut p| p.remove(&c.id));
+        // Not taken out: the same chunk can be the whole of several files.
+        let ahead = self.prefetched.lock().ok().and_then(|p| p.get(&c.id).cloned());
         if let Some(sealed) = ahead {
             if let Ok(plain) = self.open_fetched(c, sealed).await? {
                 return Ok(plain);
