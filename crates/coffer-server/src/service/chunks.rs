@@ -136,18 +136,15 @@ impl Service {
         Metrics::add(&self.inner.metrics.chunk_requests, 1);
         let chunks = self
             .blobs(move |b| {
-                let mut out = Vec::new();
-                let mut total = 0;
-                for id in ids {
-                    if let Some(bytes) = b.get(caller.account, id)? {
-                        total += bytes.len();
-                        if total > MAX_BATCH_ANSWER_BYTES {
-                            return Ok(None);
-                        }
-                        out.push(SealedChunk::from_parts(id, bytes));
-                    }
-                }
-                Ok(Some(out))
+                let Some(blobs) = b.get_many(caller.account, &ids, MAX_BATCH_ANSWER_BYTES)? else {
+                    return Ok(None);
+                };
+                Ok(Some(
+                    ids.into_iter()
+                        .zip(blobs)
+                        .filter_map(|(id, bytes)| Some(SealedChunk::from_parts(id, bytes?)))
+                        .collect::<Vec<_>>(),
+                ))
             })
             .await?
             .ok_or_else(|| {

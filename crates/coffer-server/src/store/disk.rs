@@ -165,6 +165,23 @@ fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Reads the record at `at` of an open pack and checks its header
+/// against the index.
+fn read_record_in(file: &fs::File, id: ChunkId, at: Location) -> std::io::Result<Vec<u8>> {
+    let len = usize::try_from(at.len).map_err(|_| std::io::Error::other("blob length"))?;
+    let mut buf = vec![0u8; HEADER + len];
+    file.read_exact_at(&mut buf, at.offset)?;
+    let header_len = u32::from_le_bytes(buf[32..HEADER].try_into().expect("4 bytes"));
+    if buf[..32] != *id.as_bytes() || u64::from(header_len) != at.len {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("pack {} at {} does not hold chunk {}", at.seq, at.offset, id.to_hex()),
+        ));
+    }
+    buf.drain(..HEADER);
+    Ok(buf)
+}
+
 fn sync_dir(dir: &Path) -> StoreResult<()> {
     fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io)
 }
@@ -420,18 +437,7 @@ impl DiskBlobStore {
     /// Reads a record and checks its header against the index.
     fn read_record(&self, account: AccountId, id: ChunkId, at: Location) -> std::io::Result<Vec<u8>> {
         let file = fs::File::open(self.pack_path(account, at.seq))?;
-        let len = usize::try_from(at.len).map_err(|_| std::io::Error::other("blob length"))?;
-        let mut buf = vec![0u8; HEADER + len];
-        file.read_exact_at(&mut buf, at.offset)?;
-        let header_len = u32::from_le_bytes(buf[32..HEADER].try_into().expect("4 bytes"));
-        if buf[..32] != *id.as_bytes() || u64::from(header_len) != at.len {
-            return Err(std::io::Error::new(
-                ErrorKind::InvalidData,
-                format!("pack {} at {} does not hold chunk {}", at.seq, at.offset, id.to_hex()),
-            ));
-        }
-        buf.drain(..HEADER);
-        Ok(buf)
+        read_record_in(&file, id, at)
     }
 
     /// Rewrites a mostly dead pack: its live records go to the newest pack,
@@ -619,6 +625,70 @@ impl BlobStore for DiskBlobStore {
             id.to_hex(),
             tried.map_or(0, |t| t.0)
         )))
+    }
+
+    /// The index rows of all of `ids` in one read transaction; their sizes
+    /// checked against `budget` before any byte is read; each pack file
+    /// opened once. A blob not in the index (the old layout), or whose
+    /// pack was compacted away since the lookup, is read as
+    /// [`BlobStore::get`] reads it.
+    fn get_many(
+        &self,
+        account: AccountId,
+        ids: &[ChunkId],
+        budget: usize,
+    ) -> StoreResult<Option<Vec<Option<Vec<u8>>>>> {
+        let located: Vec<Option<Location>> = self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let mut out = Vec::with_capacity(ids.len());
+            {
+                let mut st =
+                    tx.prepare_cached("SELECT seq, offset, len FROM blobs WHERE account = ?1 AND id = ?2")?;
+                for id in ids {
+                    out.push(
+                        st.query_row(params![sql_int(account.0), id.as_bytes().as_slice()], |r| {
+                            Ok(Location { seq: r.get(0)?, offset: r.get(1)?, len: r.get(2)? })
+                        })
+                        .optional()?,
+                    );
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })?;
+        let budget = budget as u64;
+        let mut total = located.iter().flatten().fold(0u64, |t, at| t.saturating_add(at.len));
+        if total > budget {
+            return Ok(None);
+        }
+        let mut packs: HashMap<u64, Option<fs::File>> = HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, at) in ids.iter().zip(located) {
+            let read = at.and_then(|at| {
+                let file = packs
+                    .entry(at.seq)
+                    .or_insert_with(|| fs::File::open(self.pack_path(account, at.seq)).ok())
+                    .as_ref()?;
+                Some(read_record_in(file, *id, at))
+            });
+            let blob = match read {
+                Some(Ok(bytes)) => Some(bytes),
+                Some(Err(e)) if e.kind() != ErrorKind::NotFound => return Err(io(e)),
+                // Not in the index, or its pack gone since the lookup.
+                _ => {
+                    let blob = self.get(account, *id)?;
+                    let counted = at.map_or(0, |at| at.len);
+                    let now = blob.as_ref().map_or(0, |b| b.len() as u64);
+                    total = total.saturating_sub(counted).saturating_add(now);
+                    if total > budget {
+                        return Ok(None);
+                    }
+                    blob
+                }
+            };
+            out.push(blob);
+        }
+        Ok(Some(out))
     }
 
     fn delete(&self, account: AccountId, id: ChunkId) -> StoreResult<()> {
@@ -922,6 +992,39 @@ mod tests {
             .map(|(_, b)| (HEADER + b.len()) as u64)
             .sum();
         assert_eq!(live, expected, "{packs:?}");
+    }
+
+    #[test]
+    fn a_batch_reads_packs_and_the_old_layout_in_order_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        // Small packs: the batch spans several.
+        let (s, chunks) = filled(dir.path(), 4_000, 12, 3);
+        let a = AccountId(1);
+        let (old_id, old_bytes) = chunk(99);
+        let legacy = s.legacy_path(a, old_id);
+        fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        fs::write(&legacy, &old_bytes).unwrap();
+        let absent = chunk(100).0;
+        let mut ids: Vec<ChunkId> = chunks.iter().rev().map(|c| c.0).collect();
+        ids.insert(3, absent);
+        ids.insert(5, old_id);
+        let got = s.get_many(a, &ids, usize::MAX).unwrap().unwrap();
+        assert_eq!(got.len(), ids.len());
+        for (id, blob) in ids.iter().zip(&got) {
+            let want = chunks.iter().find(|c| c.0 == *id).map(|c| c.1.clone());
+            let want = if *id == old_id { Some(old_bytes.clone()) } else { want };
+            assert_eq!(blob, &want, "{id:?}");
+        }
+        // Another account holds none of them.
+        assert!(s.get_many(AccountId(2), &ids, usize::MAX).unwrap().unwrap().iter().all(Option::is_none));
+        // The budget counts every byte asked for, from the old layout too.
+        let all: usize = chunks.iter().map(|c| c.1.len()).sum::<usize>() + old_bytes.len();
+        assert!(s.get_many(a, &ids, all).unwrap().is_some());
+        assert_eq!(s.get_many(a, &ids, all - 1).unwrap(), None);
+        // A pack gone is an error naming it, as for a single read.
+        fs::remove_file(s.pack_path(a, 1)).unwrap();
+        let err = s.get_many(a, &ids, usize::MAX).unwrap_err();
+        assert!(err.to_string().contains("its pack file 1 is missing"), "{err}");
     }
 
     #[test]

@@ -447,3 +447,23 @@ impl BlobStore for MemoryBlobStore {
         Ok(ids.iter().filter(|id| !blobs.contains_key(&(account, **id))).copied().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default batch read: in order, `None` for what is not held, and
+    /// nothing past the budget.
+    #[test]
+    fn a_batch_read_keeps_order_and_budget() {
+        let s = MemoryBlobStore::new();
+        let a = AccountId(1);
+        let id = |i: u8| ChunkId::from_bytes([i; 32]);
+        s.put(a, id(1), &[1; 10]).unwrap();
+        s.put(a, id(2), &[2; 20]).unwrap();
+        let got = s.get_many(a, &[id(2), id(3), id(1)], 30).unwrap().unwrap();
+        assert_eq!(got, [Some(vec![2; 20]), None, Some(vec![1; 10])]);
+        assert_eq!(s.get_many(a, &[id(2), id(3), id(1)], 29).unwrap(), None);
+        assert_eq!(s.get_many(AccountId(2), &[id(1)], 0).unwrap(), Some(vec![None]));
+    }
+}

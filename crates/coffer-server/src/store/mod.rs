@@ -248,6 +248,28 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     fn put(&self, account: AccountId, id: ChunkId, bytes: &[u8]) -> StoreResult<()>;
     /// Reads a blob.
     fn get(&self, account: AccountId, id: ChunkId) -> StoreResult<Option<Vec<u8>>>;
+    /// Reads a batch of blobs, in the order of `ids` (`None` for one the
+    /// store does not hold); `Ok(None)` if their bytes would come to more
+    /// than `budget`. The default reads one after the other, and stops at
+    /// the one that goes over.
+    fn get_many(
+        &self,
+        account: AccountId,
+        ids: &[ChunkId],
+        budget: usize,
+    ) -> StoreResult<Option<Vec<Option<Vec<u8>>>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut total = 0usize;
+        for id in ids {
+            let blob = self.get(account, *id)?;
+            total = total.saturating_add(blob.as_ref().map_or(0, Vec::len));
+            if total > budget {
+                return Ok(None);
+            }
+            out.push(blob);
+        }
+        Ok(Some(out))
+    }
     /// Deletes a blob; no error if absent.
     fn delete(&self, account: AccountId, id: ChunkId) -> StoreResult<()>;
     /// Stores a batch of blobs: when it returns `Ok`, every one is stored
