@@ -272,20 +272,26 @@ impl DiskBlobStore {
         })
     }
 
-    /// Those of `ids` the index has, looked up on one connection.
+    /// Those of `ids` the index has, looked up on one connection, in one
+    /// read transaction.
     fn stored(
         &self,
         account: AccountId,
         ids: impl Iterator<Item = ChunkId>,
     ) -> StoreResult<HashSet<ChunkId>> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT 1 FROM blobs WHERE account = ?1 AND id = ?2")?;
+            // One read transaction for the batch, not one per id.
+            let tx = c.unchecked_transaction()?;
             let mut out = HashSet::new();
-            for id in ids {
-                if st.exists(params![sql_int(account.0), id.as_bytes().as_slice()])? {
-                    out.insert(id);
+            {
+                let mut st = tx.prepare_cached("SELECT 1 FROM blobs WHERE account = ?1 AND id = ?2")?;
+                for id in ids {
+                    if st.exists(params![sql_int(account.0), id.as_bytes().as_slice()])? {
+                        out.insert(id);
+                    }
                 }
             }
+            tx.commit()?;
             Ok(out)
         })
     }

@@ -458,15 +458,21 @@ impl MetaStore for SqliteMetaStore {
 
     fn missing_chunks(&self, account: AccountId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkId>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT deleting FROM chunks WHERE account = ?1 AND id = ?2")?;
+            // One read transaction for the batch, not one per id.
+            let tx = c.unchecked_transaction()?;
             let mut missing = Vec::new();
-            for id in ids {
-                let deleting: Option<i64> =
-                    stmt.query_row(params![i(account.0), &id.as_bytes()[..]], |r| r.get(0)).optional()?;
-                if !matches!(deleting, Some(0)) {
-                    missing.push(*id);
+            {
+                let mut stmt =
+                    tx.prepare_cached("SELECT deleting FROM chunks WHERE account = ?1 AND id = ?2")?;
+                for id in ids {
+                    let deleting: Option<i64> =
+                        stmt.query_row(params![i(account.0), &id.as_bytes()[..]], |r| r.get(0)).optional()?;
+                    if !matches!(deleting, Some(0)) {
+                        missing.push(*id);
+                    }
                 }
             }
+            tx.commit()?;
             Ok(missing)
         })
     }
