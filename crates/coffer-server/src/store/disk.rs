@@ -165,6 +165,15 @@ fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Where the index says a blob is.
+fn locate_in(c: &Connection, account: AccountId, id: ChunkId) -> rusqlite::Result<Option<Location>> {
+    c.prepare_cached("SELECT seq, offset, len FROM blobs WHERE account = ?1 AND id = ?2")?
+        .query_row(params![sql_int(account.0), id.as_bytes().as_slice()], |r| {
+            Ok(Location { seq: r.get(0)?, offset: r.get(1)?, len: r.get(2)? })
+        })
+        .optional()
+}
+
 /// Reads the record at `at` of an open pack and checks its header
 /// against the index.
 fn read_record_in(file: &fs::File, id: ChunkId, at: Location) -> std::io::Result<Vec<u8>> {
@@ -262,14 +271,7 @@ impl DiskBlobStore {
     }
 
     fn locate(&self, account: AccountId, id: ChunkId) -> StoreResult<Option<Location>> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT seq, offset, len FROM blobs WHERE account = ?1 AND id = ?2",
-                params![sql_int(account.0), id.as_bytes().as_slice()],
-                |r| Ok(Location { seq: r.get(0)?, offset: r.get(1)?, len: r.get(2)? }),
-            )
-            .optional()
-        })
+        self.read(|c| locate_in(c, account, id))
     }
 
     /// Those of `ids` the index has, looked up on one connection, in one
@@ -646,19 +648,7 @@ impl BlobStore for DiskBlobStore {
     ) -> StoreResult<Option<Vec<Option<Vec<u8>>>>> {
         let located: Vec<Option<Location>> = self.read(|c| {
             let tx = c.unchecked_transaction()?;
-            let mut out = Vec::with_capacity(ids.len());
-            {
-                let mut st =
-                    tx.prepare_cached("SELECT seq, offset, len FROM blobs WHERE account = ?1 AND id = ?2")?;
-                for id in ids {
-                    out.push(
-                        st.query_row(params![sql_int(account.0), id.as_bytes().as_slice()], |r| {
-                            Ok(Location { seq: r.get(0)?, offset: r.get(1)?, len: r.get(2)? })
-                        })
-                        .optional()?,
-                    );
-                }
-            }
+            let out = ids.iter().map(|id| locate_in(&tx, account, *id)).collect::<rusqlite::Result<_>>()?;
             tx.commit()?;
             Ok(out)
         })?;
