@@ -546,12 +546,10 @@ impl Index {
     /// The chunk lists of many entries, as [`Index::remote_chunks`] gives
     /// each, in the order given: read in one transaction rather than one
     /// each (a round planning thousands of downloads).
-    pub fn remote_chunks_of(&self, ids: &[&EntryId]) -> Result<Vec<Vec<ChunkRef>>> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let mut out = Vec::with_capacity(ids.len());
-        {
+    pub fn remote_chunks_of(&self, ids: &[EntryId]) -> Result<Vec<Vec<ChunkRef>>> {
+        self.read_batch(|tx| {
             let mut stmt = tx.prepare_cached("SELECT live FROM remote WHERE entry_id = ?1")?;
+            let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 let live: Option<Option<String>> =
                     stmt.query_row([id.as_bytes().as_slice()], |r| r.get(0)).optional()?;
@@ -560,26 +558,32 @@ impl Index {
                     None => Vec::new(),
                 });
             }
-        }
-        tx.commit()?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The latest revision seen of each of these entries that the index
     /// knows, read in one transaction.
     pub fn remote_revisions(&self, ids: &[&EntryId]) -> Result<HashMap<EntryId, Revision>> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let mut out = HashMap::with_capacity(ids.len());
-        {
+        self.read_batch(|tx| {
             let mut stmt = tx.prepare_cached("SELECT revision FROM remote WHERE entry_id = ?1")?;
+            let mut out = HashMap::with_capacity(ids.len());
             for id in ids {
                 let rev: Option<i64> = stmt.query_row([id.as_bytes().as_slice()], |r| r.get(0)).optional()?;
                 if let Some(rev) = rev {
                     out.insert(**id, Revision(u64_of(rev)));
                 }
             }
-        }
+            Ok(out)
+        })
+    }
+
+    /// Runs a batch of reads in one read transaction: SQLite takes its
+    /// locks once, not once per statement (a round reads thousands).
+    fn read_batch<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
     }
@@ -717,17 +721,14 @@ impl Index {
     /// rescan reads only the subtrees it covers, not the whole cache).
     pub fn cached_under(&self, paths: &[RelPath]) -> Result<BTreeMap<RelPath, (CachedStat, Node)>> {
         let wanted: BTreeSet<&RelPath> = paths.iter().collect();
-        let mut db = self.db();
-        // One read transaction for all the paths, not one per path.
-        let tx = db.transaction()?;
-        let mut out = Vec::new();
-        {
+        let out = self.read_batch(|tx| {
             // Under "a" are the paths from "a/" up to (not including) "a0":
             // '0' follows '/' in byte order, and SQLite compares TEXT bytewise.
             let mut stmt = tx.prepare_cached(
                 "SELECT path, size, mtime_ns, inode, mode, node FROM stat_cache
                  WHERE path = ?1 OR (path >= ?1 || '/' AND path < ?1 || '0')",
             )?;
+            let mut out = Vec::new();
             for p in paths {
                 let nested = p.self_and_ancestors().skip(1).any(|a| wanted.contains(&a));
                 if nested {
@@ -739,8 +740,8 @@ impl Index {
                     out.push((rel(path)?, cache_row(size, mtime_ns, inode, mode, &node)?));
                 }
             }
-        }
-        tx.commit()?;
+            Ok(out)
+        })?;
         Ok(full_map(out))
     }
 
@@ -1078,7 +1079,7 @@ mod tests {
         // Many at once: the same answers, in the order asked.
         let unknown = EntryId::from_bytes([7; 32]);
         assert_eq!(
-            ix.remote_chunks_of(&[&gone.entry_id, &e.entry_id, &unknown, &e.entry_id]).unwrap(),
+            ix.remote_chunks_of(&[gone.entry_id, e.entry_id, unknown, e.entry_id]).unwrap(),
             [vec![], chunks.clone(), vec![], chunks.clone()]
         );
         let revisions = ix.remote_revisions(&[&e.entry_id, &gone.entry_id, &unknown]).unwrap();

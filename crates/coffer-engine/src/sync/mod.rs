@@ -786,7 +786,7 @@ impl<R: Remote> Engine<R> {
                 _ => {}
             }
         }
-        let lists = self.index.remote_chunks_of(&ids.iter().collect::<Vec<_>>())?;
+        let lists = self.index.remote_chunks_of(&ids)?;
         for (slot, list) in wanted.into_iter().zip(lists) {
             *slot = list;
         }

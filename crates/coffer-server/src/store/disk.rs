@@ -259,13 +259,22 @@ impl DiskBlobStore {
         tails.entry(account).or_default().clone()
     }
 
+    /// Runs `f` on a pooled connection, in one read transaction: a batch
+    /// of lookups takes SQLite's locks once, not once per statement.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
         let conn = lock(&self.readers).pop();
         let conn = match conn {
             Some(c) => c,
             None => open_index(&self.root.join("index.db")).map_err(db)?,
         };
-        let out = f(&conn).map_err(db);
+        let out = conn
+            .unchecked_transaction()
+            .and_then(|tx| {
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .map_err(db);
         lock(&self.readers).push(conn);
         out
     }
@@ -274,26 +283,20 @@ impl DiskBlobStore {
         self.read(|c| locate_in(c, account, id))
     }
 
-    /// Those of `ids` the index has, looked up on one connection, in one
-    /// read transaction.
+    /// Those of `ids` the index has, looked up in one read.
     fn stored(
         &self,
         account: AccountId,
         ids: impl Iterator<Item = ChunkId>,
     ) -> StoreResult<HashSet<ChunkId>> {
         self.read(|c| {
-            // One read transaction for the batch, not one per id.
-            let tx = c.unchecked_transaction()?;
+            let mut st = c.prepare_cached("SELECT 1 FROM blobs WHERE account = ?1 AND id = ?2")?;
             let mut out = HashSet::new();
-            {
-                let mut st = tx.prepare_cached("SELECT 1 FROM blobs WHERE account = ?1 AND id = ?2")?;
-                for id in ids {
-                    if st.exists(params![sql_int(account.0), id.as_bytes().as_slice()])? {
-                        out.insert(id);
-                    }
+            for id in ids {
+                if st.exists(params![sql_int(account.0), id.as_bytes().as_slice()])? {
+                    out.insert(id);
                 }
             }
-            tx.commit()?;
             Ok(out)
         })
     }
@@ -635,7 +638,7 @@ impl BlobStore for DiskBlobStore {
         )))
     }
 
-    /// The index rows of all of `ids` in one read transaction; their sizes
+    /// The index rows of all of `ids` in one read; their sizes
     /// checked against `budget` before any byte is read; each pack file
     /// opened once. A blob not in the index (the old layout), or whose
     /// pack was compacted away since the lookup, is read as
@@ -646,12 +649,8 @@ impl BlobStore for DiskBlobStore {
         ids: &[ChunkId],
         budget: usize,
     ) -> StoreResult<Option<Vec<Option<Vec<u8>>>>> {
-        let located: Vec<Option<Location>> = self.read(|c| {
-            let tx = c.unchecked_transaction()?;
-            let out = ids.iter().map(|id| locate_in(&tx, account, *id)).collect::<rusqlite::Result<_>>()?;
-            tx.commit()?;
-            Ok(out)
-        })?;
+        let located: Vec<Option<Location>> =
+            self.read(|c| ids.iter().map(|id| locate_in(c, account, *id)).collect())?;
         let budget = budget as u64;
         let mut total = located.iter().flatten().fold(0u64, |t, at| t.saturating_add(at.len));
         if total > budget {
