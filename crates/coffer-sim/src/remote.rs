@@ -162,6 +162,9 @@ pub struct Hostile {
     pub uploaded_chunks: usize,
     /// Nor this: how many chunks this session has downloaded.
     pub downloaded_chunks: usize,
+    /// Not an attack: a connection that drops. Journal calls fail once
+    /// this many more have been answered.
+    pub journal_fails_after: Option<usize>,
 }
 
 /// One device's session with the in-process store.
@@ -300,6 +303,13 @@ impl Remote for SimRemote {
 
     async fn journal(&self, after: Cursor, limit: Option<u32>) -> Result<JournalPage, RemoteError> {
         self.gate("journal")?;
+        if let Ok(mut h) = self.hostile.lock() {
+            match h.journal_fails_after.as_mut() {
+                Some(0) => return Err(RemoteError::Transport("simulated connection dropped".into())),
+                Some(n) => *n -= 1,
+                None => {}
+            }
+        }
         let mut page = self.service.journal(self.caller, after, limit).await.map_err(api)?;
         if let Ok(mut h) = self.hostile.lock() {
             page.changes.append(&mut h.inject);

@@ -359,6 +359,23 @@ impl World {
         r.map_err(|e| e.to_string())
     }
 
+    /// A user on device `d` writes many files at once, as a copy into the
+    /// folder would (the watcher sees them in one batch).
+    pub fn write_many(&mut self, d: usize, files: &[(String, Vec<u8>)]) -> Result<(), String> {
+        let before = self.tree(d);
+        let mut result = Ok(());
+        for (rel, data) in files {
+            let r = self.write_user(d, rel, data);
+            self.note(format!("dev{d} write {rel:?}: {}", ok(&r)));
+            if let Err(e) = r {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        self.watch(d, &before);
+        result
+    }
+
     /// A user on device `d` deletes `rel` (and all under it).
     pub fn remove(&mut self, d: usize, rel: &str) -> Result<(), String> {
         let before = self.tree(d);

@@ -278,6 +278,36 @@ fn a_device_does_not_pull_its_own_commits_back() {
     });
 }
 
+/// A pull of several journal pages asks for the next page while it
+/// records the one before. When the connection drops at the second page,
+/// the first stays recorded and the next round goes on from it: each
+/// change is carried once, none is skipped.
+#[test]
+fn a_pull_broken_off_between_pages_goes_on_from_the_last_page_recorded() {
+    let (rt, config) = world(2);
+    rt.block_on(async {
+        let mut w = World::new(config).await.unwrap();
+        w.sync(0).await.unwrap();
+        w.sync(1).await.unwrap();
+        // 2,400 files in 3 folders: 2,403 changes, three pages of 1,000.
+        let files: Vec<(String, Vec<u8>)> =
+            (0..2_400).map(|i| (format!("d{}/f{i}.txt", i % 3), format!("file {i}").into_bytes())).collect();
+        w.write_many(0, &files).unwrap();
+        w.sync(0).await.unwrap();
+        let sent = |w: &World| w.hostile(1).lock().unwrap().sent_changes;
+        w.hostile(1).lock().unwrap().journal_fails_after = Some(1);
+        let line = w.sync(1).await.unwrap();
+        assert!(line.contains("connection dropped"), "{line}");
+        assert_eq!(sent(&w), 1_000, "the first page only\n{:#?}", w.log());
+        assert!(w.files(1).is_empty(), "nothing is written in a round that failed to pull");
+        w.hostile(1).lock().unwrap().journal_fails_after = None;
+        w.converge_and_check().await.map_err(|e| format!("{e}\n{:#?}", w.log())).unwrap();
+        assert_eq!(sent(&w), 2_403, "each change carried once\n{:#?}", w.log());
+        assert_eq!(w.files(1).len(), 2_403);
+        assert_eq!(w.files(1)["d2/f2399.txt"].as_deref(), Some(&b"file 2399"[..]));
+    });
+}
+
 /// Small files downloaded together have their chunks fetched in batches
 /// ahead; a chunk several of them share is fetched once, not again for
 /// each file after the first.
