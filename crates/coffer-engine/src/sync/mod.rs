@@ -642,7 +642,16 @@ impl<R: Remote> Engine<R> {
         Ok(result)
     }
 
-    /// One round: pull, scan, plan, apply. Returns what it did.
+    /// Keeps `scan` as the last scan when nothing was changed on disk by
+    /// our hand since it was taken: the next round can start from it and
+    /// rescan only what the watcher reports.
+    fn keep_scan(&self, scan: ScanResult) {
+        if let Ok(mut keep) = self.last_scan.lock() {
+            *keep = Some(scan);
+        }
+    }
+
+    /// One round: pull and scan, plan, apply. Returns what it did.
     pub async fn round(&self) -> Result<RoundReport, EngineError> {
         // `coffer pause` from another process sets this flag in the index.
         let paused_by_flag = self.index.get_meta("paused")?.as_deref() == Some("1");
@@ -656,11 +665,33 @@ impl<R: Remote> Engine<R> {
         self.sweep_temp_files();
         let mut report = RoundReport::default();
         let started = std::time::Instant::now();
-        report.pulled = self.pull(&mut report.problems).await?;
-        self.adopt_own_commits()?;
-        let pulled_at = started.elapsed();
-        let scan = self.scan()?;
-        let scanned_at = started.elapsed();
+        // The pull waits for the store while the scan reads the disk: the
+        // pull is polled first, so its request is out before the scan
+        // (which does not wait on anything) runs. Neither reads what the
+        // other writes.
+        let pulling = async {
+            let pulled = self.pull(&mut report.problems).await?;
+            self.adopt_own_commits()?;
+            Ok::<_, EngineError>((pulled, started.elapsed()))
+        };
+        let scanning = async {
+            let scanning = std::time::Instant::now();
+            self.scan().map(|scan| (scan, scanning.elapsed()))
+        };
+        let (pulled, scanned) = futures::future::join(pulling, scanning).await;
+        let (scan, scan_time) = scanned?;
+        let (pulled, pulled_at) = match pulled {
+            Ok(p) => p,
+            Err(e) => {
+                // The scan stands (it refreshed the cache): the next round
+                // starts from it, as after a round with nothing to do,
+                // rather than scanning everything again while offline.
+                self.keep_scan(scan);
+                return Err(e);
+            }
+        };
+        report.pulled = pulled;
+        let ready_at = started.elapsed();
         // Loaded without chunk lists: the planner does not read them, and
         // for a large tree they are a good part of the round's memory.
         let synced = self.index.synced_for_plan()?;
@@ -703,9 +734,9 @@ impl<R: Remote> Engine<R> {
         // Where a round's time goes, for profiling at scale (RUST_LOG=coffer_engine=debug).
         tracing::debug!(
             pull_ms = pulled_at.as_millis() as u64,
-            scan_ms = (scanned_at - pulled_at).as_millis() as u64,
-            plan_ms = (started.elapsed() - scanned_at).as_millis() as u64,
-            load_ms = (loaded_at - scanned_at).as_millis() as u64,
+            scan_ms = scan_time.as_millis() as u64,
+            plan_ms = (started.elapsed() - ready_at).as_millis() as u64,
+            load_ms = (loaded_at - ready_at).as_millis() as u64,
             chunks_ms = (started.elapsed() - chunks_from).as_millis() as u64,
             entries = scan.entries.len(),
             ops = ops.len(),
@@ -749,10 +780,8 @@ impl<R: Remote> Engine<R> {
                     }
                 }
             }
-        } else if let Ok(mut keep) = self.last_scan.lock() {
-            // Nothing changed on disk by our hand: the next round can start
-            // from this scan and rescan only what the watcher reports.
-            *keep = Some(scan);
+        } else {
+            self.keep_scan(scan);
         }
         let conflicts = self.index.conflicts()?.len() as u64;
         if let Ok(mut p) = self.problems.lock() {
