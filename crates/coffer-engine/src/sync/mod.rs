@@ -895,9 +895,9 @@ impl<R: Remote> Engine<R> {
             tokio::select! {
                 _ = tokio::time::sleep(next_wait) => self.request_full_scan(),
                 Some(batch) = local_changes.recv() => {
+                    // No wait of our own here: the watcher only sends a
+                    // batch once its debounce saw the burst settle.
                     self.note_changes(&batch);
-                    // Let a burst of edits settle into one round.
-                    tokio::time::sleep(Duration::from_millis(30)).await;
                     while let Ok(more) = local_changes.try_recv() {
                         self.note_changes(&more);
                     }
