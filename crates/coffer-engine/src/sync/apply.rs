@@ -794,7 +794,11 @@ impl<R: Remote> Engine<R> {
         expect: Option<Stat>,
     ) -> Result<Option<Fetched>, OpError> {
         let Some(live) = &entry.live else { return Ok(None) };
-        if !self.unchanged(path, expect.as_ref())? {
+        // A node that changed since the scan is not fetched over. A path
+        // that must be free is not looked at here: the no-clobber rename
+        // that places the file checks it (a file saved there meanwhile
+        // costs one wasted fetch, and is kept).
+        if expect.is_some() && !self.unchanged(path, expect.as_ref())? {
             return Ok(None);
         }
         self.ensure_parents(path)?;
