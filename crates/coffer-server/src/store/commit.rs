@@ -91,6 +91,32 @@ pub fn unique_chunks(chunks: &[ChunkId]) -> Vec<ChunkId> {
     v
 }
 
+/// A transaction whose chunk rows are read once per batch: rule 1 reads
+/// every named chunk, and the reference counts read most of them again.
+/// Writes go through to the transaction and update the copy kept here, so
+/// reads still see the batch's own writes.
+struct ChunkRows<'t, T: CommitTx> {
+    inner: &'t mut T,
+    rows: std::collections::HashMap<ChunkId, Option<ChunkRow>>,
+}
+
+impl<T: CommitTx> ChunkRows<'_, T> {
+    fn chunk(&mut self, id: &ChunkId) -> StoreResult<Option<ChunkRow>> {
+        if let Some(row) = self.rows.get(id) {
+            return Ok(*row);
+        }
+        let row = self.inner.chunk(id)?;
+        self.rows.insert(*id, row);
+        Ok(row)
+    }
+
+    fn set_chunk_refs(&mut self, id: &ChunkId, row: ChunkRow, refs: u64, live_refs: u64) -> StoreResult<()> {
+        self.inner.set_chunk_refs(id, refs, live_refs)?;
+        self.rows.insert(*id, Some(ChunkRow { refs, live_refs, ..row }));
+        Ok(())
+    }
+}
+
 /// Applies a batch under the rules of the module doc.
 pub fn apply(
     tx: &mut impl CommitTx,
@@ -99,6 +125,7 @@ pub fn apply(
     changes: &[Change],
 ) -> StoreResult<(Vec<ChangeResult>, Cursor)> {
     let counters = tx.counters()?;
+    let mut tx = ChunkRows { inner: tx, rows: std::collections::HashMap::new() };
 
     // Rule 1: every named chunk must be present.
     let mut missing = Vec::new();
@@ -118,7 +145,7 @@ pub fn apply(
     let mut head = counters.head;
     let mut results = Vec::with_capacity(changes.len());
     for change in changes {
-        let current = tx.entry(&change.entry_id)?;
+        let current = tx.inner.entry(&change.entry_id)?;
         let current_rev = current.map_or(Revision::ZERO, |e| e.revision);
         let live = matches!(current, Some(e) if !e.deleted);
         if change.base_revision != current_rev || (change.meta.is_none() && !live) {
@@ -128,7 +155,8 @@ pub fn apply(
         let revision = current_rev.next();
         head += 1;
 
-        let base_chunks = if live { tx.revision_chunks(&change.entry_id, current_rev)? } else { Vec::new() };
+        let base_chunks =
+            if live { tx.inner.revision_chunks(&change.entry_id, current_rev)? } else { Vec::new() };
         let chunks = match (&change.meta, &change.delta) {
             (None, _) => Vec::new(),
             (Some(_), None) => unique_chunks(&change.chunks),
@@ -141,17 +169,17 @@ pub fn apply(
             if live_refs == 0 && row.live_refs > 0 {
                 used = used.saturating_sub(row.size);
             }
-            tx.set_chunk_refs(id, row.refs, live_refs)?;
+            tx.set_chunk_refs(id, row, row.refs, live_refs)?;
         }
         for id in &chunks {
             let row = tx.chunk(id)?.ok_or_else(|| dangling(id))?;
             if row.live_refs == 0 {
                 used += row.size;
             }
-            tx.set_chunk_refs(id, row.refs + 1, row.live_refs + 1)?;
+            tx.set_chunk_refs(id, row, row.refs + 1, row.live_refs + 1)?;
         }
         let seq = Cursor(head);
-        tx.insert_revision(&EntryVersion {
+        tx.inner.insert_revision(&EntryVersion {
             seq,
             entry_id: change.entry_id,
             revision,
@@ -167,7 +195,7 @@ pub fn apply(
     if used > counters.quota && used > counters.used {
         return Err(StoreError::QuotaExceeded { needed: used, quota: counters.quota });
     }
-    tx.set_counters(used, head)?;
+    tx.inner.set_counters(used, head)?;
     Ok((results, Cursor(head)))
 }
 
