@@ -210,9 +210,10 @@ impl<R: Remote> Engine<R> {
                 )));
             }
             let next = async {
-                match page.more {
-                    true => Some(self.remote.journal(page.cursor, Some(PAGE)).await),
-                    false => None,
+                if page.more {
+                    Some(self.remote.journal(page.cursor, Some(PAGE)).await)
+                } else {
+                    None
                 }
             };
             let recording = self.record_pulled(&page.changes, Some(page.cursor), problems, &mut refused);

@@ -844,12 +844,13 @@ impl<R: Remote> Engine<R> {
     /// A chunk fetched ahead ([`Engine::prefetch_small`]) is used first; if
     /// it does not open, it is fetched again like any other.
     pub(crate) async fn fetch_verified(&self, c: &ChunkRef) -> Result<Vec<u8>, TransferError> {
-        // Not taken out: the same chunk can be the whole of several files.
-        let ahead = self.prefetched.lock().ok().and_then(|p| p.get(&c.id).cloned());
-        if let Some(sealed) = ahead {
-            if let Ok(plain) = self.open_fetched(c, sealed).await? {
-                return Ok(plain);
-            }
+        // Opened where it lies, not taken out (the same chunk can be the
+        // whole of several files) nor copied: chunks fetched ahead are
+        // small, opened inline like any small chunk.
+        let ahead =
+            self.prefetched.lock().ok().and_then(|p| p.get(&c.id).map(|s| open_chunk(&self.keys, c, s)));
+        if let Some(Ok(plain)) = ahead {
+            return Ok(plain);
         }
         let mut last = String::new();
         for _ in 0..2 {
