@@ -26,7 +26,11 @@
 //!   the cached one (see [`Stat::same_identity`]) keeps its cached hash,
 //!   unless it is *racily clean*: its mtime is within [`RACY_WINDOW_NS`] of
 //!   the scan's start, so it could have been written again in the same clock
-//!   tick after it was hashed. Those are always re-read.
+//!   tick after it was hashed. Those are always re-read. For the same
+//!   reason the engine does not cache a file whose mtime was that recent
+//!   when it was read: a later scan, when the tick is long past, would
+//!   otherwise trust a stat that a second write in that tick left as it
+//!   was.
 //!
 //! Hashing uses up to [`Scanner::with_threads`] threads (default: the number
 //! of cores, at most 4); each holds one chunker buffer (`4 × max` chunk size)

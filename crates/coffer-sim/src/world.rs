@@ -460,6 +460,15 @@ impl World {
         self.log.push(line);
     }
 
+    /// Lets `ms` milliseconds pass on the shared disk's and the store's
+    /// clocks (files written later get later mtimes; a file older than the
+    /// racily-clean window is trusted by its stat).
+    pub fn pass_time(&mut self, ms: u64) {
+        self.mem.advance(i64::try_from(ms).unwrap_or(0) * 1_000_000);
+        self.clock.advance_millis(ms);
+        self.note(format!("{ms} ms pass"));
+    }
+
     fn advance_clock(&mut self) {
         // Sometimes no time passes at all: edits inside the racily-clean
         // window must still be seen.

@@ -172,6 +172,40 @@ fn a_save_during_a_conflict_is_never_replaced() {
     }
 }
 
+/// A small file saved again between the scan that read it and its upload
+/// (which seals the bytes the scan kept): the new version is not lost,
+/// whether it has the old one's size or not, and wherever in the round
+/// the save lands: with the old one's size and mtime (a save in the same
+/// clock tick, which only reading the file again can tell), with a later
+/// mtime, and with another size. Time passes after the round, beyond the
+/// racily-clean window, so that the next scan trusts what the index says.
+#[test]
+fn a_save_between_the_scan_and_the_upload_is_not_lost() {
+    let cases = [
+        (&b"second!"[..], 0, "same size and time"),
+        (&b"second!"[..], 1_000, "same size"),
+        (&b"the second version"[..], 1_000, "another size"),
+    ];
+    for (second, ms_before, what) in cases {
+        for after in 0..12 {
+            let (rt, config) = world(2);
+            rt.block_on(async {
+                let mut w = World::new(config).await.unwrap();
+                let files: Vec<(String, Vec<u8>)> =
+                    (0..6).map(|i| (format!("f{i}.txt"), format!("first {i}").into_bytes())).collect();
+                w.write_many(0, &files).unwrap();
+                w.pass_time(ms_before);
+                w.sync_while_user_writes(0, "f0.txt", second, after).await.unwrap();
+                w.pass_time(10_000);
+                w.converge_and_check()
+                    .await
+                    .map_err(|e| format!("{what}, saved after {after} effects: {e}\n{:#?}", w.log()))
+                    .unwrap();
+            });
+        }
+    }
+}
+
 /// The per-step check catches a file at a final path that no user wrote
 /// (what a partial download would look like).
 #[test]

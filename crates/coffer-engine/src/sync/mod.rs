@@ -42,7 +42,7 @@ use crate::index::{Index, IndexError};
 use crate::model::{ChunkRef, Node, RelPath, STATE_DIR};
 use crate::plan::{plan, Op, PlanInput};
 use crate::remote::{Remote, RemoteError};
-use crate::scan::{ScanResult, Scanner};
+use crate::scan::{ScanResult, Scanner, RACY_WINDOW_NS};
 
 pub use pull::open_entry;
 pub use status::{Status, SyncState};
@@ -569,6 +569,8 @@ impl<R: Remote> Engine<R> {
     /// the round loads the other trees).
     pub(crate) fn scan(&self) -> Result<ScanResult, EngineError> {
         let started = std::time::Instant::now();
+        // Whatever the scan reads, it reads after this.
+        let started_ns = self.clock.now_ns();
         let excluded = self.index.excluded()?;
         let scanner =
             Scanner::new(self.fs.clone(), self.config.root.clone(), &self.keys, self.config.chunker)
@@ -606,27 +608,36 @@ impl<R: Remote> Engine<R> {
         let changed = |p: &RelPath, e: &crate::scan::LocalEntry| {
             cached.get(p).is_none_or(|(s, n)| !same_cached(s, &e.stat) || n != &e.node)
         };
-        let put: Vec<_> = match &covered {
+        let scanned: Vec<(&RelPath, &crate::scan::LocalEntry)> = match &covered {
             // A targeted scan: only what it covered can have changed.
             Some(covered) => covered
                 .iter()
                 .flat_map(|c| subtree(&result.entries, c))
                 .filter(|(p, e)| changed(p, e))
-                .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
                 .collect(),
-            None => result
-                .entries
-                .iter()
-                .filter(|(p, e)| changed(p, e))
-                .map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone()))
-                .collect(),
+            None => result.entries.iter().filter(|(p, e)| changed(p, e)).collect(),
         };
+        // A file whose mtime is this recent may be written again within the
+        // same clock tick after it was read, with the same size: its stat
+        // would then vouch for content it no longer has, for good once the
+        // tick is old (the scanner's racily-clean rule looks at the age of
+        // the mtime when the cache is read, not when it was written). Such
+        // a file is not cached: the next scan that covers it (the watcher
+        // reports that write) reads it again.
+        let racy = |e: &crate::scan::LocalEntry| {
+            e.node.kind == crate::model::NodeKind::File
+                && e.stat.mtime_ns >= started_ns.saturating_sub(RACY_WINDOW_NS)
+        };
+        let (racy_now, put): (Vec<_>, Vec<_>) = scanned.into_iter().partition(|(_, e)| racy(e));
+        let put: Vec<_> =
+            put.into_iter().map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone())).collect();
         let gone: Vec<_> = cached
             .keys()
             .filter(|p| in_scope(p))
             .filter(|p| {
                 !result.entries.contains_key(*p) && !result.unreadable.iter().any(|(u, _)| p.starts_with(u))
             })
+            .chain(racy_now.into_iter().filter(|(p, _)| cached.contains_key(*p)).map(|(p, _)| p))
             .cloned()
             .collect();
         drop(cached);
