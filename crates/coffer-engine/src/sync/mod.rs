@@ -581,6 +581,7 @@ impl<R: Remote> Engine<R> {
         };
         let dirty = self.dirty.lock().map(|mut d| d.replace(BTreeSet::new())).unwrap_or(None);
         let previous = self.last_scan.lock().ok().and_then(|mut s| s.take());
+        let mut hashed = 0;
         let (result, cached, covered) = match (previous, dirty) {
             (Some(base), Some(paths)) if paths.is_empty() => (base, BTreeMap::new(), Some(Vec::new())),
             (Some(mut base), Some(paths)) => {
@@ -589,6 +590,7 @@ impl<R: Remote> Engine<R> {
                 let mut t =
                     scanner.scan_paths(&paths, &CacheView(&cached, &self.index), &excluded).map_err(io)?;
                 self.keep_lists(std::mem::take(&mut t.result.lists));
+                hashed = t.result.files_hashed;
                 merge_targeted(&mut base, &t);
                 (base, cached, Some(t.covered))
             }
@@ -596,6 +598,7 @@ impl<R: Remote> Engine<R> {
                 let cached = self.index.all_cached()?;
                 let mut result = scanner.scan(&CacheView(&cached, &self.index), &excluded).map_err(io)?;
                 self.keep_lists(std::mem::take(&mut result.lists));
+                hashed = result.files_hashed;
                 (result, cached, None)
             }
         };
@@ -646,6 +649,7 @@ impl<R: Remote> Engine<R> {
             walk_ms = walked_at.as_millis() as u64,
             update_ms = (started.elapsed() - walked_at).as_millis() as u64,
             targeted = covered.is_some(),
+            hashed,
             put = put.len(),
             gone = gone.len(),
             "scanned"
