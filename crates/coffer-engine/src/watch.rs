@@ -54,7 +54,6 @@ compile_error!("coffer-engine's watcher reads inotify: it builds on Linux only")
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
-use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -434,12 +433,19 @@ impl Watcher {
     }
 }
 
+/// Inotify failed (never seen): the watcher ends, after asking for a full
+/// rescan of what it may have missed; the periodic full scans take over.
+fn give_up(tx: &mpsc::Sender<WatchBatch>, why: &str) {
+    tracing::warn!("the file watcher stopped: {why}; changes are found by the periodic full scans");
+    let _ = tx.try_send(WatchBatch { paths: BTreeSet::new(), full_rescan: true });
+}
+
 /// The thread: reads events as they come, sends a batch after a quiet
 /// `debounce` (or the maximum delay), merges when the receiver is full, and
 /// ends when stopped, when the receiver is gone, or if inotify fails.
 fn run(
     mut tree: Tree,
-    mut stop: UnixStream,
+    stop: UnixStream,
     tx: mpsc::Sender<WatchBatch>,
     debounce: Duration,
     received: &AtomicU64,
@@ -476,20 +482,14 @@ fn run(
         match poll(&mut fds, timeout.as_ref()) {
             Ok(_) => {}
             Err(Errno::INTR) => continue,
-            Err(e) => {
-                tracing::warn!("the file watcher stopped: {e}; changes are found by the periodic full scans");
-                return;
-            }
+            Err(e) => return give_up(&tx, &e.to_string()),
         }
         if !fds[1].revents().is_empty() {
-            // Closed (or, never, written to): stop.
-            let _ = stop.read(&mut [0u8; 1]);
-            return;
+            return; // The handle closed its end: stop.
         }
         let ready = fds[0].revents();
         if ready.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
-            tracing::warn!("the file watcher stopped; changes are found by the periodic full scans");
-            return;
+            return give_up(&tx, "inotify closed");
         }
         if !ready.contains(PollFlags::IN) {
             continue; // The timeout: the batch is due.
@@ -505,12 +505,7 @@ fn run(
                 }
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => break, // All read.
-                Err(e) => {
-                    tracing::warn!(
-                        "the file watcher stopped: {e}; changes are found by the periodic full scans"
-                    );
-                    return;
-                }
+                Err(e) => return give_up(&tx, &e.to_string()),
             }
         }
         received.fetch_add(n, Ordering::Relaxed);

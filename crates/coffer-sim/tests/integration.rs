@@ -173,7 +173,7 @@ fn a_save_during_a_conflict_is_never_replaced() {
 }
 
 /// A small file saved again between the scan that read it and its upload
-/// (which seals the bytes the scan kept): the new version is not lost,
+/// (which reads it again): the new version is not lost,
 /// whether it has the old one's size or not, and wherever in the round
 /// the save lands: with the old one's size and mtime (a save in the same
 /// clock tick, which only reading the file again can tell), with a later
