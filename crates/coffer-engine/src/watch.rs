@@ -40,8 +40,11 @@
 //! - `full_rescan` is set when a targeted scan cannot be trusted: the kernel
 //!   queue overflowed (the watches are then set up again from scratch), a
 //!   new directory could not be watched (the watch limit), the root itself
-//!   was deleted, moved or unmounted, or a batch grew beyond
-//!   [`MAX_BATCH_PATHS`] paths (then `paths` is empty: bounded memory).
+//!   was deleted, moved or unmounted (its watch is then gone, and is not
+//!   set up again if the root comes back: the periodic full scans cover it
+//!   until the daemon restarts), inotify itself failed (the watcher then
+//!   ends), or a batch grew beyond [`MAX_BATCH_PATHS`] paths (then `paths`
+//!   is empty: bounded memory).
 //! - A name that is not valid UTF-8 (or not a valid [`RelPath`]) is reported
 //!   as its nearest valid ancestor directory, or as a full rescan at the top.
 //! - If the receiver falls behind, batches are merged rather than queued.
