@@ -53,6 +53,14 @@ use crate::model::{FileHash, Node, NodeKind, RelPath, STATE_DIR};
 /// even if its stat matches the cache (the "racily clean" rule).
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
+/// Whether a file with this mtime, read by a scan that started at
+/// `start_ns`, is *racily clean*: it could be written again within the
+/// same clock tick after it was read, with no stat to tell. The one rule
+/// for both trusting the cache and writing to it.
+pub fn is_racy(mtime_ns: i64, start_ns: i64) -> bool {
+    mtime_ns >= start_ns.saturating_sub(RACY_WINDOW_NS)
+}
+
 /// What the scanner remembers from the last time it looked: the stat and
 /// the node found then. The local index implements it.
 pub trait StatCache {
@@ -349,7 +357,7 @@ impl Walker<'_> {
         let usable = cstat.same_identity(stat)
             && cnode.kind == NodeKind::File
             && cnode.hash.is_some()
-            && stat.mtime_ns < self.start_ns.saturating_sub(RACY_WINDOW_NS);
+            && !is_racy(stat.mtime_ns, self.start_ns);
         usable.then(|| Node {
             size: stat.size,
             mtime_ns: stat.mtime_ns,

@@ -42,7 +42,7 @@ use crate::index::{Index, IndexError};
 use crate::model::{ChunkRef, Node, RelPath, STATE_DIR};
 use crate::plan::{plan, Op, PlanInput};
 use crate::remote::{Remote, RemoteError};
-use crate::scan::{ScanResult, Scanner, RACY_WINDOW_NS};
+use crate::scan::{is_racy, ScanResult, Scanner};
 
 pub use pull::open_entry;
 pub use status::{Status, SyncState};
@@ -627,11 +627,9 @@ impl<R: Remote> Engine<R> {
         // the mtime when the cache is read, not when it was written). Such
         // a file is not cached: the next scan that covers it (the watcher
         // reports that write) reads it again.
-        let racy = |e: &crate::scan::LocalEntry| {
-            e.node.kind == crate::model::NodeKind::File
-                && e.stat.mtime_ns >= started_ns.saturating_sub(RACY_WINDOW_NS)
-        };
-        let (racy_now, put): (Vec<_>, Vec<_>) = scanned.into_iter().partition(|(_, e)| racy(e));
+        let (racy_now, put): (Vec<_>, Vec<_>) = scanned.into_iter().partition(|(_, e)| {
+            e.node.kind == crate::model::NodeKind::File && is_racy(e.stat.mtime_ns, started_ns)
+        });
         let put: Vec<_> =
             put.into_iter().map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone())).collect();
         let gone: Vec<_> = cached
