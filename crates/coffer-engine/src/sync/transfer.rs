@@ -43,6 +43,71 @@ pub(crate) const FETCH_AHEAD: usize = 3;
 const FETCH_BATCH_BYTES: u64 = 4 << 20;
 /// Bytes copied from a replaced file's old version between progress updates.
 const LOCAL_RUN_BYTES: u64 = 64 << 20;
+/// A download with at least this many bytes to fetch writes them on a
+/// thread of its own ([`ChunkWriter`]).
+const WRITER_THREAD_BYTES: u64 = 16 << 20;
+/// Opened chunks waiting for a [`ChunkWriter`] at most.
+const WRITER_QUEUE: usize = 32;
+
+/// Where a download writes the chunks it receives, in file order.
+enum WriteTo {
+    /// On the download's own task.
+    Here(Box<dyn crate::fs::WriteFile>),
+    /// On a thread of its own, for a large download.
+    Thread(ChunkWriter),
+}
+
+impl WriteTo {
+    /// The file, once everything handed over is written; the first write
+    /// error if any.
+    async fn into_file(self) -> std::io::Result<Box<dyn crate::fs::WriteFile>> {
+        match self {
+            WriteTo::Here(file) => Ok(file),
+            WriteTo::Thread(writer) => writer.finish().await,
+        }
+    }
+}
+
+/// A large download's chunks written on a blocking thread, in order, while
+/// the download's task receives and opens the next ones. In the tail of
+/// W1 (after the upload ends, the rest of a 1 GiB file fetched) the writes
+/// are most of the download's CPU, the kernel's copy into the page cache;
+/// done on the download's task they left the other core idle
+/// (docs/benchmarks.md, sixteenth pass). At most [`WRITER_QUEUE`] chunks
+/// wait.
+struct ChunkWriter {
+    queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+    done: tokio::task::JoinHandle<(Box<dyn crate::fs::WriteFile>, std::io::Result<()>)>,
+}
+
+impl ChunkWriter {
+    fn start(mut file: Box<dyn crate::fs::WriteFile>) -> Self {
+        let (queue, mut chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
+        let done = tokio::task::spawn_blocking(move || {
+            while let Some(bytes) = chunks.blocking_recv() {
+                if let Err(e) = file.write_all(&bytes) {
+                    return (file, Err(e));
+                }
+            }
+            (file, Ok(()))
+        });
+        Self { queue, done }
+    }
+
+    /// Queues `bytes` after those before; `false` once the writer has
+    /// stopped at an error ([`ChunkWriter::finish`] returns it).
+    async fn write(&self, bytes: Vec<u8>) -> bool {
+        self.queue.send(bytes).await.is_ok()
+    }
+
+    /// Waits until everything queued is written; the file back, or the
+    /// first write error.
+    async fn finish(self) -> std::io::Result<Box<dyn crate::fs::WriteFile>> {
+        drop(self.queue);
+        let (file, written) = self.done.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        written.map(|()| file)
+    }
+}
 
 /// Why moving one file failed.
 #[derive(Debug, thiserror::Error)]
@@ -710,7 +775,7 @@ impl<R: Remote> Engine<R> {
                 local_reader = self.fs.open_read(path).ok().map(|r| LocalCursor { reader: r, pos: 0 });
             }
         }
-        let (mut file, done) = match start {
+        let (file, done) = match start {
             Some((file, done)) => {
                 self.progressed(chunks[..done].iter().map(|c| u64::from(c.len)).sum());
                 (file, done)
@@ -721,6 +786,12 @@ impl<R: Remote> Engine<R> {
         // FETCH_BATCH_BYTES, one request each, FETCH_AHEAD batches ahead.
         let wanted: Vec<ChunkRef> =
             chunks.iter().zip(&from_local).skip(done).filter(|(_, l)| l.is_none()).map(|(c, _)| *c).collect();
+        let to_fetch: u64 = wanted.iter().map(|c| u64::from(c.len)).sum();
+        let mut sink = if local_reader.is_none() && to_fetch >= WRITER_THREAD_BYTES {
+            WriteTo::Thread(ChunkWriter::start(file))
+        } else {
+            WriteTo::Here(file)
+        };
         let groups: Vec<Vec<ChunkRef>> = batches(&wanted, FETCH_BATCH_BYTES, |c| u64::from(c.len))
             .into_iter()
             .map(<[_]>::to_vec)
@@ -752,14 +823,14 @@ impl<R: Remote> Engine<R> {
                         .collect();
                     let (key, mut reader) =
                         (self.keys.chunk_id.clone(), local_reader.take().expect("checked"));
+                    let mut file = sink.into_file().await?;
                     let (back, reader, copied) = tokio::task::spawn_blocking(move || {
-                        let mut file = file;
                         let copied = copy_local_run(&key, &mut reader, file.as_mut(), &run);
                         (file, reader, copied)
                     })
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    (file, local_reader) = (back, Some(reader));
+                    (sink, local_reader) = (WriteTo::Here(back), Some(reader));
                     let copied = copied?;
                     let bytes: u64 = chunks[i..i + copied].iter().map(|c| u64::from(c.len)).sum();
                     self.progressed(bytes);
@@ -786,10 +857,20 @@ impl<R: Remote> Engine<R> {
                 }
             };
             fail::fail_point!("download-chunk-received");
-            file.write_all(&plain)?;
-            self.progressed(plain.len() as u64);
+            let len = plain.len() as u64;
+            match &mut sink {
+                WriteTo::Here(file) => file.write_all(&plain)?,
+                WriteTo::Thread(writer) => {
+                    if !writer.write(plain).await {
+                        // Stopped at an error, which `into_file` returns.
+                        break;
+                    }
+                }
+            }
+            self.progressed(len);
             i += 1;
         }
+        let mut file = sink.into_file().await?;
         // Waits for the data written out early (a large file on the real
         // disk), whose error the durability step by path would not see; on
         // a blocking thread, as that can take a while on a slow disk. A
@@ -1369,6 +1450,60 @@ mod tests {
                 SealedChunk::from_parts(ChunkId::from_bytes(*blake3::hash(&bytes).as_bytes()), bytes)
             })
             .collect()
+    }
+
+    /// A file whose bytes the test can read while a [`ChunkWriter`] owns it;
+    /// with `Some(n)`, every write after the first `n` fails.
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>, Option<usize>);
+    impl io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.1 == Some(0) {
+                return Err(io::Error::other("disk full"));
+            }
+            self.1 = self.1.map(|n| n - 1);
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl crate::fs::WriteFile for Shared {
+        fn sync_all(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_thread_writes_every_chunk_in_order() {
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = ChunkWriter::start(Box::new(Shared(bytes.clone(), None)));
+        // More chunks than the queue holds, so the sender waits on the writer.
+        let chunks: Vec<Vec<u8>> =
+            (0..WRITER_QUEUE as u32 * 4).map(|i| vec![(i % 251) as u8; 1000 + i as usize]).collect();
+        for c in &chunks {
+            assert!(writer.write(c.clone()).await);
+        }
+        writer.finish().await.unwrap();
+        assert!(*bytes.lock().unwrap() == chunks.concat(), "the bytes differ from the chunks in order");
+    }
+
+    #[tokio::test]
+    async fn a_writer_thread_stops_at_a_write_error_and_returns_it() {
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = ChunkWriter::start(Box::new(Shared(bytes.clone(), Some(3))));
+        // The writer stops at the fourth chunk; the sends after it fail
+        // once the queue is gone (a few may still have been queued).
+        let mut refused = 0;
+        for i in 0..WRITER_QUEUE * 4 {
+            if !writer.write(vec![i as u8; 100]).await {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "every chunk was taken after the writer failed");
+        let Err(e) = writer.finish().await else { panic!("the write error was lost") };
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(bytes.lock().unwrap().len(), 300, "only the chunks before the error were written");
     }
 
     #[tokio::test]
