@@ -83,18 +83,27 @@ fn copy_through_user_space() -> bool {
 /// takes two hops, a device to its server and the server to the other
 /// device (docs/benchmarks.md, sixteenth pass).
 fn splice_both_ways(inbound: TcpStream, outbound: TcpStream, counter: Arc<AtomicU64>) {
-    let blocking = |s: TcpStream| {
+    let blocking = |s: TcpStream| -> std::io::Result<std::net::TcpStream> {
         let s = s.into_std()?;
         s.set_nonblocking(false)?;
-        Ok::<_, std::io::Error>(s)
+        Ok(s)
     };
+    // Dropped here, both sockets close: the tool sees the connection end.
     let (Ok(inbound), Ok(outbound)) = (blocking(inbound), blocking(outbound)) else { return };
-    let (Ok(inbound2), Ok(outbound2)) = (inbound.try_clone(), outbound.try_clone()) else { return };
-    let up = counter.clone();
-    let spawn =
-        |name: &str, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name.into()).spawn(f);
-    let _ = spawn("proxy-up", Box::new(move || splice_pump(&inbound, &outbound2, &up)));
-    let _ = spawn("proxy-down", Box::new(move || splice_pump(&outbound, &inbound2, &counter)));
+    for (from, to, name) in [(&inbound, &outbound, "proxy-up"), (&outbound, &inbound, "proxy-down")] {
+        let counter = counter.clone();
+        let started = from.try_clone().and_then(|from| {
+            let to = to.try_clone()?;
+            std::thread::Builder::new().name(name.into()).spawn(move || splice_pump(&from, &to, &counter))
+        });
+        if started.is_err() {
+            // One direction alone would leave the tool waiting: end the
+            // connection (the other direction's thread, if any, sees it).
+            let _ = inbound.shutdown(std::net::Shutdown::Both);
+            let _ = outbound.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
 }
 
 /// Moves everything `from` sends to `to` through a pipe, counted; at the
