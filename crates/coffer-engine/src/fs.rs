@@ -169,7 +169,7 @@ const WRITEBACK_STEP: u64 = 32 << 20;
 /// of memory for each 4 KiB. On the benchmark machine, a VM whose free
 /// memory the host takes back, a fresh page is dear (touching 1 GiB of new
 /// memory took 1–1.8 s) and two 1 GiB files written at once took 0.6–0.9
-/// s this way against 3.0–3.6 s; on any machine, a large download no
+/// s this way against 2.6–3.7 s; on any machine, a large download no
 /// longer pushes the user's working set out of the cache. The cost: the
 /// first read of such a file after it lands comes from the disk
 /// (docs/benchmarks.md, sixteenth pass).

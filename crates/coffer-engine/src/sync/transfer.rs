@@ -1452,17 +1452,11 @@ mod tests {
             .collect()
     }
 
-    /// A file whose bytes the test can read while a [`ChunkWriter`] owns it;
-    /// with `Some(n)`, every write after the first `n` fails.
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>, Option<usize>);
+    /// A [`Sink`] the test can read while a [`ChunkWriter`] owns it.
+    struct Shared(std::sync::Arc<std::sync::Mutex<Sink>>);
     impl io::Write for Shared {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            if self.1 == Some(0) {
-                return Err(io::Error::other("disk full"));
-            }
-            self.1 = self.1.map(|n| n - 1);
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
+            self.0.lock().unwrap().write(b)
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
@@ -1474,10 +1468,16 @@ mod tests {
         }
     }
 
+    /// A [`Shared`] sink that fails every write after the first `fail_after`, if set.
+    fn shared(fail_after: Option<usize>) -> (std::sync::Arc<std::sync::Mutex<Sink>>, Box<Shared>) {
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(Sink(Vec::new(), fail_after)));
+        (sink.clone(), Box::new(Shared(sink)))
+    }
+
     #[tokio::test]
     async fn a_writer_thread_writes_every_chunk_in_order() {
-        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = ChunkWriter::start(Box::new(Shared(bytes.clone(), None)));
+        let (bytes, file) = shared(None);
+        let writer = ChunkWriter::start(file);
         // More chunks than the queue holds, so the sender waits on the writer.
         let chunks: Vec<Vec<u8>> =
             (0..WRITER_QUEUE as u32 * 4).map(|i| vec![(i % 251) as u8; 1000 + i as usize]).collect();
@@ -1485,13 +1485,13 @@ mod tests {
             assert!(writer.write(c.clone()).await);
         }
         writer.finish().await.unwrap();
-        assert!(*bytes.lock().unwrap() == chunks.concat(), "the bytes differ from the chunks in order");
+        assert!(bytes.lock().unwrap().0 == chunks.concat(), "the bytes differ from the chunks in order");
     }
 
     #[tokio::test]
     async fn a_writer_thread_stops_at_a_write_error_and_returns_it() {
-        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = ChunkWriter::start(Box::new(Shared(bytes.clone(), Some(3))));
+        let (bytes, file) = shared(Some(3));
+        let writer = ChunkWriter::start(file);
         // The writer stops at the fourth chunk; the sends after it fail
         // once the queue is gone (a few may still have been queued).
         let mut refused = 0;
@@ -1503,7 +1503,7 @@ mod tests {
         assert!(refused > 0, "every chunk was taken after the writer failed");
         let Err(e) = writer.finish().await else { panic!("the write error was lost") };
         assert_eq!(e.to_string(), "disk full");
-        assert_eq!(bytes.lock().unwrap().len(), 300, "only the chunks before the error were written");
+        assert_eq!(bytes.lock().unwrap().0.len(), 300, "only the chunks before the error were written");
     }
 
     #[tokio::test]
