@@ -82,6 +82,10 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Statement journals in memory: a commit's inserts each keep one (the
+    // tables have unique indexes), and on a temp file each page they
+    // touch cost a write(2).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -798,5 +802,67 @@ mod tests {
             .unwrap();
         let new = s.account(new).unwrap().unwrap();
         assert_eq!(new.settings.as_ref().map(SealedSettings::as_bytes), Some(&[5, 6][..]));
+    }
+
+    /// A database whose revisions were keyed by entry (schema 3) keeps
+    /// every revision through the move to journal order: the journal, an
+    /// entry's versions and the snapshot read as before, and the unique
+    /// (entry, revision) still refuses a second row.
+    #[test]
+    fn revisions_keep_through_the_move_to_journal_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let (a, b) = ([0xaa_u8; 32], [0x11_u8; 32]);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &schema::MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (username, opaque_record, wrapped_key, quota, head, created_at)
+                 VALUES ('old', x'01', x'0203', 10, 3, 0)",
+                [],
+            )
+            .unwrap();
+            // Entry a at revisions 1 and 2 (seq 1 and 3), entry b at 1 (seq 2).
+            for (entry, rev, seq) in [(a, 1, 1), (b, 1, 2), (a, 2, 3)] {
+                conn.execute(
+                    "INSERT INTO revisions (account, entry, rev, seq, meta, chunks, device, time)
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?3)",
+                    params![&entry[..], rev, seq, vec![seq as u8; 3], vec![seq as u8; 32], &[7u8; 16][..]],
+                )
+                .unwrap();
+            }
+            for entry in [a, b] {
+                let rev = if entry == a { 2 } else { 1 };
+                conn.execute(
+                    "INSERT INTO entries (account, entry, rev, deleted) VALUES (1, ?1, ?2, 0)",
+                    params![&entry[..], rev],
+                )
+                .unwrap();
+            }
+        }
+        let s = SqliteMetaStore::open(&path).unwrap();
+        let account = AccountId(1);
+        let page = s.journal(account, Cursor(0), 10).unwrap();
+        let seen: Vec<(u64, [u8; 32], u64)> =
+            page.changes.iter().map(|v| (v.seq.0, *v.entry_id.as_bytes(), v.revision.0)).collect();
+        assert_eq!(seen, vec![(1, a, 1), (2, b, 1), (3, a, 2)]);
+        assert_eq!(page.changes[2].meta.as_ref().map(SealedMeta::as_bytes), Some(&[3u8; 3][..]));
+        assert_eq!(page.changes[2].chunks, vec![ChunkId::from_slice(&[3u8; 32]).unwrap()]);
+        let of_a = s.versions(account, EntryId::from_slice(&a).unwrap()).unwrap();
+        assert_eq!(of_a.iter().map(|v| (v.revision.0, v.seq.0)).collect::<Vec<_>>(), vec![(2, 3), (1, 1)]);
+        let snap = s.snapshot(account, None, 10).unwrap();
+        let mut live: Vec<(u64, u64)> = snap.entries.iter().map(|v| (v.revision.0, v.seq.0)).collect();
+        live.sort_unstable();
+        assert_eq!(live, vec![(1, 2), (2, 3)]);
+        let conn = Connection::open(&path).unwrap();
+        let again = conn.execute(
+            "INSERT INTO revisions (account, entry, rev, seq, meta, chunks, device, time)
+             VALUES (1, ?1, 2, 4, NULL, x'', x'00', 0)",
+            params![&a[..]],
+        );
+        assert!(again.is_err(), "a second row for (entry, revision) must be refused");
     }
 }

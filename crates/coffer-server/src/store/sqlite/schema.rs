@@ -75,6 +75,29 @@ pub const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE accounts ADD COLUMN settings BLOB;
     ",
+    // 4: revisions kept in journal order. Keyed by entry, a commit of many
+    // new entries inserted its rows (each with its sealed metadata) at
+    // random places in the table, writing most of its pages again at every
+    // commit. Keyed by (account, seq), they are appended; the lookup by
+    // entry goes through a compact index.
+    r"
+    CREATE TABLE revisions_by_seq_new (
+        account INTEGER NOT NULL,
+        seq     INTEGER NOT NULL,
+        entry   BLOB NOT NULL,
+        rev     INTEGER NOT NULL,
+        meta    BLOB,
+        chunks  BLOB NOT NULL,
+        device  BLOB NOT NULL,
+        time    INTEGER NOT NULL,
+        PRIMARY KEY (account, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO revisions_by_seq_new (account, seq, entry, rev, meta, chunks, device, time)
+        SELECT account, seq, entry, rev, meta, chunks, device, time FROM revisions;
+    DROP TABLE revisions;
+    ALTER TABLE revisions_by_seq_new RENAME TO revisions;
+    CREATE UNIQUE INDEX revisions_by_entry ON revisions(account, entry, rev);
+    ",
 ];
 
 /// Runs the migrations not yet applied.
