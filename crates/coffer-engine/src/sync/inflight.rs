@@ -14,6 +14,9 @@
 //! The note is cleared once the answer is recorded (but for uploads the
 //! store refused as conflicts), and after that check.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use super::{Engine, EngineError};
@@ -38,16 +41,28 @@ impl<R: Remote> Engine<R> {
         &self,
         uploads: impl Iterator<Item = (&'a RelPath, &'a SyncedEntry)>,
     ) -> Result<Vec<RelPath>, EngineError> {
-        let mut rows = self.in_flight()?;
-        let mut noted = Vec::new();
+        // A path noted twice keeps its last note. By set, not by a scan
+        // of the notes per upload: a batch carries hundreds.
+        let mut fresh: Vec<InFlight> = Vec::new();
+        let mut at: HashMap<RelPath, usize> = HashMap::new();
         for (path, s) in uploads {
-            rows.retain(|r| &r.path != path);
-            rows.push(InFlight { path: path.clone(), revision: s.revision.get(), node: s.node.clone() });
-            noted.push(path.clone());
+            let row = InFlight { path: path.clone(), revision: s.revision.get(), node: s.node.clone() };
+            match at.entry(path.clone()) {
+                Entry::Occupied(o) => fresh[*o.get()] = row,
+                Entry::Vacant(v) => {
+                    v.insert(fresh.len());
+                    fresh.push(row);
+                }
+            }
         }
-        if !noted.is_empty() {
-            self.write_in_flight(&rows)?;
+        if fresh.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut rows = self.in_flight()?;
+        rows.retain(|r| !at.contains_key(&r.path));
+        let noted = fresh.iter().map(|r| r.path.clone()).collect();
+        rows.extend(fresh);
+        self.write_in_flight(&rows)?;
         Ok(noted)
     }
 
@@ -59,6 +74,8 @@ impl<R: Remote> Engine<R> {
         if noted.is_empty() {
             return Ok(());
         }
+        let noted: HashSet<&RelPath> = noted.iter().collect();
+        let refused: HashSet<&RelPath> = refused.iter().collect();
         let mut rows = self.in_flight()?;
         rows.retain(|r| !noted.contains(&r.path) || refused.contains(&r.path));
         self.write_in_flight(&rows)
