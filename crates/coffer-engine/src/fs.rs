@@ -335,6 +335,13 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn symlink(&self, target: &str, at: &Path) -> io::Result<()>;
     /// Sets the modification time of `path` itself (a symlink is not followed).
     fn set_mtime(&self, path: &Path, mtime_ns: i64) -> io::Result<()>;
+    /// Sets the modification time of the regular file `path` (created
+    /// empty if missing) to the file system's "now", and returns that
+    /// time as the file system stored it: its own clock, at its own
+    /// granularity, as any later write to any file on it will be stamped
+    /// no earlier (the racily-clean rule's horizon, see
+    /// [`crate::scan::is_racy`]).
+    fn stamp(&self, path: &Path) -> io::Result<i64>;
     /// Sets or clears the executable bits of a regular file (`x` wherever
     /// `r` is set, like `chmod +x` under a 022 umask). Anything else than a
     /// regular file → `InvalidInput`.
@@ -507,6 +514,25 @@ impl Fs for RealFs {
         };
         rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             .map_err(io::Error::from)
+    }
+
+    fn stamp(&self, path: &Path) -> io::Result<i64> {
+        // No O_TRUNC: the file stays empty, and a stamp is one inode update.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)?;
+        let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+        // The kernel takes the time, as it does for a write (`current_time`).
+        rustix::fs::futimens(&file, &rustix::fs::Timestamps { last_access: now, last_modification: now })?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        Ok(Self::stat_of(&meta).mtime_ns)
     }
 
     fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
@@ -1055,6 +1081,28 @@ impl Fs for MemFs {
         Ok(())
     }
 
+    fn stamp(&self, path: &Path) -> io::Result<i64> {
+        let now = self.now_ns();
+        let mut st = lock(&self.state);
+        let p = st.resolve(path, false)?;
+        match st.nodes.get(&p).map(|n| &n.kind) {
+            Some(MemKind::File(body)) => {
+                lock(body).mtime_ns = now;
+                Ok(now)
+            }
+            Some(_) => Err(err(io::ErrorKind::InvalidInput, "not a regular file")),
+            None => {
+                st.insert(
+                    &p,
+                    MemKind::File(Arc::new(Mutex::new(FileBody { data: Vec::new(), mtime_ns: now }))),
+                    0o600,
+                    now,
+                )?;
+                Ok(now)
+            }
+        }
+    }
+
     fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
         let mut st = lock(&self.state);
         let p = st.resolve(path, false)?;
@@ -1133,6 +1181,28 @@ mod tests {
         assert!(!fs.exists(&root.join("nope")).unwrap());
         assert_eq!(fs.symlink_metadata(&root.join("nope")).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(fs.open_read(&root.join("nope")).err().unwrap().kind(), io::ErrorKind::NotFound);
+
+        // A stamp creates its file empty, keeps a file's bytes, reports the
+        // mtime a stat then shows, never goes back, and is no later than
+        // the mtime of a file written after it. Not on a folder or a link.
+        let m = root.join("stamp");
+        let first = fs.stamp(&m).unwrap();
+        let s = fs.symlink_metadata(&m).unwrap();
+        assert_eq!((s.kind, s.size, s.mtime_ns), (StatKind::File, 0, first));
+        assert_eq!(s.mode & 0o111, 0);
+        let second = fs.stamp(&f).unwrap();
+        assert_eq!((read(fs, &f), fs.symlink_metadata(&f).unwrap().mtime_ns), (b"hello".to_vec(), second));
+        assert!(second >= first);
+        let after = root.join("after.txt");
+        write(fs, &after, b"later");
+        assert!(fs.symlink_metadata(&after).unwrap().mtime_ns >= second);
+        fs.remove_file(&after).unwrap();
+        assert!(fs.stamp(root).is_err());
+        fs.symlink("f.txt", &root.join("stamp-link")).unwrap();
+        assert!(fs.stamp(&root.join("stamp-link")).is_err());
+        assert_eq!(fs.symlink_metadata(&root.join("stamp-link")).unwrap().kind, StatKind::Symlink);
+        fs.remove_file(&root.join("stamp-link")).unwrap();
+        fs.remove_file(&m).unwrap();
 
         // A no-clobber move never replaces what is there.
         let g = root.join("g.txt");

@@ -24,13 +24,22 @@
 //!   up to the size, the hash is thrown away.
 //! - **The cache is trusted only when it is safe.** A file whose stat equals
 //!   the cached one (see [`Stat::same_identity`]) keeps its cached hash,
-//!   unless it is *racily clean*: its mtime is within [`RACY_WINDOW_NS`] of
-//!   the scan's start, so it could have been written again in the same clock
+//!   unless it is *racily clean*: its mtime is at or after the scan's
+//!   *horizon*, so it could have been written again in the same clock
 //!   tick after it was hashed. Those are always re-read. For the same
 //!   reason the engine does not cache a file whose mtime was that recent
 //!   when it was read: a later scan, when the tick is long past, would
 //!   otherwise trust a stat that a second write in that tick left as it
 //!   was.
+//! - **The horizon is the file system's own time.** The engine stamps a
+//!   file in its state folder just before a scan ([`Fs::stamp`]) and takes
+//!   the mtime the file system gave it, as git compares mtimes with its
+//!   index file's. That time comes from the same clock, at the same
+//!   granularity (2 s on FAT, 1 s on some, a kernel tick on ext4), as
+//!   every later write to the folder: a file whose mtime is before it
+//!   cannot be written again without its mtime moving. Without a stamp
+//!   (the state folder not writable), the horizon is the system clock's
+//!   time less [`RACY_WINDOW_NS`].
 //!
 //! Hashing uses up to [`Scanner::with_threads`] threads (default: the number
 //! of cores, at most 4); each holds one chunker buffer (`4 × max` chunk size)
@@ -49,16 +58,40 @@ use crate::fs::{display_path, Clock, Fs, Stat, StatKind, SystemClock};
 use crate::ignore::{IgnoreError, IgnoreRules, IgnoreWarning};
 use crate::model::{FileHash, Node, NodeKind, RelPath, STATE_DIR};
 
-/// A file modified less than this long before a scan started is re-hashed
-/// even if its stat matches the cache (the "racily clean" rule).
+/// When the file system's time cannot be had ([`Fs::stamp`] failed), a
+/// file modified less than this long before a scan started (by the system
+/// clock) is re-hashed even if its stat matches the cache: the coarsest
+/// mtime granularity there is (FAT's) and some skew between the system's
+/// clock and the file system's.
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
-/// Whether a file with this mtime, read by a scan that started at
-/// `start_ns`, is *racily clean*: it could be written again within the
-/// same clock tick after it was read, with no stat to tell. The one rule
-/// for both trusting the cache and writing to it.
-pub fn is_racy(mtime_ns: i64, start_ns: i64) -> bool {
-    mtime_ns >= start_ns.saturating_sub(RACY_WINDOW_NS)
+/// Whether a file with this mtime, read after `horizon_ns` (see
+/// [`racy_horizon`]), is *racily clean*: it could be written again within
+/// the same clock tick after it was read, with no stat to tell. The one
+/// rule for both trusting the cache and writing to it.
+pub fn is_racy(mtime_ns: i64, horizon_ns: i64) -> bool {
+    mtime_ns >= horizon_ns
+}
+
+/// The horizon of the racily-clean rule for what is read from now on: the
+/// file system's time, as it stamped `marker` (a file of the engine's own,
+/// on the same file system as the synced files); or, if the stamp fails,
+/// `clock`'s time less [`RACY_WINDOW_NS`].
+///
+/// Sound because a write stamps a file with the file system's time then,
+/// which is no earlier than the stamp taken before it, and a file whose
+/// mtime is before the horizon can only be written again with a later one.
+/// With the stamp, a file written a few milliseconds before a scan is
+/// trusted by its stat on a file system with fine timestamps; the system
+/// clock's window had to cover FAT's 2 s slots everywhere.
+pub fn racy_horizon(fs: &dyn Fs, marker: &Path, clock: &dyn Clock) -> i64 {
+    match fs.stamp(marker) {
+        Ok(ns) => ns,
+        Err(e) => {
+            tracing::debug!(error = %e, marker = %marker.display(), "no file system time; the system clock's racy window applies");
+            clock.now_ns().saturating_sub(RACY_WINDOW_NS)
+        }
+    }
 }
 
 /// What the scanner remembers from the last time it looked: the stat and
@@ -258,6 +291,8 @@ pub struct Scanner {
     seed: ChunkerSeed,
     params: ChunkerParams,
     clock: Arc<dyn Clock>,
+    /// The racily-clean rule's horizon, if taken before the scan.
+    horizon_ns: Option<i64>,
     threads: usize,
     /// New files at least this large are cut in two halves at once
     /// ([`Scanner::cut_in_halves`]) when there are threads to spare.
@@ -302,7 +337,7 @@ struct Walker<'a> {
     cache: &'a dyn StatCache,
     excluded: &'a BTreeSet<RelPath>,
     rules: IgnoreRules,
-    start_ns: i64,
+    horizon_ns: i64,
     out: ScanResult,
     jobs: Vec<(RelPath, Stat)>,
 }
@@ -357,7 +392,7 @@ impl Walker<'_> {
         let usable = cstat.same_identity(stat)
             && cnode.kind == NodeKind::File
             && cnode.hash.is_some()
-            && !is_racy(stat.mtime_ns, self.start_ns);
+            && !is_racy(stat.mtime_ns, self.horizon_ns);
         usable.then(|| Node {
             size: stat.size,
             mtime_ns: stat.mtime_ns,
@@ -506,14 +541,24 @@ impl Scanner {
             seed,
             params,
             clock: Arc::new(SystemClock),
+            horizon_ns: None,
             threads,
             halves_min: HALVES_MIN_BYTES,
         }
     }
 
-    /// Uses `clock` for the scan start time (the racily-clean rule).
+    /// Uses `clock` for the scan start time (the racily-clean rule, when
+    /// no horizon is given).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Uses `horizon_ns` (see [`racy_horizon`]), taken before the scan, for
+    /// the racily-clean rule, instead of the clock's time less
+    /// [`RACY_WINDOW_NS`].
+    pub fn with_racy_horizon(mut self, horizon_ns: i64) -> Self {
+        self.horizon_ns = Some(horizon_ns);
         self
     }
 
@@ -544,7 +589,7 @@ impl Scanner {
             cache,
             excluded,
             rules,
-            start_ns: self.clock.now_ns(),
+            horizon_ns: self.horizon_ns.unwrap_or_else(|| self.clock.now_ns().saturating_sub(RACY_WINDOW_NS)),
             out: ScanResult::default(),
             jobs: Vec::new(),
         })
@@ -1080,6 +1125,43 @@ mod tests {
     }
 
     #[test]
+    fn the_racy_horizon_is_the_file_systems_time_when_it_can_be_had() {
+        let fs = Arc::new(MemFs::new());
+        fs.write_file(Path::new("/r/f"), b"content").unwrap();
+        fs.create_dir_all(Path::new("/r/.coffer/tmp")).unwrap();
+        let stat = fs.symlink_metadata(Path::new("/r/f")).unwrap();
+        let fake = Node {
+            kind: NodeKind::File,
+            size: 7,
+            mtime_ns: 0,
+            executable: false,
+            hash: Some(FileHash([9; 32])),
+            target: None,
+        };
+        let cache = HashMap::from([(p("f"), (stat, fake.clone()))]);
+        let none = BTreeSet::new();
+        let marker = Path::new("/r/.coffer/tmp/clock");
+        // The marker stamped in the tick the file was written: racy.
+        let h = racy_horizon(fs.as_ref(), marker, fs.as_ref());
+        assert_eq!(h, stat.mtime_ns);
+        let sc = scanner(fs.clone(), Path::new("/r")).with_clock(fs.clone());
+        let r = sc.with_racy_horizon(h).scan(&cache, &none).unwrap();
+        assert_eq!((r.files_hashed, r.entries[&p("f")].node.hash), (1, Some(reference(b"content"))));
+        // One nanosecond later, the file system's time has moved on: the
+        // stat is trusted, where the clock's 2 s window would not.
+        fs.advance(1);
+        let h = racy_horizon(fs.as_ref(), marker, fs.as_ref());
+        assert_eq!(h, stat.mtime_ns + 1);
+        let sc = scanner(fs.clone(), Path::new("/r")).with_clock(fs.clone());
+        let r = sc.with_racy_horizon(h).scan(&cache, &none).unwrap();
+        assert_eq!((r.files_hashed, r.entries[&p("f")].node.hash), (0, fake.hash));
+        // No stamp to be had (no state folder): the clock less the window.
+        let h = racy_horizon(fs.as_ref(), Path::new("/nowhere/clock"), fs.as_ref());
+        assert_eq!(h, fs.now_ns() - RACY_WINDOW_NS);
+        assert!(is_racy(stat.mtime_ns, h) && !is_racy(h - 1, h));
+    }
+
+    #[test]
     fn racily_clean_rule_and_cache_trust() {
         let fs = Arc::new(MemFs::new());
         fs.write_file(Path::new("/r/f"), b"content").unwrap();
@@ -1206,6 +1288,9 @@ mod tests {
         }
         fn set_mtime(&self, path: &Path, mtime_ns: i64) -> io::Result<()> {
             self.inner.set_mtime(path, mtime_ns)
+        }
+        fn stamp(&self, path: &Path) -> io::Result<i64> {
+            self.inner.stamp(path)
         }
         fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
             self.inner.set_executable(path, executable)

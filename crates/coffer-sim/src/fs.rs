@@ -161,6 +161,11 @@ impl Fs for CrashFs {
         self.inner.set_mtime(path, mtime_ns)
     }
 
+    fn stamp(&self, path: &Path) -> io::Result<i64> {
+        self.effect("stamp", &[path])?;
+        self.inner.stamp(path)
+    }
+
     fn set_executable(&self, path: &Path, executable: bool) -> io::Result<()> {
         self.effect("chmod", &[path])?;
         self.inner.set_executable(path, executable)

@@ -206,6 +206,31 @@ fn a_save_between_the_scan_and_the_upload_is_not_lost() {
     }
 }
 
+/// A file saved on the receiving device right after sync placed it, with
+/// the same size, in the clock tick that the sending device wrote it in
+/// (no time passes here, as on a file system with 2 s timestamps): the
+/// placed file's mtime is then the save's too, so the stat cache must not
+/// vouch for what was placed. Every effect of the round is tried as the
+/// moment of the save; time passes after the round, beyond any racy
+/// window, so that the next scan trusts what the index says.
+#[test]
+fn a_save_in_the_tick_of_a_downloaded_version_is_not_lost() {
+    for after in 0..24 {
+        let (rt, config) = world(2);
+        rt.block_on(async {
+            let mut w = World::new(config).await.unwrap();
+            w.write(0, "doc.txt", b"version 1").unwrap();
+            w.sync(0).await.unwrap();
+            w.sync_while_user_writes(1, "doc.txt", b"version 2", after).await.unwrap();
+            w.pass_time(10_000);
+            w.converge_and_check()
+                .await
+                .map_err(|e| format!("saved after {after} effects: {e}\n{:#?}", w.log()))
+                .unwrap();
+        });
+    }
+}
+
 /// The per-step check catches a file at a final path that no user wrote
 /// (what a partial download would look like).
 #[test]

@@ -868,6 +868,8 @@ impl<R: Remote> Engine<R> {
             return Ok(results);
         }
         fail::fail_point!("download-temp-synced");
+        // Taken before any of them is in place, where a user could write it.
+        let horizon = self.racy_horizon();
         let mut placed = Vec::new();
         for f in fetched {
             let r = self.place(&f.tmp, &f.path, f.expect.as_ref());
@@ -904,11 +906,15 @@ impl<R: Remote> Engine<R> {
                 results[i].1 = Err(OpError::Path(format!("cannot sync its folder: {e}")));
                 continue;
             }
-            // Remember what we wrote, so the next scan does not rehash it.
+            // Remember what we wrote, so the next scan does not rehash it:
+            // unless its mtime (the other device's) is at or after the
+            // horizon, where a save after the rename could leave the stat
+            // as it was (see `Engine::scan`).
             let stat = self
                 .fs
                 .symlink_metadata(&abs)
                 .ok()
+                .filter(|st| st.kind != StatKind::File || !crate::scan::is_racy(st.mtime_ns, horizon))
                 .map(|st| (super::to_cached(&st), Node { mtime_ns: st.mtime_ns, ..f.node.clone() }));
             rows.push((f.path, f.synced, stat));
         }

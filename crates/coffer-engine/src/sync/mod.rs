@@ -310,6 +310,11 @@ pub fn explain_disk_full(fs: &dyn Fs, root: &Path, e: EngineError) -> EngineErro
     }
 }
 
+/// The file in the state folder's `tmp` whose mtime the engine sets to
+/// the file system's time before a scan or a placement (the racily-clean
+/// rule's horizon).
+pub const CLOCK_MARKER: &str = "clock";
+
 /// The file beside the index that marks a folder as a set-up sync root.
 pub const ROOT_MARKER: &str = "root-id";
 
@@ -560,6 +565,14 @@ impl<R: Remote> Engine<R> {
         }
     }
 
+    /// The racily-clean rule's horizon for what is read or written from
+    /// now on: the file system's time, stamped on a file in the state
+    /// folder (see [`crate::scan::racy_horizon`]).
+    pub(crate) fn racy_horizon(&self) -> i64 {
+        let marker = self.state_dir().join("tmp").join(CLOCK_MARKER);
+        crate::scan::racy_horizon(self.fs.as_ref(), &marker, self.clock.as_ref())
+    }
+
     /// The local tree: the last scan patched by a targeted rescan of what
     /// the watcher reported, or a full scan (trusting the stat cache) when
     /// there is no last scan or events were lost. Refreshes the cache.
@@ -570,11 +583,12 @@ impl<R: Remote> Engine<R> {
     pub(crate) fn scan(&self) -> Result<ScanResult, EngineError> {
         let started = std::time::Instant::now();
         // Whatever the scan reads, it reads after this.
-        let started_ns = self.clock.now_ns();
+        let horizon = self.racy_horizon();
         let excluded = self.index.excluded()?;
         let scanner =
             Scanner::new(self.fs.clone(), self.config.root.clone(), &self.keys, self.config.chunker)
-                .with_clock(self.clock.clone());
+                .with_clock(self.clock.clone())
+                .with_racy_horizon(horizon);
         let io = |e: crate::scan::ScanError| EngineError::Io {
             what: "scanning the sync folder".into(),
             source: std::io::Error::other(e.to_string()),
@@ -620,15 +634,16 @@ impl<R: Remote> Engine<R> {
                 .collect(),
             None => result.entries.iter().filter(|(p, e)| changed(p, e)).collect(),
         };
-        // A file whose mtime is this recent may be written again within the
-        // same clock tick after it was read, with the same size: its stat
-        // would then vouch for content it no longer has, for good once the
-        // tick is old (the scanner's racily-clean rule looks at the age of
-        // the mtime when the cache is read, not when it was written). Such
-        // a file is not cached: the next scan that covers it (the watcher
-        // reports that write) reads it again.
+        // A file whose mtime is at or after the horizon may be written
+        // again within the same clock tick after it was read, with the same
+        // size: its stat would then vouch for content it no longer has, for
+        // good once the tick is old (the scanner's racily-clean rule looks
+        // at the mtime against the horizon of the scan that reads the
+        // cache, not of the one that wrote it). Such a file is not cached:
+        // the next scan that covers it (the watcher reports that write)
+        // reads it again.
         let (racy_now, put): (Vec<_>, Vec<_>) = scanned.into_iter().partition(|(_, e)| {
-            e.node.kind == crate::model::NodeKind::File && is_racy(e.stat.mtime_ns, started_ns)
+            e.node.kind == crate::model::NodeKind::File && is_racy(e.stat.mtime_ns, horizon)
         });
         let put: Vec<_> =
             put.into_iter().map(|(p, e)| (p.clone(), to_cached(&e.stat), e.node.clone())).collect();
