@@ -1140,7 +1140,7 @@ mod tests {
         };
         let cache = HashMap::from([(p("f"), (stat, fake.clone()))]);
         let none = BTreeSet::new();
-        let marker = Path::new("/r/.coffer/tmp/clock");
+        let marker = Path::new("/r/.coffer/clock");
         // The marker stamped in the tick the file was written: racy.
         let h = racy_horizon(fs.as_ref(), marker, fs.as_ref());
         assert_eq!(h, stat.mtime_ns);

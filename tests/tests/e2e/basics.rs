@@ -91,3 +91,36 @@ fn live_daemons_propagate_changes_quickly() {
     std::fs::remove_file(a.path("hello.txt")).unwrap();
     wait_until("deletion on B", Duration::from_secs(20), || !b.path("hello.txt").exists());
 }
+
+/// A daemon hears of its own commit from the store's long-poll while its
+/// round makes it. Once a round has found nothing left to do, that news
+/// starts no further round: each would load and plan the whole tree again
+/// (80 ms at 10,000 files, and more with the tree). A write makes two
+/// rounds: the one that uploads it and the one that finds nothing left.
+#[test]
+fn a_daemon_does_not_plan_again_for_news_of_its_own_commit() {
+    let server = Server::start();
+    let a = Client::new();
+    a.signup(&server, "ann@example.org");
+    std::fs::create_dir_all(&a.root).unwrap();
+    let log = a.home.join("daemon.log");
+    let _daemon = coffer_e2e::Proc::from_child(
+        a.command()
+            .env("RUST_LOG", "coffer_engine::sync=debug")
+            .args(["sync", a.root.to_str().unwrap(), "--quiet", "--rescan-secs", "600"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let rounds = || std::fs::read_to_string(&log).unwrap_or_default().matches("round planned").count();
+    wait_until("the daemon set up", Duration::from_secs(30), || a.path(".coffer/status.json").exists());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (before, commits) = (rounds(), server.metric("coffer_commits_total"));
+    a.write("hello.txt", b"from A");
+    wait_until("the commit", Duration::from_secs(20), || server.metric("coffer_commits_total") > commits);
+    std::thread::sleep(Duration::from_secs(2));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(rounds() - before, 2, "rounds after the write; the daemon's log:\n{log_text}");
+}

@@ -310,7 +310,7 @@ pub fn explain_disk_full(fs: &dyn Fs, root: &Path, e: EngineError) -> EngineErro
     }
 }
 
-/// The file in the state folder's `tmp` whose mtime the engine sets to
+/// The file in the state folder whose mtime the engine sets to
 /// the file system's time before a scan or a placement (the racily-clean
 /// rule's horizon).
 pub const CLOCK_MARKER: &str = "clock";
@@ -569,7 +569,7 @@ impl<R: Remote> Engine<R> {
     /// now on: the file system's time, stamped on a file in the state
     /// folder (see [`crate::scan::racy_horizon`]).
     pub(crate) fn racy_horizon(&self) -> i64 {
-        let marker = self.state_dir().join("tmp").join(CLOCK_MARKER);
+        let marker = self.state_dir().join(CLOCK_MARKER);
         crate::scan::racy_horizon(self.fs.as_ref(), &marker, self.clock.as_ref())
     }
 
@@ -884,14 +884,20 @@ impl<R: Remote> Engine<R> {
     {
         self.set_watched(true);
         let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+        // The furthest journal position the long-poll has heard of.
+        let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Aborted however this loop ends: also if a round panics, so that a
         // restarted loop does not leave it polling beside its own.
-        let poller = AbortOnDrop(tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx)));
+        let poller = AbortOnDrop(tokio::spawn(pull::long_poll_loop(self.clone(), wake_tx, heard.clone())));
         let previewer = AbortOnDrop(tokio::spawn(preview::preview_loop(self.clone())));
         let mut backoff = Duration::from_millis(250);
         loop {
+            // Whether the last round found nothing to do: no op planned,
+            // none deferred, nothing pulled.
+            let mut settled = false;
             let next_wait = match self.sync_until_quiet(50).await {
-                Ok(_) => {
+                Ok(reports) => {
+                    settled = reports.last().is_some_and(RoundReport::is_quiet);
                     backoff = Duration::from_millis(250);
                     self.update_status(|s| {
                         if matches!(s.state, SyncState::Syncing | SyncState::Offline | SyncState::Error) {
@@ -920,21 +926,36 @@ impl<R: Remote> Engine<R> {
                     }
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep(next_wait) => self.request_full_scan(),
-                Some(batch) = local_changes.recv() => {
-                    // No wait of our own here: the watcher only sends a
-                    // batch once its debounce saw the burst settle.
-                    self.note_changes(&batch);
-                    while let Ok(more) = local_changes.try_recv() {
-                        self.note_changes(&more);
+            let rescan_at = tokio::time::Instant::now() + next_wait;
+            let mut stop = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(rescan_at) => self.request_full_scan(),
+                    Some(batch) = local_changes.recv() => {
+                        // No wait of our own here: the watcher only sends a
+                        // batch once its debounce saw the burst settle.
+                        self.note_changes(&batch);
+                        while let Ok(more) = local_changes.try_recv() {
+                            self.note_changes(&more);
+                        }
                     }
+                    Some(()) = wake_rx.recv() => {
+                        // News of changes the rounds have already pulled:
+                        // mostly this device's own commits, heard of while
+                        // its round made them. After a round that found
+                        // nothing to do, another one would only load and
+                        // plan the whole tree again to find nothing.
+                        let pulled = self.index.cursor().is_ok_and(|c| c.get() >= heard.load(Ordering::SeqCst));
+                        if settled && pulled {
+                            continue;
+                        }
+                    }
+                    () = self.wake.notified() => {}
+                    _ = shutdown.changed() => stop = true,
                 }
-                Some(()) = wake_rx.recv() => {}
-                _ = self.wake.notified() => {}
-                _ = shutdown.changed() => break,
+                break;
             }
-            if *shutdown.borrow() {
+            if stop || *shutdown.borrow() {
                 break;
             }
         }

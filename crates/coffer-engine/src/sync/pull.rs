@@ -268,6 +268,7 @@ impl<R: Remote> Engine<R> {
 pub(crate) async fn long_poll_loop<R: Remote + 'static>(
     engine: Arc<Engine<R>>,
     wake: tokio::sync::mpsc::Sender<()>,
+    heard: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -282,6 +283,9 @@ pub(crate) async fn long_poll_loop<R: Remote + 'static>(
             Ok(page) => {
                 backoff = Duration::from_millis(500);
                 if !page.changes.is_empty() || page.cursor > cursor {
+                    // Before the wake-up, so that whoever takes it sees
+                    // this position (see `Engine::run`).
+                    heard.fetch_max(page.cursor.get(), std::sync::atomic::Ordering::SeqCst);
                     // A full channel already holds a wake-up: fine.
                     let _ = wake.try_send(());
                     // Poll again only once the round has pulled past this
