@@ -155,7 +155,7 @@ const PREFETCH_REQUEST_BYTES: u64 = 4 << 20;
 
 /// Opens a fetched chunk and checks its length: the plaintext, or why it is
 /// not the chunk `c` names.
-fn open_chunk(
+pub(crate) fn open_chunk(
     keys: &coffer_crypto::AccountKeys,
     c: &ChunkRef,
     sealed: &SealedChunk,
@@ -581,7 +581,7 @@ impl<R: Remote> Engine<R> {
     }
 
     /// Counts `bytes` of the current file as done, in the round's progress too.
-    fn progressed(&self, bytes: u64) {
+    pub(crate) fn progressed(&self, bytes: u64) {
         self.update_status(|s| {
             s.bytes_done += bytes;
             s.current_bytes_done += bytes;
