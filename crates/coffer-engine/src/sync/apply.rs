@@ -75,6 +75,23 @@ struct QuickJob {
     mtime_ns: i64,
 }
 
+/// Gives a fetched temp file, made by `create_new` without executable
+/// bits, its mode (only an executable needs a change) and its time.
+fn set_mode_and_time(
+    fs: &dyn crate::fs::Fs,
+    tmp: &Path,
+    executable: bool,
+    mtime_ns: i64,
+) -> std::io::Result<()> {
+    if executable {
+        fs.set_executable(tmp, true)?;
+    }
+    if mtime_ns != 0 {
+        fs.set_mtime(tmp, mtime_ns)?;
+    }
+    Ok(())
+}
+
 /// Writes a [`QuickJob`]'s temp file with its mode and time: `Ok(false)`,
 /// with nothing written, when the chunk does not open (it is fetched again
 /// the usual way); an error removes the temp file.
@@ -93,9 +110,7 @@ fn write_quick(
         let _ = fs.remove_file(&j.tmp);
         return Err(format!("download failed: {e}"));
     }
-    let mode = if j.executable { fs.set_executable(&j.tmp, true) } else { Ok(()) };
-    let set = mode.and_then(|()| if j.mtime_ns != 0 { fs.set_mtime(&j.tmp, j.mtime_ns) } else { Ok(()) });
-    if let Err(e) = set {
+    if let Err(e) = set_mode_and_time(fs, &j.tmp, j.executable, j.mtime_ns) {
         let _ = fs.remove_file(&j.tmp);
         return Err(format!("cannot set its mode or time: {e}"));
     }
@@ -983,16 +998,7 @@ impl<R: Remote> Engine<R> {
             tmp
         };
         if live.node.kind == NodeKind::File {
-            // A temp file is made by `create_new`, without executable bits:
-            // only an executable needs its mode changed.
-            let mode = if live.node.executable { self.fs.set_executable(&tmp, true) } else { Ok(()) };
-            let set = mode.and_then(|()| {
-                if live.node.mtime_ns != 0 {
-                    self.fs.set_mtime(&tmp, live.node.mtime_ns)
-                } else {
-                    Ok(())
-                }
-            });
+            let set = set_mode_and_time(self.fs.as_ref(), &tmp, live.node.executable, live.node.mtime_ns);
             if let Err(e) = set {
                 let _ = self.fs.remove_file(&tmp);
                 return Err(OpError::Path(format!("cannot set its mode or time: {e}")));
