@@ -518,12 +518,13 @@ impl Fs for RealFs {
 
     fn stamp(&self, path: &Path) -> io::Result<i64> {
         // No O_TRUNC: the file stays empty, and a stamp is one inode update.
+        // Not through a link, and never waiting on a FIFO put there.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
             .open(path)?;
         let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
         // The kernel takes the time, as it does for a write (`current_time`).
@@ -1373,6 +1374,15 @@ mod tests {
         assert!(fs.open_read(Path::new("/a/fifo")).is_err());
         assert!(normalize(Path::new("relative")).is_err());
         assert!(normalize(Path::new("/a/../b")).is_err());
+    }
+
+    #[test]
+    fn real_fs_stamp_refuses_a_fifo_without_waiting_for_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clock");
+        let mode = rustix::fs::Mode::from_raw_mode(0o600);
+        rustix::fs::mknodat(rustix::fs::CWD, &p, rustix::fs::FileType::Fifo, mode, 0).unwrap();
+        assert!(RealFs.stamp(&p).is_err());
     }
 
     #[test]
