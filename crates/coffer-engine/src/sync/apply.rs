@@ -411,24 +411,20 @@ impl<R: Remote> Engine<R> {
                     .await
             }
         };
-        let (meta, mut first): (Vec<(usize, RemoteEntry)>, Vec<QuickJob>) =
-            jobs.into_iter().map(|(at, entry, job)| ((at, entry), job)).unzip();
-        let second = first.split_off(first.len().div_ceil(2));
-        let tmps: Vec<PathBuf> = first.iter().chain(&second).map(|j| j.tmp.clone()).collect();
-        let lens: Vec<u32> = first.iter().chain(&second).map(|j| j.chunk.len).collect();
-        let (a, b) = future::join(run(first), run(second)).await;
-        let results: Vec<Result<bool, String>> = [a, b]
+        // Where each result goes, in the order of the jobs.
+        let (meta, mut first): (Vec<_>, Vec<QuickJob>) = jobs
             .into_iter()
-            .zip([tmps.len().div_ceil(2), tmps.len() / 2])
-            .flat_map(|(r, n)| match r {
-                Ok(v) => v,
-                Err(e) => vec![Err(format!("download failed: {e}")); n],
-            })
-            .collect();
+            .map(|(at, entry, job)| ((at, entry, job.tmp.clone(), job.chunk.len), job))
+            .unzip();
+        let second = first.split_off(first.len().div_ceil(2));
+        let sizes = [first.len(), second.len()];
+        let (a, b) = future::join(run(first), run(second)).await;
+        let results = [a, b].into_iter().zip(sizes).flat_map(|(r, n)| match r {
+            Ok(v) => v,
+            Err(e) => vec![Err(format!("download failed: {e}")); n],
+        });
         fail::fail_point!("download-temp-written");
-        for (((at, entry), written), (tmp, len)) in
-            meta.into_iter().zip(results).zip(tmps.into_iter().zip(lens))
-        {
+        for ((at, entry, tmp, len), written) in meta.into_iter().zip(results) {
             let path = out[at].0.clone();
             out[at].2 = match written {
                 Ok(true) => {
