@@ -135,7 +135,10 @@ impl<R: Remote> Engine<R> {
         Ok(EntryMeta::check_chunks(node, &chunks).map(|()| chunks))
     }
 
-    /// Checks and records a batch of entries, then the cursor.
+    /// Checks and records a batch of entries, then the cursor. A revision
+    /// no newer than the index's, or than one accepted earlier in the
+    /// batch, is old news (this device's own commit, or a replay) and
+    /// skipped before anything else is looked at.
     async fn record_pulled(
         &self,
         versions: &[EntryVersion],
@@ -144,7 +147,8 @@ impl<R: Remote> Engine<R> {
         refused: &mut BTreeMap<EntryId, Revision>,
     ) -> Result<usize, EngineError> {
         let mut accepted = Vec::new();
-        let known = self.index.remote_revisions(&versions.iter().map(|v| &v.entry_id).collect::<Vec<_>>())?;
+        let mut known =
+            self.index.remote_revisions(&versions.iter().map(|v| &v.entry_id).collect::<Vec<_>>())?;
         for v in versions {
             if known.get(&v.entry_id).is_some_and(|k| *k >= v.revision) {
                 continue; // old news (our own commit, or a replay)
@@ -154,6 +158,7 @@ impl<R: Remote> Engine<R> {
                     if refused.get(&v.entry_id).is_some_and(|r| *r <= v.revision) {
                         refused.remove(&v.entry_id);
                     }
+                    known.insert(v.entry_id, v.revision);
                     accepted.push(e);
                 }
                 Err(message) => {

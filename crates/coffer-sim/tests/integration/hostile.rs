@@ -207,3 +207,33 @@ fn twins_from_the_store_are_reported_and_touch_nothing_else() {
         assert!(w.violations(1).is_empty());
     });
 }
+
+/// A replay need not be older than what the device knew before the pull:
+/// here it is older than a revision the same page brought just before it.
+/// Revisions only move forward within a page too.
+#[test]
+fn an_older_revision_replayed_after_a_newer_one_in_the_same_page_is_ignored() {
+    runtime().block_on(async {
+        let mut w = shared().await;
+        w.write(0, "keep.txt", b"keep me, version 2").unwrap();
+        w.sync(0).await.unwrap();
+        w.write(0, "keep.txt", b"keep me, version three").unwrap();
+        w.sync(0).await.unwrap();
+        // Revision 2, validly sealed, turning the file into a folder: sent
+        // after revision 3, in the page that brings revision 3.
+        let keep = w.keys().path.entry_id("keep.txt");
+        let meta = folder_meta(&w, "keep.txt", keep, 2);
+        w.hostile(1).lock().unwrap().inject = vec![version(keep, 2, Some(meta))];
+        let line = w.sync(1).await.unwrap();
+        assert!(w.hostile(1).lock().unwrap().inject.is_empty(), "the store never sent the replay");
+        assert_eq!(
+            w.files(1)["keep.txt"].as_deref(),
+            Some(&b"keep me, version three"[..]),
+            "{line}\n{:#?}",
+            w.log()
+        );
+        assert!(w.violations(1).is_empty(), "{:?}", w.violations(1));
+        w.converge_and_check().await.map_err(|e| format!("{e}\n{:#?}", w.log())).unwrap();
+        assert_eq!(w.files(1)["keep.txt"].as_deref(), Some(&b"keep me, version three"[..]));
+    });
+}
