@@ -470,14 +470,25 @@ pub mod chunk_batch {
         pub why: &'static str,
     }
 
+    /// Bytes in a frame's head (id and length).
+    pub const HEAD: usize = 36;
+
+    /// The head of `c`'s frame: its id and length. A body is each chunk's
+    /// head followed by its bytes (what [`encode`] writes into one buffer).
+    pub fn head(c: &SealedChunk) -> [u8; HEAD] {
+        let mut head = [0u8; HEAD];
+        head[..32].copy_from_slice(c.id().as_bytes());
+        head[32..].copy_from_slice(&u32::try_from(c.len()).unwrap_or(u32::MAX).to_be_bytes());
+        head
+    }
+
     /// Encodes chunks into one body.
     pub fn encode<'a>(chunks: impl IntoIterator<Item = &'a SealedChunk> + Clone) -> Vec<u8> {
         // Sized once: a batch is megabytes, and growing by doubling would
         // copy it several times and may leave twice its size allocated.
-        let mut out = Vec::with_capacity(chunks.clone().into_iter().map(|c| 36 + c.len()).sum());
+        let mut out = Vec::with_capacity(chunks.clone().into_iter().map(|c| HEAD + c.len()).sum());
         for c in chunks {
-            out.extend_from_slice(c.id().as_bytes());
-            out.extend_from_slice(&u32::try_from(c.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(&head(c));
             out.extend_from_slice(c.as_bytes());
         }
         out

@@ -1,7 +1,13 @@
 //! `POST /v1/chunks/get`: several chunks' sealed bytes in one
 //! `application/octet-stream` answer (a chunk batch; chunks the store lacks
 //! left out).
+//!
+//! The answer is not copied into one buffer: each chunk goes out as it was
+//! read from the blob store, after its frame's head, with the body's length
+//! known up front. For a large download that is one copy of every byte less
+//! on the store, and no second buffer of the batch's size to fault in.
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -15,5 +21,17 @@ pub(super) async fn handle(
     ApiJson(req): ApiJson<GetChunksRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let chunks = s.service.download_chunks(caller, req.ids).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk_batch::encode(&chunks)))
+    let len: usize = chunks.iter().map(|c| chunk_batch::HEAD + c.len()).sum();
+    let frames = chunks.into_iter().flat_map(|c| {
+        let head = Bytes::copy_from_slice(&chunk_batch::head(&c));
+        [head, Bytes::from(c.into_bytes())]
+    });
+    let body = Body::from_stream(futures::stream::iter(frames.map(Ok::<_, std::convert::Infallible>)));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    ))
 }
