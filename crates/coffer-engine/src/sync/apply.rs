@@ -325,7 +325,7 @@ impl<R: Remote> Engine<R> {
     /// Whether a group of fetched files waits for the disk while the next
     /// group is fetched. Not in the simulation (one download at a time),
     /// whose seeds must replay in one order of disk operations.
-    pub(crate) fn overlaps(&self) -> bool {
+    fn overlaps(&self) -> bool {
         self.config.parallel_downloads > 1
     }
 

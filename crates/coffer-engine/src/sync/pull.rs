@@ -25,8 +25,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{self, BoxFuture, FutureExt};
-
 use coffer_crypto::AccountKeys;
 use coffer_proto::api::EntryVersion;
 use coffer_proto::api::ErrorCode;
@@ -40,12 +38,6 @@ use crate::plan::{RemoteEntry, RemoteLive};
 use crate::remote::Remote;
 
 const PAGE: u32 = 1000;
-
-/// What [`open_entry`] made of an entry.
-type Opened = Result<(Option<RelPath>, RemoteEntry, Vec<ChunkRef>), String>;
-
-/// A page of entries being opened ([`Engine::start_opening`]).
-type Opening = BoxFuture<'static, Result<Vec<(EntryVersion, Opened)>, EngineError>>;
 
 /// Index meta key of the refused entries (JSON: entry id → revision).
 const REFUSED: &str = "refused_entries";
@@ -100,17 +92,7 @@ impl<R: Remote> Engine<R> {
         &self,
         v: &EntryVersion,
     ) -> Result<Result<(Option<RelPath>, RemoteEntry), String>, EngineError> {
-        self.resolve_opened(v, open_entry(&self.keys, v)).await
-    }
-
-    /// The second half of [`Engine::open_resolved`]: `opened` is what
-    /// [`open_entry`] made of `v`.
-    async fn resolve_opened(
-        &self,
-        v: &EntryVersion,
-        opened: Opened,
-    ) -> Result<Result<(Option<RelPath>, RemoteEntry), String>, EngineError> {
-        let (path, mut entry, list) = match opened {
+        let (path, mut entry, list) = match open_entry(&self.keys, v) {
             Ok(opened) => opened,
             Err(message) => return Ok(Err(message)),
         };
@@ -121,35 +103,6 @@ impl<R: Remote> Engine<R> {
             }
         }
         Ok(Ok((path, entry)))
-    }
-
-    /// Starts opening a page of entries ([`open_entry`]: decryption, parsing
-    /// and the path's hash, for each) on a blocking thread, so that the
-    /// round's task can record the page before it meanwhile. Inline in the
-    /// simulation, which keeps one order ([`Engine::overlaps`]). The result
-    /// holds each entry beside what was made of it, in the page's order.
-    fn start_opening(&self, versions: Vec<EntryVersion>) -> Opening {
-        let keys = self.keys.clone();
-        let open = move || {
-            versions
-                .into_iter()
-                .map(|v| {
-                    let opened = open_entry(&keys, &v);
-                    (v, opened)
-                })
-                .collect::<Vec<_>>()
-        };
-        if !self.overlaps() {
-            return future::ready(Ok(open())).boxed();
-        }
-        let task = tokio::task::spawn_blocking(open);
-        async move {
-            task.await.map_err(|e| EngineError::Io {
-                what: "opening the store's entries".into(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        }
-        .boxed()
     }
 
     /// The chunk list held in `pieces` (see [`Engine::open_resolved`]).
@@ -182,38 +135,25 @@ impl<R: Remote> Engine<R> {
         Ok(EntryMeta::check_chunks(node, &chunks).map(|()| chunks))
     }
 
-    /// Checks and records a batch of entries, then the cursor.
+    /// Checks and records a batch of entries, then the cursor. A revision
+    /// no newer than the index's, or than one accepted earlier in the
+    /// batch, is old news (this device's own commit, or a replay) and
+    /// skipped before anything else is looked at.
     async fn record_pulled(
         &self,
-        versions: Vec<EntryVersion>,
-        cursor: Option<Cursor>,
-        problems: &mut Vec<Problem>,
-        refused: &mut BTreeMap<EntryId, Revision>,
-    ) -> Result<usize, EngineError> {
-        let opened = self.start_opening(versions).await?;
-        self.record_opened(opened, cursor, problems, refused).await
-    }
-
-    /// Checks and records a batch of opened entries
-    /// ([`Engine::start_opening`]), then the cursor. A revision no newer
-    /// than the index's, or than one accepted earlier in the batch, is old
-    /// news (this device's own commit, or a replay) and skipped before
-    /// anything else is looked at.
-    async fn record_opened(
-        &self,
-        opened: Vec<(EntryVersion, Opened)>,
+        versions: &[EntryVersion],
         cursor: Option<Cursor>,
         problems: &mut Vec<Problem>,
         refused: &mut BTreeMap<EntryId, Revision>,
     ) -> Result<usize, EngineError> {
         let mut accepted = Vec::new();
         let mut known =
-            self.index.remote_revisions(&opened.iter().map(|(v, _)| &v.entry_id).collect::<Vec<_>>())?;
-        for (v, opened) in opened {
+            self.index.remote_revisions(&versions.iter().map(|v| &v.entry_id).collect::<Vec<_>>())?;
+        for v in versions {
             if known.get(&v.entry_id).is_some_and(|k| *k >= v.revision) {
                 continue; // old news (our own commit, or a replay)
             }
-            match self.resolve_opened(&v, opened).await? {
+            match self.open_resolved(v).await? {
                 Ok(e) => {
                     if refused.get(&v.entry_id).is_some_and(|r| *r <= v.revision) {
                         refused.remove(&v.entry_id);
@@ -240,34 +180,15 @@ impl<R: Remote> Engine<R> {
         let mut changed = 0;
         let earlier = self.refused()?;
         let mut refused = earlier.clone();
-        // Pages are pipelined: while one page's entries are opened on a
-        // blocking thread, the next page is asked for and read on the
-        // round's task; then the next page's opening starts while this one
-        // is written to the index. Pages are still recorded one after the
-        // other, in order, each before the error (if any) of the next one's
-        // fetch is returned.
         if self.index.get_meta("bootstrapped")?.is_none() {
-            let mut page = self.remote.snapshot(None, Some(PAGE)).await?;
-            let taken = page.cursor;
-            let mut opening = self.start_opening(std::mem::take(&mut page.entries));
+            let mut after = None;
+            let mut at = None;
             loop {
-                let next = async {
-                    match page.next {
-                        Some(n) => Some(self.remote.snapshot(Some(n), Some(PAGE)).await),
-                        None => None,
-                    }
-                };
-                let (opened, next) = future::join(opening, next).await;
-                let opened = opened?;
-                let next = next.map(|p| {
-                    p.map(|mut p| {
-                        let opening = self.start_opening(std::mem::take(&mut p.entries));
-                        (p, opening)
-                    })
-                });
-                changed += self.record_opened(opened, None, problems, &mut refused).await?;
-                match next {
-                    Some(next) => (page, opening) = next?,
+                let page = self.remote.snapshot(after, Some(PAGE)).await?;
+                let taken = *at.get_or_insert(page.cursor);
+                changed += self.record_pulled(&page.entries, None, problems, &mut refused).await?;
+                match page.next {
+                    Some(n) => after = Some(n),
                     None => {
                         self.index.put_remote(&[], Some(taken))?;
                         self.index.set_meta("bootstrapped", "1")?;
@@ -277,23 +198,22 @@ impl<R: Remote> Engine<R> {
                 }
             }
         }
+        // The next page is asked for while this one is checked and
+        // recorded: its position is known as soon as this one arrives, and
+        // opening a page of metadata and writing it to the index takes
+        // longer than the store takes to send the next one. Pages are
+        // still recorded one after the other, in order.
         let pull_started = std::time::Instant::now();
         let mut page = self.remote.journal(cursor, Some(PAGE)).await?;
         let first_fetch = pull_started.elapsed();
         let mut pages = 1;
-        let behind = |page: &coffer_proto::api::JournalPage, seen: Cursor| {
-            (page.cursor < seen).then(|| {
-                EngineError::Rollback(format!(
-                    "its journal is at {} but this device already saw {}",
-                    page.cursor, seen
-                ))
-            })
-        };
-        if let Some(e) = behind(&page, cursor) {
-            return Err(e);
-        }
-        let mut opening = self.start_opening(std::mem::take(&mut page.changes));
         loop {
+            if page.cursor < cursor {
+                return Err(EngineError::Rollback(format!(
+                    "its journal is at {} but this device already saw {}",
+                    page.cursor, cursor
+                )));
+            }
             let next = async {
                 if page.more {
                     Some(self.remote.journal(page.cursor, Some(PAGE)).await)
@@ -301,19 +221,12 @@ impl<R: Remote> Engine<R> {
                     None
                 }
             };
-            let (opened, next) = future::join(opening, next).await;
-            let opened = opened?;
-            let next = next.map(|p| {
-                let mut p = p?;
-                if let Some(e) = behind(&p, page.cursor) {
-                    return Err(e);
-                }
-                let opening = self.start_opening(std::mem::take(&mut p.changes));
-                Ok((p, opening))
-            });
-            changed += self.record_opened(opened, Some(page.cursor), problems, &mut refused).await?;
+            let recording = self.record_pulled(&page.changes, Some(page.cursor), problems, &mut refused);
+            let (recorded, next) = futures::future::join(recording, next).await;
+            changed += recorded?;
+            cursor = page.cursor;
             let Some(next) = next else { break };
-            (page, opening) = next?;
+            page = next?;
             pages += 1;
         }
         tracing::debug!(
@@ -341,7 +254,7 @@ impl<R: Remote> Engine<R> {
                 Err(e) => return Err(e.into()),
             }
         }
-        changed += self.record_pulled(again, None, problems, &mut refused).await?;
+        changed += self.record_pulled(&again, None, problems, &mut refused).await?;
         if refused != earlier {
             // Hex ids and integers: this cannot fail to serialise.
             self.index.set_meta(REFUSED, &serde_json::to_string(&refused).unwrap_or_default())?;
