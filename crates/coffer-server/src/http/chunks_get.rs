@@ -41,25 +41,32 @@ pub(super) async fn handle(
 /// Chunks of this many bytes or more go out as frames of their own.
 const OWN_FRAME: usize = 64 * 1024;
 
-/// The answer's body in frames: the heads and small chunks copied together,
-/// each large chunk as it is.
+/// The answer's body in frames: the heads and small chunks copied into one
+/// buffer, sized once, and sent as slices of it between the large chunks,
+/// which go as they are.
 fn frames(chunks: Vec<SealedChunk>) -> Vec<Bytes> {
     let copied = |c: &SealedChunk| chunk_batch::HEAD + if c.len() < OWN_FRAME { c.len() } else { 0 };
-    let mut left: usize = chunks.iter().map(copied).sum();
-    let mut frames = Vec::new();
-    let mut buf = Vec::with_capacity(left);
+    let mut buf = Vec::with_capacity(chunks.iter().map(copied).sum());
+    // Each large chunk, with where the copied run before it ends.
+    let mut large = Vec::new();
     for c in chunks {
-        left -= copied(&c);
         buf.extend_from_slice(&chunk_batch::head(&c));
         if c.len() < OWN_FRAME {
             buf.extend_from_slice(c.as_bytes());
         } else {
-            frames.push(Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(left))));
-            frames.push(Bytes::from(c.into_bytes()));
+            large.push((buf.len(), Bytes::from(c.into_bytes())));
         }
     }
-    if !buf.is_empty() {
-        frames.push(Bytes::from(buf));
+    let buf = Bytes::from(buf);
+    let mut frames = Vec::with_capacity(2 * large.len() + 1);
+    let mut start = 0;
+    for (end, chunk) in large {
+        frames.push(buf.slice(start..end));
+        frames.push(chunk);
+        start = end;
+    }
+    if start < buf.len() {
+        frames.push(buf.slice(start..));
     }
     frames
 }
