@@ -32,6 +32,21 @@ pub(crate) fn open_in_place(
     buf: &mut [u8],
     tag: &[u8],
 ) -> Result<(), ()> {
+    open_shifted(k, nonce, aad, buf, 0, tag)
+}
+
+/// Decrypts the ciphertext `buf[skip..]` if `tag` authenticates it, writing
+/// the plaintext to the front of `buf` as it goes (one pass, no copy); the
+/// last `skip` bytes are then left over. On failure the buffer holds
+/// garbage and must be discarded.
+pub(crate) fn open_shifted(
+    k: &[u8; 32],
+    nonce: [u8; 12],
+    aad: &[u8],
+    buf: &mut [u8],
+    skip: usize,
+    tag: &[u8],
+) -> Result<(), ()> {
     let tag: [u8; TAG_LEN] = tag.try_into().map_err(drop)?;
     key(k)
         .open_in_place_separate_tag(
@@ -39,7 +54,7 @@ pub(crate) fn open_in_place(
             Aad::from(aad),
             Tag::from(tag),
             buf,
-            0..,
+            skip..,
         )
         .map(drop)
         .map_err(drop)

@@ -14,13 +14,16 @@
 //!
 //! Opening checks the store id, then the AEAD tag, then the content hash: a
 //! chunk swapped for another chunk of the same account is caught too.
+//! [`ChunkKey::open_downloaded`] leaves the store id to the download that
+//! checked it; the tag and the content hash alone already refuse any bytes
+//! but the chunk's.
 
 use std::fmt;
 
 use coffer_proto::{ChunkId, SealedChunk};
 use zeroize::Zeroizing;
 
-use crate::aead::{open_in_place, seal_in_place, TAG_LEN};
+use crate::aead::{open_in_place, open_shifted, seal_in_place, TAG_LEN};
 use crate::{ChunkIdKey, ChunkKey, CryptoError};
 
 /// Version byte of the sealed chunk format.
@@ -107,6 +110,41 @@ impl ChunkKey {
         }
         Ok(plain)
     }
+
+    /// Opens sealed bytes that their download has already checked against
+    /// the store id (as `Remote::download_chunks` does), in the buffer they
+    /// came in: the plaintext is written over them, one byte to the front,
+    /// as it is decrypted. No copy of the chunk, and no second hash of its
+    /// sealed bytes. The tag and the content hash are checked as by
+    /// [`ChunkKey::open`]: other bytes under the right id cannot exist, and
+    /// bytes that are not this chunk's fail one or the other.
+    pub fn open_downloaded(
+        &self,
+        id_key: &ChunkIdKey,
+        content: &ContentHash,
+        mut sealed: Vec<u8>,
+    ) -> Result<Vec<u8>, CryptoError> {
+        match sealed.first() {
+            None => return Err(CryptoError::Malformed { what: "sealed chunk", why: "empty" }),
+            Some(&v) if v != CHUNK_VERSION => {
+                return Err(CryptoError::UnsupportedVersion { found: v, expected: CHUNK_VERSION })
+            }
+            Some(_) => {}
+        }
+        let Some(body_end) = sealed.len().checked_sub(TAG_LEN).filter(|&end| end >= 1) else {
+            return Err(CryptoError::Malformed { what: "sealed chunk", why: "shorter than its tag" });
+        };
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&sealed[body_end..]);
+        sealed.truncate(body_end);
+        open_shifted(&self.key_for(content), [0; 12], CHUNK_AAD, &mut sealed, 1, &tag)
+            .map_err(|()| CryptoError::Authentication)?;
+        sealed.truncate(body_end - 1);
+        if id_key.content_hash(&sealed) != *content {
+            return Err(CryptoError::Authentication);
+        }
+        Ok(sealed)
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +218,52 @@ mod tests {
     }
 
     #[test]
+    fn a_downloaded_chunk_opens_in_place_to_what_open_gives() {
+        let k = keys();
+        for data in [&b"x"[..], b"hello, coffer", &[7u8; 100_000]] {
+            let (h, s) = seal(data);
+            let opened = k.chunk.open_downloaded(&k.chunk_id, &h, s.as_bytes().to_vec()).unwrap();
+            assert_eq!(opened, data);
+            assert_eq!(opened, k.chunk.open(&k.chunk_id, s.id(), &h, s.as_bytes()).unwrap());
+        }
+        // The frozen bytes too.
+        let bytes = hex::decode(FROZEN_SEALED).unwrap();
+        let h = ContentHash::from_bytes(hex::decode(FROZEN_HASH).unwrap().try_into().unwrap());
+        assert_eq!(k.chunk.open_downloaded(&k.chunk_id, &h, bytes).unwrap(), b"hello, coffer");
+    }
+
+    #[test]
+    fn a_downloaded_chunk_that_is_not_the_one_named_does_not_open() {
+        let k = keys();
+        let (ha, a) = seal(b"chunk a");
+        let (_, b) = seal(b"chunk b");
+        // Another chunk of the account, under the first one's content hash.
+        assert_eq!(
+            k.chunk.open_downloaded(&k.chunk_id, &ha, b.as_bytes().to_vec()),
+            Err(CryptoError::Authentication)
+        );
+        // Any flipped bit, any cut, another version.
+        let bytes = a.as_bytes().to_vec();
+        for i in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(k.chunk.open_downloaded(&k.chunk_id, &ha, bad).is_err(), "bit {i}");
+        }
+        for len in 0..bytes.len() {
+            assert!(
+                k.chunk.open_downloaded(&k.chunk_id, &ha, bytes[..len].to_vec()).is_err(),
+                "cut at {len}"
+            );
+        }
+        let mut v2 = bytes.clone();
+        v2[0] = 2;
+        assert_eq!(
+            k.chunk.open_downloaded(&k.chunk_id, &ha, v2),
+            Err(CryptoError::UnsupportedVersion { found: 2, expected: 1 })
+        );
+    }
+
+    #[test]
     fn truncated_and_unknown_versions_are_rejected() {
         let k = keys();
         let (h, s) = seal(b"data");
@@ -203,7 +287,8 @@ mod tests {
             let k = keys();
             let (h, s) = seal(&data);
             prop_assert_eq!(s.len(), data.len() + CHUNK_OVERHEAD);
-            prop_assert_eq!(k.chunk.open(&k.chunk_id, s.id(), &h, s.as_bytes()).unwrap(), data);
+            prop_assert_eq!(k.chunk.open(&k.chunk_id, s.id(), &h, s.as_bytes()).unwrap(), data.clone());
+            prop_assert_eq!(k.chunk.open_downloaded(&k.chunk_id, &h, s.into_bytes()).unwrap(), data);
         }
     }
 }
