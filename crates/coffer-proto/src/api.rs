@@ -458,6 +458,8 @@ pub struct UploadChunksResponse {
 /// with nothing before, between or after. Content type
 /// `application/octet-stream`.
 pub mod chunk_batch {
+    use bytes::Bytes;
+
     use super::{ChunkId, SealedChunk};
 
     /// Why a body is not a valid frame sequence.
@@ -494,12 +496,128 @@ pub mod chunk_batch {
         out
     }
 
+    /// Chunks of this many bytes or more are frames of their own in
+    /// [`frames`].
+    pub const OWN_FRAME: usize = 64 * 1024;
+
+    /// A body in the pieces it can be sent in without copying the large
+    /// chunks: the heads and the small chunks copied into one buffer, sized
+    /// once, and sent as slices of it between the large chunks, which go as
+    /// handles on their own bytes. Together the pieces are [`encode`]'s
+    /// body. (As pieces of their own, thousands of small chunks would cost
+    /// more in polls and vectored-write entries than their copy.)
+    pub fn frames(chunks: &[SealedChunk]) -> Vec<Bytes> {
+        let copied = |c: &SealedChunk| HEAD + if c.len() < OWN_FRAME { c.len() } else { 0 };
+        let mut buf = Vec::with_capacity(chunks.iter().map(copied).sum());
+        // Each large chunk, with where the copied run before it ends.
+        let mut large = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(&head(c));
+            if c.len() < OWN_FRAME {
+                buf.extend_from_slice(c.as_bytes());
+            } else {
+                large.push((buf.len(), c.shared()));
+            }
+        }
+        let buf = Bytes::from(buf);
+        let mut frames = Vec::with_capacity(2 * large.len() + 1);
+        let mut start = 0;
+        for (end, chunk) in large {
+            frames.push(buf.slice(start..end));
+            frames.push(chunk);
+            start = end;
+        }
+        if start < buf.len() {
+            frames.push(buf.slice(start..));
+        }
+        frames
+    }
+
     /// Decodes a body. Does not check hashes (the store does).
     pub fn decode(body: &[u8]) -> Result<Vec<SealedChunk>, FramingError> {
-        Ok(decode_ranges(body)?
-            .into_iter()
-            .map(|(id, range)| SealedChunk::from_parts(id, body[range].to_vec()))
-            .collect())
+        let mut d = Decoder::new(body.len());
+        d.feed(body)?;
+        d.finish()
+    }
+
+    /// Decodes a body as it arrives, in the pieces the transport hands
+    /// over: each chunk's bytes are copied once, from those pieces into a
+    /// buffer of the chunk's own (collecting the body first and copying
+    /// each chunk out of it would copy every byte twice). Does not check
+    /// hashes.
+    ///
+    /// A body longer than the `limit` it was made with is refused, and no
+    /// chunk reserves more than what is left of that limit: a length in a
+    /// head cannot make it reserve memory the body does not bring.
+    #[derive(Debug)]
+    pub struct Decoder {
+        limit: usize,
+        /// Bytes fed so far.
+        seen: usize,
+        /// Where the frame being read starts.
+        frame_at: usize,
+        head: [u8; HEAD],
+        /// Bytes of `head` read (a head can span pieces).
+        head_len: usize,
+        /// The chunk whose bytes are being read: its id, its bytes so far
+        /// and its length.
+        chunk: Option<(ChunkId, Vec<u8>, usize)>,
+        done: Vec<SealedChunk>,
+    }
+
+    impl Decoder {
+        /// A decoder for a body of at most `limit` bytes.
+        pub fn new(limit: usize) -> Self {
+            Self { limit, seen: 0, frame_at: 0, head: [0; HEAD], head_len: 0, chunk: None, done: Vec::new() }
+        }
+
+        /// Takes the next piece of the body.
+        pub fn feed(&mut self, mut piece: &[u8]) -> Result<(), FramingError> {
+            if piece.len() > self.limit - self.seen {
+                return Err(FramingError { offset: self.limit, why: "longer than its limit" });
+            }
+            while !piece.is_empty() {
+                if let Some((_, bytes, len)) = &mut self.chunk {
+                    let take = (*len - bytes.len()).min(piece.len());
+                    bytes.extend_from_slice(&piece[..take]);
+                    (piece, self.seen) = (&piece[take..], self.seen + take);
+                    if bytes.len() == *len {
+                        let (id, bytes, _) = self.chunk.take().expect("a chunk is being read");
+                        self.done.push(SealedChunk::from_parts(id, bytes));
+                        self.frame_at = self.seen;
+                    }
+                    continue;
+                }
+                let take = (HEAD - self.head_len).min(piece.len());
+                self.head[self.head_len..self.head_len + take].copy_from_slice(&piece[..take]);
+                (piece, self.seen, self.head_len) = (&piece[take..], self.seen + take, self.head_len + take);
+                if self.head_len < HEAD {
+                    continue;
+                }
+                self.head_len = 0;
+                let id = ChunkId::from_slice(&self.head[..32]).expect("32 bytes");
+                let len = u32::from_be_bytes(self.head[32..].try_into().expect("4 bytes")) as usize;
+                if len == 0 {
+                    return Err(FramingError { offset: self.frame_at, why: "empty chunk" });
+                }
+                if len > self.limit - self.seen {
+                    return Err(FramingError { offset: self.frame_at, why: "truncated chunk" });
+                }
+                self.chunk = Some((id, Vec::with_capacity(len), len));
+            }
+            Ok(())
+        }
+
+        /// The chunks, once the body has ended.
+        pub fn finish(self) -> Result<Vec<SealedChunk>, FramingError> {
+            if self.head_len > 0 {
+                return Err(FramingError { offset: self.frame_at, why: "truncated header" });
+            }
+            if self.chunk.is_some() {
+                return Err(FramingError { offset: self.frame_at, why: "truncated chunk" });
+            }
+            Ok(self.done)
+        }
     }
 
     /// Decodes a body into each chunk's id and where its bytes lie in
@@ -754,6 +872,65 @@ mod tests {
         empty[32..36].copy_from_slice(&0u32.to_be_bytes());
         empty.truncate(36);
         assert_eq!(chunk_batch::decode(&empty).unwrap_err().why, "empty chunk");
+    }
+
+    #[test]
+    fn the_frames_are_the_encoded_batch_with_large_chunks_uncopied() {
+        use chunk_batch::{HEAD, OWN_FRAME};
+        let chunk = |n: u8, len: usize| SealedChunk::from_parts(ChunkId::from_bytes([n; 32]), vec![n; len]);
+        let chunks = vec![
+            chunk(1, 10),
+            chunk(2, OWN_FRAME),
+            chunk(3, 0),
+            chunk(4, OWN_FRAME - 1),
+            chunk(5, 3 * OWN_FRAME),
+            chunk(6, 7),
+        ];
+        let framed = chunk_batch::frames(&chunks);
+        let lens: Vec<usize> = framed.iter().map(|f| f.len()).collect();
+        let h = HEAD;
+        assert_eq!(lens, [h + 10 + h, OWN_FRAME, h + h + OWN_FRAME - 1 + h, 3 * OWN_FRAME, h + 7]);
+        assert_eq!(framed.concat(), chunk_batch::encode(&chunks));
+        // The large chunks are their own bytes, not copies.
+        assert_eq!(framed[1].as_ptr(), chunks[1].as_bytes().as_ptr());
+        assert_eq!(framed[3].as_ptr(), chunks[4].as_bytes().as_ptr());
+        assert!(chunk_batch::frames(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_batch_decodes_the_same_in_any_pieces_and_not_beyond_its_limit() {
+        let chunks: Vec<SealedChunk> = (1..=4u8)
+            .map(|i| SealedChunk::from_parts(ChunkId::from_bytes([i; 32]), vec![i; 37 * usize::from(i)]))
+            .collect();
+        let body = chunk_batch::encode(&chunks);
+        for piece in [1, 2, 7, 35, 36, 37, 100, body.len()] {
+            let mut d = chunk_batch::Decoder::new(body.len());
+            for p in body.chunks(piece) {
+                d.feed(p).unwrap();
+            }
+            assert_eq!(d.finish().unwrap(), chunks, "pieces of {piece}");
+        }
+        // Cut anywhere, the body is refused as decode_ranges refuses it.
+        for cut in 1..body.len() {
+            let mut d = chunk_batch::Decoder::new(body.len());
+            d.feed(&body[..cut]).unwrap();
+            match (d.finish(), chunk_batch::decode_ranges(&body[..cut])) {
+                (Ok(got), Ok(ranges)) => assert_eq!(got, chunks[..ranges.len()], "cut at {cut}"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "cut at {cut}"),
+                (a, b) => panic!("cut at {cut}: {a:?} against {b:?}"),
+            }
+        }
+        // A body longer than the limit, and a head that claims more than
+        // the limit leaves, are refused as they arrive.
+        let mut d = chunk_batch::Decoder::new(body.len() - 1);
+        assert_eq!(d.feed(&body).unwrap_err().why, "longer than its limit");
+        let mut d = chunk_batch::Decoder::new(1 << 20);
+        let mut huge = body[..36].to_vec();
+        huge[32..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            d.feed(&huge).unwrap_err(),
+            chunk_batch::FramingError { offset: 0, why: "truncated chunk" }
+        );
     }
 
     #[test]

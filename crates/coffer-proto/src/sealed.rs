@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ChunkId;
@@ -94,17 +95,25 @@ define_sealed!(
     SealedPreview
 );
 
-/// A sealed chunk together with its store id (BLAKE3 of `bytes`).
+/// A sealed chunk together with its store id (BLAKE3 of `bytes`). Its bytes
+/// are a shared buffer: a handle on them ([`SealedChunk::shared`]) goes
+/// into a request body without a copy, and [`SealedChunk::into_bytes`]
+/// gives back the buffer itself when nothing else holds it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedChunk {
     id: ChunkId,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl SealedChunk {
     /// Pairs sealed bytes with their id. The caller vouches that `id` is the
     /// BLAKE3 hash of `bytes`; the store and the opener both check it.
     pub fn from_parts(id: ChunkId, bytes: Vec<u8>) -> Self {
+        Self { id, bytes: Bytes::from(bytes) }
+    }
+
+    /// The same from a shared buffer.
+    pub fn from_shared(id: ChunkId, bytes: Bytes) -> Self {
         Self { id, bytes }
     }
 
@@ -118,8 +127,19 @@ impl SealedChunk {
         &self.bytes
     }
 
-    /// The sealed bytes, owned.
+    /// Another handle on the sealed bytes (no copy).
+    pub fn shared(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
+    /// The sealed bytes, owned: the buffer itself when this was its only
+    /// handle, else a copy.
     pub fn into_bytes(self) -> Vec<u8> {
+        Vec::from(self.bytes)
+    }
+
+    /// The sealed bytes as a shared buffer (no copy).
+    pub fn into_shared(self) -> Bytes {
         self.bytes
     }
 
@@ -143,6 +163,27 @@ impl fmt::Debug for SealedChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_chunk_gives_back_its_own_buffer_unless_shared() {
+        let id = ChunkId::from_bytes([3; 32]);
+        let bytes = vec![7u8; 1000];
+        let at = bytes.as_ptr();
+        let c = SealedChunk::from_parts(id, bytes);
+        assert_eq!(c.shared().as_ptr(), at);
+        assert_eq!(c.clone().into_shared().as_ptr(), at);
+        // Held elsewhere too: a copy, and the other handle keeps its bytes.
+        let other = c.shared();
+        let copied = c.into_bytes();
+        assert_ne!(copied.as_ptr(), at);
+        assert_eq!((copied.as_slice(), other.as_ptr()), (&[7u8; 1000][..], at));
+        drop(other);
+        // The only handle: the buffer itself.
+        let c = SealedChunk::from_parts(id, vec![1, 2, 3]);
+        let at = c.as_bytes().as_ptr();
+        let own = c.into_bytes();
+        assert_eq!(own.as_ptr(), at);
+    }
 
     #[test]
     fn base64_round_trip() {

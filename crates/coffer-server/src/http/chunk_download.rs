@@ -14,5 +14,5 @@ pub(super) async fn handle(
     ApiPath(id): ApiPath<ChunkId>,
 ) -> Result<impl IntoResponse, ApiError> {
     let chunk = s.service.download_chunk(caller, id).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk.into_bytes()))
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], chunk.into_shared()))
 }

@@ -54,7 +54,7 @@ impl Service {
         caller: Caller,
         chunks: Vec<SealedChunk>,
     ) -> Result<UploadChunksResponse, ServiceError> {
-        let chunks = chunks.into_iter().map(|c| (c.id(), Bytes::from(c.into_bytes()))).collect();
+        let chunks = chunks.into_iter().map(|c| (c.id(), c.into_shared())).collect();
         self.store_uploaded(caller, chunks).await
     }
 
