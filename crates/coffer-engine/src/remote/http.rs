@@ -5,11 +5,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use coffer_proto::api::{
     chunk_batch, Change, CommitRequest, CommitResponse, EntryVersion, ErrorBody, ErrorCode, GetChunksRequest,
     JournalPage, MissingChunksRequest, MissingChunksResponse, PostPreview, PreviewPage, SessionId,
     SessionInfo, SessionToken, SessionsResponse, SnapshotPage, UploadChunksResponse, Usage, VersionsResponse,
-    API_PREFIX,
+    API_PREFIX, MAX_BATCH_ANSWER_BYTES,
 };
 use coffer_proto::{ChunkId, Cursor, EntryId, Revision, SealedChunk, SealedPreview};
 use reqwest::{Client, RequestBuilder, Response};
@@ -19,6 +20,47 @@ use super::{Remote, RemoteError};
 
 /// Slack added to a long-poll's own timeout before the client gives up.
 const WAIT_SLACK: Duration = Duration::from_secs(15);
+
+/// A chunk upload's body as it lies in memory ([`chunk_batch::frames`]):
+/// each large chunk sent from its own buffer rather than copied into one
+/// body first. Its length is known, so it goes with a `Content-Length`.
+struct Frames {
+    frames: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl Frames {
+    fn of(chunks: &[SealedChunk]) -> Self {
+        let frames: std::collections::VecDeque<Bytes> = chunk_batch::frames(chunks).into();
+        let left = frames.iter().map(|f| f.len() as u64).sum();
+        Self { frames, left }
+    }
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let next = this.frames.pop_front();
+        if let Some(f) = &next {
+            this.left -= f.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|f| Ok(http_body::Frame::data(f))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
 
 /// A logged-in device session against a store.
 #[derive(Clone)]
@@ -53,8 +95,12 @@ pub(super) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Rem
 /// (a reset or a closed connection before its length) as a *decode* error;
 /// it is a transport failure, and retrying can help. Only bytes that did
 /// arrive whole and still do not parse are a protocol error.
-async fn body(resp: Response) -> Result<impl AsRef<[u8]>, RemoteError> {
-    resp.bytes().await.map_err(|e| RemoteError::Transport(format!("the answer was cut off: {e}")))
+async fn body(resp: Response) -> Result<impl AsRef<[u8]> + Into<Vec<u8>>, RemoteError> {
+    resp.bytes().await.map_err(cut_off)
+}
+
+fn cut_off(e: reqwest::Error) -> RemoteError {
+    RemoteError::Transport(format!("the answer was cut off: {e}"))
 }
 
 pub(super) async fn check(resp: Response) -> Result<Response, RemoteError> {
@@ -110,7 +156,7 @@ impl Remote for HttpRemote {
     }
 
     async fn upload_chunks(&self, chunks: &[SealedChunk]) -> Result<UploadChunksResponse, RemoteError> {
-        let body = chunk_batch::encode(chunks);
+        let body = reqwest::Body::wrap(Frames::of(chunks));
         let req =
             self.post("/chunks").header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(body);
         decode(req.send().await?).await
@@ -122,15 +168,21 @@ impl Remote for HttpRemote {
         if blake3::hash(bytes.as_ref()).as_bytes() != id.as_bytes() {
             return Err(RemoteError::CorruptChunk(id));
         }
-        Ok(SealedChunk::from_parts(id, bytes.as_ref().to_vec()))
+        Ok(SealedChunk::from_parts(id, bytes.into()))
     }
 
     async fn download_chunks(&self, ids: &[ChunkId]) -> Result<Vec<SealedChunk>, RemoteError> {
         let req = GetChunksRequest { ids: ids.to_vec() };
-        let resp = check(self.post("/chunks/get").json(&req).send().await?).await?;
-        let bytes = body(resp).await?;
-        let chunks = chunk_batch::decode(bytes.as_ref())
-            .map_err(|e| RemoteError::Protocol(format!("chunk batch answer: {e}")))?;
+        let mut resp = check(self.post("/chunks/get").json(&req).send().await?).await?;
+        // Decoded as it arrives, each chunk's bytes copied once into a
+        // buffer of its own (which opening then decrypts in place); and no
+        // longer than an answer to these ids may be.
+        let bad = |e: chunk_batch::FramingError| RemoteError::Protocol(format!("chunk batch answer: {e}"));
+        let mut decoder = chunk_batch::Decoder::new(MAX_BATCH_ANSWER_BYTES + ids.len() * chunk_batch::HEAD);
+        while let Some(piece) = resp.chunk().await.map_err(cut_off)? {
+            decoder.feed(&piece).map_err(bad)?;
+        }
+        let chunks = decoder.finish().map_err(bad)?;
         for c in &chunks {
             if !ids.contains(&c.id()) {
                 return Err(RemoteError::Protocol(format!("the store sent chunk {} unasked", c.id())));

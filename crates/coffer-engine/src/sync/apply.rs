@@ -101,7 +101,9 @@ fn write_quick(
     j: &QuickJob,
 ) -> Result<bool, String> {
     use std::io::Write as _;
-    let Ok(plain) = super::transfer::open_chunk(keys, &j.chunk, &j.sealed) else { return Ok(false) };
+    let Ok(plain) = super::transfer::open_chunk(keys, &j.chunk, j.sealed.as_bytes().to_vec()) else {
+        return Ok(false);
+    };
     let written = fs.create_new(&j.tmp).and_then(|mut f| {
         f.write_all(&plain)?;
         f.flush()

@@ -153,18 +153,49 @@ const PREFETCH_FILE_MAX: u64 = 64 << 10;
 /// Plaintext bytes asked for in one batched fetch (the store allows 16 MiB).
 const PREFETCH_REQUEST_BYTES: u64 = 4 << 20;
 
-/// Opens a fetched chunk and checks its length: the plaintext, or why it is
-/// not the chunk `c` names.
+/// Opens a fetched chunk in the buffer it came in and checks its length:
+/// the plaintext, or why it is not the chunk `c` names. Its sealed bytes
+/// are not hashed again: every chunk the engine opens this way came from
+/// [`Remote::download_chunk`] or [`Remote::download_chunks`] under `c.id`,
+/// which check each against its id.
 pub(crate) fn open_chunk(
     keys: &coffer_crypto::AccountKeys,
     c: &ChunkRef,
-    sealed: &SealedChunk,
+    sealed: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
-    match keys.chunk.open(&keys.chunk_id, c.id, &c.content, sealed.as_bytes()) {
+    match keys.chunk.open_downloaded(&keys.chunk_id, &c.content, sealed) {
         Ok(plain) if plain.len() == c.len as usize => Ok(plain),
         Ok(_) => Err(format!("chunk {} has the wrong length", c.id)),
         Err(e) => Err(format!("chunk {}: {e}", c.id)),
     }
+}
+
+/// Opens the chunks of a batched download, for the refs of `group` in
+/// order, each in the buffer it came in; a chunk that several refs name
+/// (content that repeats) is copied for each but the last. `None` for one
+/// the answer lacked or that does not open.
+fn open_batch(
+    keys: &coffer_crypto::AccountKeys,
+    group: &[ChunkRef],
+    mut got: HashMap<ChunkId, SealedChunk>,
+) -> Vec<Option<Vec<u8>>> {
+    let mut uses: HashMap<ChunkId, usize> = HashMap::new();
+    for c in group {
+        *uses.entry(c.id).or_default() += 1;
+    }
+    group
+        .iter()
+        .map(|c| {
+            let left = uses.get_mut(&c.id).expect("every ref is counted");
+            *left -= 1;
+            let sealed = if *left == 0 {
+                got.remove(&c.id)?.into_bytes()
+            } else {
+                got.get(&c.id)?.as_bytes().to_vec()
+            };
+            open_chunk(keys, c, sealed).ok()
+        })
+        .collect()
 }
 
 /// Reads a small file to its end into `data`, which has room for the size
@@ -906,11 +937,9 @@ impl<R: Remote> Engine<R> {
             };
         let keys = self.keys.clone();
         let refs = group.to_vec();
-        let opened: Vec<Option<Vec<u8>>> = tokio::task::spawn_blocking(move || {
-            refs.iter().map(|c| open_chunk(&keys, c, got.get(&c.id)?).ok()).collect()
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let opened: Vec<Option<Vec<u8>>> = tokio::task::spawn_blocking(move || open_batch(&keys, &refs, got))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut out = Vec::with_capacity(group.len());
         for (c, plain) in group.iter().zip(opened) {
             out.push(match plain {
@@ -928,8 +957,8 @@ impl<R: Remote> Engine<R> {
         // Opened where it lies, not taken out (the same chunk can be the
         // whole of several files) nor copied: chunks fetched ahead are
         // small, opened inline like any small chunk.
-        let ahead =
-            self.prefetched.lock().ok().and_then(|p| p.get(&c.id).map(|s| open_chunk(&self.keys, c, s)));
+        let ahead = self.prefetched.lock().ok().and_then(|p| p.get(&c.id).map(|s| s.as_bytes().to_vec()));
+        let ahead = ahead.map(|sealed| open_chunk(&self.keys, c, sealed));
         if let Some(Ok(plain)) = ahead {
             return Ok(plain);
         }
@@ -959,11 +988,11 @@ impl<R: Remote> Engine<R> {
         sealed: SealedChunk,
     ) -> Result<Result<Vec<u8>, String>, TransferError> {
         if c.len <= SMALL_CHUNK {
-            return Ok(open_chunk(&self.keys, c, &sealed));
+            return Ok(open_chunk(&self.keys, c, sealed.into_bytes()));
         }
         let keys = self.keys.clone();
         let c = *c;
-        Ok(tokio::task::spawn_blocking(move || open_chunk(&keys, &c, &sealed))
+        Ok(tokio::task::spawn_blocking(move || open_chunk(&keys, &c, sealed.into_bytes()))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?)
     }
@@ -1179,6 +1208,33 @@ mod tests {
     use std::io;
 
     use super::*;
+
+    #[test]
+    fn a_batch_opens_each_ref_in_order_and_a_repeated_chunk_for_each() {
+        let keys = coffer_crypto::MasterKey::from_bytes([5; 32]).derive();
+        let sealed = |data: &[u8]| {
+            let content = keys.chunk_id.content_hash(data);
+            let s = keys.chunk.seal(&content, data);
+            (ChunkRef { id: s.id(), content, len: data.len() as u32 }, s)
+        };
+        let (a, sa) = sealed(b"the same content twice");
+        let (b, sb) = sealed(b"another");
+        let (lacking, _) = sealed(b"not in the answer");
+        let (wrong_len, sw) = sealed(b"its ref says a length it does not have");
+        let wrong_len = ChunkRef { len: wrong_len.len + 1, ..wrong_len };
+        let got: HashMap<ChunkId, SealedChunk> = [sa, sb, sw].into_iter().map(|s| (s.id(), s)).collect();
+        let opened = open_batch(&keys, &[a, b, lacking, a, wrong_len], got);
+        assert_eq!(
+            opened,
+            vec![
+                Some(b"the same content twice".to_vec()),
+                Some(b"another".to_vec()),
+                None,
+                Some(b"the same content twice".to_vec()),
+                None,
+            ]
+        );
+    }
 
     struct Sink(Vec<u8>, Option<usize>);
     impl io::Write for Sink {
