@@ -3,8 +3,9 @@
 //! `coffer server`, and rewrites the answers the way a compromised store
 //! could: flipped bits in chunks and in sealed metadata, forged journal
 //! entries (deletions, replays of old revisions, metadata moved between
-//! entries), a journal cursor that goes backwards, and login answers
-//! without the account's settings.
+//! entries), a journal cursor that goes backwards, login answers
+//! without the account's settings, and batched chunk answers followed by
+//! far more junk than an answer may hold.
 //!
 //! It holds no account keys, only what any store holds: ciphertext and the
 //! session token clients send it. Attacks that need keys (names inside
@@ -12,6 +13,7 @@
 //! [`MaliciousDevice`], which logs in like any device and commits hostile
 //! metadata through the real store.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -35,6 +37,13 @@ pub struct Attacks {
     /// Leave the account's settings out of login answers (as a store too
     /// old to keep them would).
     pub withhold_settings: bool,
+    /// Follow every batched chunk answer (`chunks/get`) with 256 MiB of
+    /// junk frames, far more than any answer may hold (the cap keeps a
+    /// client that reads it all from filling the machine's memory).
+    pub overlong_batches: bool,
+    /// The most junk bytes one such answer had sent when its reader hung
+    /// up (or so far).
+    pub overlong_most: Arc<AtomicU64>,
     /// How many answers were rewritten.
     pub rewritten: usize,
     /// The last bearer token a client sent (a store sees every one).
@@ -161,7 +170,41 @@ async fn forward(State(s): State<Shared>, req: Request) -> Response {
     } else {
         headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
     }
+    let overlong = {
+        let mut a = s.attacks.lock().expect("attacks");
+        let on = status.is_success() && path == "/v1/chunks/get" && a.overlong_batches;
+        a.rewritten += usize::from(on);
+        on.then(|| a.overlong_most.clone())
+    };
+    if let Some(most) = overlong {
+        return (status, headers, axum::body::Body::from_stream(junk_after(bytes, most))).into_response();
+    }
     (status, headers, bytes).into_response()
+}
+
+/// `answer`, then 256 frames of junk (a made-up id, 1 MiB of zeros each),
+/// counting into `most` how much junk this answer has sent.
+fn junk_after(
+    answer: Bytes,
+    most: Arc<AtomicU64>,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    const JUNK: usize = 1 << 20;
+    let mut frame = vec![0xAB; 32];
+    frame.extend_from_slice(&(JUNK as u32).to_be_bytes());
+    frame.resize(36 + JUNK, 0);
+    let frame = Bytes::from(frame);
+    let junk = futures::stream::unfold(0u64, move |sent| {
+        let (frame, most) = (frame.clone(), most.clone());
+        async move {
+            if sent >= 256 << 20 {
+                return None;
+            }
+            let sent = sent + frame.len() as u64;
+            most.fetch_max(sent, Ordering::Relaxed);
+            Some((Ok(frame), sent))
+        }
+    });
+    futures::StreamExt::chain(futures::stream::once(async move { Ok(answer) }), junk)
 }
 
 fn rewrite(s: &Shared, path: &str, bytes: Bytes) -> Bytes {

@@ -11,6 +11,7 @@ use std::path::Path;
 use coffer_e2e::hostile::{forged_deletion, HostileServer, MaliciousDevice};
 use coffer_e2e::{tree, Client, Ran, Server};
 use coffer_proto::{Cursor, Revision};
+use rand::{Rng, SeedableRng};
 
 /// A store, the hostile proxy in front of it, an honest device `a` (talking
 /// to the store directly) and the victim `v` (through the proxy), both in
@@ -139,6 +140,33 @@ fn tampered_chunks_are_refused_and_nothing_partial_is_written() {
     s.hostile.set(|a| a.tamper_chunks = false);
     s.v.sync();
     assert_eq!(s.v.read("keep.txt"), b"keep me, version 2, which v must fetch");
+}
+
+/// A store that follows each batched answer with 256 MiB of junk: the
+/// client stops reading once the answer is longer than one may be (16 MiB
+/// of chunks), and fetches those chunks one at a time instead.
+#[test]
+fn an_overlong_batch_answer_is_cut_off_and_the_files_arrive_one_chunk_at_a_time() {
+    let s = setup("overlong@example.org");
+    // Small files (fetched together ahead) and a file of several chunks.
+    for i in 0..5 {
+        s.a.write(&format!("small/{i}.txt"), format!("small file {i}").as_bytes());
+    }
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let big: Vec<u8> = (0..12 << 20).map(|_| rng.gen()).collect();
+    s.a.write("big.bin", &big);
+    s.a.sync();
+    s.hostile.set(|a| a.overlong_batches = true);
+    let r = s.sync_v();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(s.hostile.rewritten() > 0, "no batched answer was sent");
+    assert_eq!(s.v.tree(), s.a.tree());
+    assert!(s.v.read("big.bin") == big);
+    // At most the protocol's 16 MiB an answer, and what the sockets in
+    // between held when the client hung up.
+    let most = s.hostile.attacks.lock().unwrap().overlong_most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(most > 0, "no junk was sent");
+    assert!(most < 64 << 20, "the client took {most} bytes of junk in one answer");
 }
 
 #[test]
