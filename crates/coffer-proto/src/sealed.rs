@@ -107,7 +107,8 @@ pub struct SealedChunk {
 
 impl SealedChunk {
     /// Pairs sealed bytes with their id. The caller vouches that `id` is the
-    /// BLAKE3 hash of `bytes`; the store and the opener both check it.
+    /// BLAKE3 hash of `bytes`; the store checks it on upload, a client's
+    /// download on arrival.
     pub fn from_parts(id: ChunkId, bytes: Vec<u8>) -> Self {
         Self { id, bytes: Bytes::from(bytes) }
     }

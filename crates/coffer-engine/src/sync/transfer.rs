@@ -954,9 +954,9 @@ impl<R: Remote> Engine<R> {
     /// A chunk fetched ahead ([`Engine::prefetch_small`]) is used first; if
     /// it does not open, it is fetched again like any other.
     pub(crate) async fn fetch_verified(&self, c: &ChunkRef) -> Result<Vec<u8>, TransferError> {
-        // Opened where it lies, not taken out (the same chunk can be the
-        // whole of several files) nor copied: chunks fetched ahead are
-        // small, opened inline like any small chunk.
+        // Copied out, not taken (the same chunk can be the whole of several
+        // files), and opened inline like any small chunk: chunks fetched
+        // ahead are small.
         let ahead = self.prefetched.lock().ok().and_then(|p| p.get(&c.id).map(|s| s.as_bytes().to_vec()));
         let ahead = ahead.map(|sealed| open_chunk(&self.keys, c, sealed));
         if let Some(Ok(plain)) = ahead {
