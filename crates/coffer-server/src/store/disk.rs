@@ -56,7 +56,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -182,7 +182,9 @@ fn locate_in(c: &Connection, account: AccountId, id: ChunkId) -> rusqlite::Resul
 /// against the index. A small record is read whole, in one call; a large
 /// one's head is read on its own and its blob straight into a buffer of
 /// its size, which is neither zeroed first nor shifted after (a download of
-/// 1 GiB would otherwise set and move 1 GiB more in the store).
+/// 1 GiB would otherwise set and move 1 GiB more in the store), in one
+/// `pread` as a rule (`Read::take` and `read_to_end` had read it in
+/// growing pieces from 8 KiB, after a seek).
 fn read_record_in(file: &fs::File, id: ChunkId, at: Location) -> std::io::Result<Vec<u8>> {
     let len = usize::try_from(at.len).map_err(|_| std::io::Error::other("blob length"))?;
     let check = |head: &[u8]| {
@@ -201,43 +203,31 @@ fn read_record_in(file: &fs::File, id: ChunkId, at: Location) -> std::io::Result
             format!("pack {} ends inside chunk {}", at.seq, id.to_hex()),
         )
     };
+    let eof = |e: std::io::Error| if e.kind() == ErrorKind::UnexpectedEof { cut_short() } else { e };
     if len < WRITE_BUFFER {
         let mut buf = vec![0u8; HEADER + len];
-        let mut got = 0;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], at.offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if got < HEADER {
-            return Err(cut_short());
-        }
+        file.read_exact_at(&mut buf, at.offset).map_err(eof)?;
         check(&buf)?;
-        if got < buf.len() {
-            return Err(cut_short());
-        }
         buf.drain(..HEADER);
         return Ok(buf);
     }
     let mut head = [0u8; HEADER];
-    file.read_exact_at(&mut head, at.offset).map_err(|e| {
-        if e.kind() == ErrorKind::UnexpectedEof {
-            cut_short()
-        } else {
-            e
-        }
-    })?;
+    file.read_exact_at(&mut head, at.offset).map_err(eof)?;
     check(&head)?;
+    // Read into the buffer's spare capacity: not zeroed first.
     let mut buf = Vec::with_capacity(len);
-    let mut reader = file;
-    reader.seek(SeekFrom::Start(at.offset + HEADER as u64))?;
-    reader.take(at.len).read_to_end(&mut buf)?;
-    if buf.len() != len {
-        return Err(cut_short());
+    while buf.len() < len {
+        let from = at.offset + (HEADER + buf.len()) as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), from) {
+            Ok(0) => return Err(cut_short()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    // The allocation may be larger than asked: what was read past the
+    // record is not its.
+    buf.truncate(len);
     Ok(buf)
 }
 
